@@ -1,0 +1,22 @@
+"""celeriac: a distributed task queue for Python with Celery's API.
+
+    from celeriac import Celeriac
+    app = Celeriac("my_app")          # embedded SQLite broker and results, no server
+
+    @app.task
+    def add(x, y): return x + y
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import states  # noqa: E402
+from .app import Celeriac, Celery, current_app, shared_task  # noqa: E402
+from .result import AsyncResult, EagerResult  # noqa: E402
+from .task import Task  # noqa: E402
+
+__all__ = [
+    "AsyncResult", "Celeriac", "Celery", "EagerResult", "Task", "current_app", "shared_task", "states",
+    "__version__",
+]

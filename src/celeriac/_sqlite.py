@@ -1,0 +1,238 @@
+"""One SQLite file shared by the SQLite broker and result store of a process.
+
+Why this exists:
+- SQLite connections must not cross fork() or threads, so each (pid, thread) gets its own.
+  Connections inherited over a fork are kept referenced and never closed in the child:
+  closing them there could drop the POSIX locks of the child's own connections.
+- "database is locked" must never reach a user: writes take the lock with BEGIN IMMEDIATE
+  (no lock upgrades, so no deadlock) and we retry with sub-millisecond sleeps ourselves;
+  SQLite's own busy handler sleeps in steps of 1-100 ms, which would ruin latency.
+- Waiting (for a task, for a result) must not busy-poll: on Linux a waiter watches the
+  database's directory with inotify and wakes when the WAL file is written by anyone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import select
+import sqlite3
+import struct
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from .exceptions import OperationalError
+
+T = TypeVar("T")
+
+_LOCK_TIMEOUT = 120.0  # seconds a writer keeps trying before it reports a stuck lock
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+class Doorbell:
+    """Blocks until the database file may have changed, or the timeout passes."""
+
+    _IN_MODIFY = 0x00000002
+    _IN_NONBLOCK = 0o4000
+    _IN_CLOEXEC = 0o2000000
+    _EVENT = struct.Struct("iIII")
+    _libc: Any = None
+
+    def __init__(self, path: str) -> None:
+        self._names = {os.path.basename(path).encode(), (os.path.basename(path) + "-wal").encode(),
+                       (os.path.basename(path) + "-journal").encode()}
+        self._fd: int | None = None
+        self._poll: Any = None
+        try:
+            libc = Doorbell._load_libc()
+            fd = libc.inotify_init1(self._IN_NONBLOCK | self._IN_CLOEXEC)
+            if fd >= 0:
+                if libc.inotify_add_watch(fd, os.path.dirname(path).encode(), self._IN_MODIFY) >= 0:
+                    self._fd = fd
+                    self._poll = select.poll()
+                    self._poll.register(fd, select.POLLIN)
+                else:
+                    os.close(fd)
+        except (OSError, AttributeError):
+            self._fd = None  # not Linux, or out of inotify instances: fall back to polling
+        self._sleep = 0.001
+
+    @classmethod
+    def _load_libc(cls) -> Any:
+        if cls._libc is None:
+            cls._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return cls._libc
+
+    @property
+    def event_driven(self) -> bool:
+        return self._fd is not None
+
+    def arm(self) -> None:
+        """Forget past events; call before checking the condition you will wait for."""
+        self._sleep = 0.001
+        if self._fd is not None:
+            self._drain()
+
+    def _drain(self) -> bool:
+        assert self._fd is not None
+        relevant = False
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return relevant
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            offset = 0
+            size = self._EVENT.size
+            while offset + size <= len(data):
+                _wd, mask, _cookie, length = self._EVENT.unpack_from(data, offset)
+                name = data[offset + size: offset + size + length].rstrip(b"\0")
+                offset += size + length
+                if name in self._names or mask & 0x4000:  # IN_Q_OVERFLOW: assume relevant
+                    relevant = True
+
+    def wait(self, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        if self._fd is None:
+            time.sleep(min(timeout, self._sleep))
+            self._sleep = min(self._sleep * 2, 0.05)
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._poll.poll(max(1, int(remaining * 1000 + 0.999))):
+                if self._drain():
+                    return
+
+
+class SQLiteDatabase:
+    """Connections, transactions and the doorbell for one database file."""
+
+    _instances: dict[str, "SQLiteDatabase"] = {}
+    _instances_lock = threading.Lock()
+
+    @classmethod
+    def for_path(cls, path: str, options: dict[str, Any] | None = None) -> "SQLiteDatabase":
+        path = os.path.abspath(path)
+        with cls._instances_lock:
+            db = cls._instances.get(path)
+            if db is None:
+                db = cls._instances[path] = cls(path, options or {})
+            return db
+
+    def __init__(self, path: str, options: dict[str, Any]) -> None:
+        self.path = path
+        self.synchronous = str(options.get("synchronous", "NORMAL")).upper()
+        self._conns: dict[tuple[int, int], sqlite3.Connection] = {}
+        self._bells: dict[tuple[int, int], Doorbell] = {}
+        self._schemas: set[str] = set()
+        self._schema_pid = os.getpid()
+
+    def _key(self) -> tuple[int, int]:
+        return os.getpid(), threading.get_ident()
+
+    def conn(self) -> sqlite3.Connection:
+        key = self._key()
+        conn = self._conns.get(key)
+        if conn is None:
+            conn = self._connect()
+            self._conns[key] = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise OperationalError(f"cannot open SQLite database {self.path}: directory {directory} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+            conn.execute("PRAGMA busy_timeout=0")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            raise OperationalError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        return conn
+
+    def doorbell(self) -> Doorbell:
+        key = self._key()
+        bell = self._bells.get(key)
+        if bell is None:
+            bell = self._bells[key] = Doorbell(self.path)
+        return bell
+
+    def ensure_schema(self, name: str, statements: str) -> None:
+        if os.getpid() != self._schema_pid:
+            self._schemas = set()
+            self._schema_pid = os.getpid()
+        if name in self._schemas:
+            return
+
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in statements.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+        self.write(create)
+        self._schemas.add(name)
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        delay = 0.0001
+        deadline: float | None = None
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + _LOCK_TIMEOUT
+                elif now > deadline:
+                    raise OperationalError(
+                        f"the SQLite database {self.path} stayed locked for {_LOCK_TIMEOUT:.0f}s; "
+                        "another process holds a write transaction open - stop it or use Redis") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.005)
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one write transaction, waiting out other writers."""
+        conn = self.conn()
+        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            result = fn(conn)
+            self._retry(lambda: conn.execute("COMMIT"))
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn()
+        try:
+            return self._retry(lambda: fn(conn))
+        except sqlite3.Error as exc:
+            raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """`sqlite:///rel.db` is relative to the current directory, `sqlite:////abs.db` absolute."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    if rest.startswith("/"):
+        rest = rest[1:]
+    rest = rest.split("?", 1)[0]
+    if not rest:
+        raise ValueError("a sqlite URL needs a file name, e.g. sqlite:///celeriac.db")
+    return os.path.abspath(rest)

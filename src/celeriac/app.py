@@ -1,0 +1,518 @@
+"""Celeriac: configuration, the task registry, routing and sending tasks."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import inspect
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, UTC
+from typing import (TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Literal, ParamSpec, Protocol,
+                    Sequence, TypeVar, overload)
+
+from . import protocol, signals, states
+from .brokers import Broker, Outgoing, create_broker, safe_url
+from .backends import ResultStore, create_result_store
+from .config import DEFAULT_SQLITE_FILE, Settings, env_urls
+from .exceptions import EncodeError, ImproperlyConfigured, NotRegistered, OperationalError
+from .result import AsyncResult
+from .result import AsyncResult as ResultHandle
+from .task import AsyncTask, Context, current_task_and_request
+from .task import Task as BaseTask
+
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate
+
+    from .control import Control
+
+P = ParamSpec("P")
+R = TypeVar("R")
+logger = logging.getLogger("celeriac.app")
+
+
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> BaseTask[P, R]: ...
+
+
+class _BoundTaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: "Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]") -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: "Callable[Concatenate[Any, P], R]") -> BaseTask[P, R]: ...
+
+
+class TaskRegistry(dict[str, BaseTask[Any, Any]]):
+    """name -> task; a missing name raises NotRegistered."""
+
+    def __missing__(self, key: str) -> BaseTask[Any, Any]:
+        raise NotRegistered(key)
+
+
+_state = threading.local()
+_default_app: "Celeriac | None" = None
+_all_apps: list["Celeriac"] = []
+_shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+
+
+def current_app() -> "Celeriac":
+    """The app most recently created (or a default app on the embedded SQLite file)."""
+    global _default_app
+    app = getattr(_state, "app", None) or _default_app
+    if app is None:
+        app = _default_app = Celeriac("default")
+    return app
+
+
+class Celeriac:
+    """The application: `Celeriac("my_app")` runs on the embedded SQLite file, no server."""
+
+    Task: type[BaseTask[Any, Any]] = BaseTask
+
+    def __init__(self, main: str | None = None, broker: str | None = None, backend: str | None = None, *,
+                 include: Iterable[str] | None = None, set_as_current: bool = True,
+                 task_cls: type[BaseTask[Any, Any]] | None = None, config_source: Any = None,
+                 **settings: Any) -> None:
+        global _default_app
+        self.main = main
+        self.conf = Settings()
+        if config_source is not None:
+            self.conf.load_object(config_source)
+        self.conf.update(settings)
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = list(self.conf.include) + list(include)
+        if task_cls is not None:
+            self.Task = task_cls
+        self.tasks = TaskRegistry()
+        self._broker: Broker | None = None
+        self._backend: ResultStore | None = None
+        self._resolved_broker_url: str | None = None
+        self._resolved_backend_url: str | None = None
+        self._autodiscover: list[tuple[Any, str]] = []
+        self._control: "Control | None" = None
+        self.finalized = False
+        self.on_after_configure = signals.Signal("on_after_configure")
+        self.on_after_finalize = signals.Signal("on_after_finalize")
+        self._periodic: list[dict[str, Any]] = []
+        _all_apps.append(self)
+        if set_as_current:
+            self.set_current()
+            _default_app = self
+        for fn, options in _shared_tasks:
+            self._create_task(fn, dict(options))
+
+    def set_current(self) -> None:
+        _state.app = self
+
+    # --- configuration ---
+
+    def config_from_object(self, obj: Any, namespace: str | None = None, silent: bool = False,
+                           force: bool = False) -> None:
+        """Load settings from a module, module path ("proj.settings") or object."""
+        try:
+            self.conf.load_object(obj, namespace=namespace)
+        except ImportError:
+            if not silent:
+                raise
+        self._reset_connections()
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False) -> None:
+        module_name = os.environ.get(variable_name)
+        if not module_name:
+            if silent:
+                return
+            raise ImproperlyConfigured(f"environment variable {variable_name} is not set")
+        self.config_from_object(module_name, silent=silent)
+
+    def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks", force: bool = False) -> None:
+        """Import `<package>.tasks` for each package (a list, or a callable returning one)."""
+        self._autodiscover.append((packages, related_name))
+        if force:
+            self._import_autodiscovered()
+
+    def _import_autodiscovered(self) -> None:
+        for packages, related_name in self._autodiscover:
+            names = packages() if callable(packages) else (packages or [])
+            for package in names:
+                try:
+                    importlib.import_module(f"{package}.{related_name}")
+                except ModuleNotFoundError as exc:
+                    if exc.name != f"{package}.{related_name}":
+                        raise
+
+    def import_default_modules(self) -> None:
+        for name in list(self.conf.imports or []) + list(self.conf.include or []):
+            importlib.import_module(name)
+        self._import_autodiscovered()
+
+    def finalize(self) -> None:
+        if not self.finalized:
+            self.finalized = True
+            self.on_after_configure.send(sender=self)
+            self.on_after_finalize.send(sender=self)
+
+    # --- transports ---
+
+    @property
+    def broker_url(self) -> str:
+        if self._resolved_broker_url is None:
+            env_broker, _ = env_urls()
+            url = env_broker or self.conf.broker_url or f"sqlite:///{DEFAULT_SQLITE_FILE}"
+            self._resolved_broker_url = _absolute_sqlite(url)
+        return self._resolved_broker_url
+
+    @property
+    def result_backend_url(self) -> str:
+        if self._resolved_backend_url is None:
+            _, env_backend = env_urls()
+            url = env_backend or self.conf.result_backend
+            if not url:
+                broker = self.broker_url
+                url = broker if broker.split("://")[0] in ("sqlite", "memory", "redis", "rediss", "unix") \
+                    else f"sqlite:///{DEFAULT_SQLITE_FILE}"
+            self._resolved_backend_url = _absolute_sqlite(url)
+        return self._resolved_backend_url
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            self._broker = create_broker(self.broker_url, self.conf.broker_transport_options)
+        return self._broker
+
+    @property
+    def backend(self) -> ResultStore:
+        if self._backend is None:
+            conf = self.conf
+            self._backend = create_result_store(
+                self.result_backend_url, serializer=conf.result_serializer,
+                accept=conf.result_accept_content or conf.accept_content,
+                expires=_seconds(conf.result_expires))
+        return self._backend
+
+    def _reset_connections(self) -> None:
+        self._broker = self._backend = None
+        self._resolved_broker_url = self._resolved_backend_url = None
+
+    @property
+    def control(self) -> "Control":
+        if self._control is None:
+            from .control import Control
+            self._control = Control(self)
+        return self._control
+
+    def close(self) -> None:
+        for conn in (self._broker, self._backend):
+            if conn is not None:
+                conn.close()
+        self._broker = self._backend = None
+
+    # --- tasks ---
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncTask[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R]) -> BaseTask[P, R]: ...
+    @overload
+    def task(self, *, bind: Literal[True], **options: Any) -> _BoundTaskDecorator: ...
+    @overload
+    def task(self, *, bind: Literal[False] = ..., **options: Any) -> _TaskDecorator: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Make a task of a function: `@app.task` or `@app.task(bind=True, max_retries=3, ...)`."""
+        if fn is not None and callable(fn) and not options:
+            return self._create_task(fn, {})
+
+        def decorate(f: Callable[..., Any]) -> BaseTask[Any, Any]:
+            return self._create_task(f, dict(options))
+
+        return decorate
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    def _create_task(self, fn: Callable[..., Any], options: dict[str, Any]) -> BaseTask[Any, Any]:
+        name = options.pop("name", None) or self.gen_task_name(fn.__name__, fn.__module__)
+        existing = self.tasks.get(name)
+        if existing is not None and getattr(existing, "__wrapped__", None) is fn:
+            return existing
+        base = options.pop("base", None) or self.Task
+        bind = bool(options.pop("bind", False))
+        shared = options.pop("shared", True)
+        del shared
+        bases: tuple[type, ...] = (base,)
+        if _is_coroutine_function(fn) and not issubclass(base, AsyncTask):
+            bases = (AsyncTask,) if base is BaseTask else (base, AsyncTask)
+        for key in ("autoretry_for", "dont_autoretry_for"):
+            if key in options and not isinstance(options[key], tuple):
+                options[key] = tuple(options[key])
+        attrs = {
+            "name": name, "app": self, "run": fn if bind else staticmethod(fn), "__wrapped__": fn,
+            "__doc__": fn.__doc__, "__module__": fn.__module__, "_bound": bind, **options,
+        }
+        task: BaseTask[Any, Any] = type(fn.__name__, bases, attrs)()
+        self.tasks[name] = task
+        return task
+
+    def register_task(self, task: BaseTask[Any, Any]) -> BaseTask[Any, Any]:
+        """Register a class-based task instance (a Task subclass with `run`)."""
+        if not task.name:
+            task.name = self.gen_task_name(type(task).__name__, type(task).__module__)
+        task.app = self
+        self.tasks[task.name] = task
+        return task
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> ResultHandle[Any]:  # noqa: N802
+        return AsyncResult(task_id, app=self, **kwargs)
+
+    # --- routing and sending ---
+
+    def route_for(self, name: str, args: Any, kwargs: Any, options: dict[str, Any],
+                  task: BaseTask[Any, Any] | None = None) -> dict[str, Any]:
+        routes = self.conf.task_routes
+        if not routes:
+            return {}
+        for router in routes if isinstance(routes, (list, tuple)) else [routes]:
+            if callable(router):
+                found = router(name, args, kwargs, options, task=task)
+            else:
+                found = next((value for pattern, value in router.items()
+                              if pattern == name or fnmatch.fnmatchcase(name, pattern)), None)
+            if found:
+                return {"queue": found} if isinstance(found, str) else dict(found)
+        return {}
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
+                  countdown: float | None = None, eta: datetime | None = None,
+                  expires: float | datetime | None = None, priority: int | None = None,
+                  queue: str | None = None, link: Any = None, link_error: Any = None,
+                  headers: dict[str, Any] | None = None, ignore_result: bool | None = None,
+                  serializer: str | None = None, retries: int = 0, root_id: str | None = None,
+                  parent_id: str | None = None, group_id: str | None = None, group_index: int | None = None,
+                  soft_time_limit: float | None = None, time_limit: float | None = None,
+                  shadow: str | None = None, _task: BaseTask[Any, Any] | None = None,
+                  **options: Any) -> ResultHandle[Any]:
+        """Send a task by name; the code need not be importable here."""
+        task = _task if _task is not None else self.tasks.get(name)
+        task_id = task_id or str(uuid.uuid4())
+        current = current_task_and_request()
+        if current is not None and not current[1].called_directly:
+            parent_id = parent_id or current[1].id
+            root_id = root_id or current[1].root_id or current[1].id
+        route = self.route_for(name, args, kwargs, options, task) if self.conf.task_routes else {}
+        queue = queue or route.get("queue") or (task.queue if task else None) or self.conf.task_default_queue
+        priority = _first(priority, route.get("priority"), task.priority if task else None,
+                          self.conf.task_default_priority)
+        now = time.time()
+        eta_epoch = None
+        if countdown is not None:
+            eta_epoch = now + float(countdown)
+        elif eta is not None:
+            eta_epoch = _to_datetime(eta).timestamp()
+        expires_iso = None
+        if expires is not None:
+            expires_at = now + float(_seconds(expires) or 0) if isinstance(expires, (int, float, timedelta)) \
+                else _to_datetime(expires).timestamp()
+            expires_iso = protocol.to_iso(datetime.fromtimestamp(expires_at, UTC))
+        if ignore_result is None:
+            ignore_result = bool(task.ignore_result if task and task.ignore_result is not None
+                                 else self.conf.task_ignore_result)
+        timelimit = (_first(soft_time_limit, task.soft_time_limit if task else None),
+                     _first(time_limit, task.time_limit if task else None))
+        msg = protocol.build_task_message(
+            task_id, name, args, kwargs,
+            serializer=serializer or (task.serializer if task and task.serializer else None)
+            or self.conf.task_serializer,
+            eta=protocol.to_iso(datetime.fromtimestamp(eta_epoch, UTC)) if eta_epoch else None,
+            expires=expires_iso, retries=retries, root_id=root_id, parent_id=parent_id,
+            group_id=group_id, group_index=group_index, origin=_origin(), timelimit=timelimit,
+            ignore_result=ignore_result, callbacks=_encode_sigs(link), errbacks=_encode_sigs(link_error),
+            chain=options.get("chain"), chord=options.get("chord"), priority=int(priority), queue=queue,
+            extra_headers=headers, shadow=shadow)
+        if signals.before_task_publish.receivers:
+            signals.before_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
+                                             properties=msg.properties, routing_key=queue, exchange="")
+        self.publish([Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch)],
+                     what=f"task {name}[{task_id}]")
+        if signals.after_task_publish.receivers:
+            signals.after_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
+                                            routing_key=queue, exchange="")
+        return AsyncResult(task_id, app=self, task_name=name)
+
+    def publish(self, messages: Sequence[Outgoing], what: str = "messages") -> None:
+        """Publish with the publish retry policy; a clear OperationalError when the broker is gone."""
+        conf = self.conf
+        policy = conf.task_publish_retry_policy or {}
+        attempts = 1 + (int(policy.get("max_retries", 3)) if conf.task_publish_retry else 0)
+        interval = float(policy.get("interval_start", 0))
+        for attempt in range(1, attempts + 1):
+            try:
+                self.broker.publish(messages)
+                return
+            except OperationalError as exc:
+                if attempt == attempts:
+                    raise OperationalError(
+                        f"could not publish {what} to {safe_url(self.broker_url)} "
+                        f"after {attempts} attempt(s): {exc}") from exc
+                time.sleep(interval)
+                interval = min(interval + float(policy.get("interval_step", 0.2)),
+                               float(policy.get("interval_max", 0.2)))
+
+    def send_retry(self, task: BaseTask[Any, Any], request: Context, retry: Any) -> None:
+        """Publish the next attempt of a task that called `self.retry()`."""
+        self.publish([self.retry_message(task, request, retry)], what=f"retry of {task.name}[{request.id}]")
+
+    def retry_message(self, task: BaseTask[Any, Any], request: Context, retry: Any) -> Outgoing:
+        opts = dict(getattr(retry, "retry_options", {}) or {})
+        args, kwargs = opts.pop("args", request.args), opts.pop("kwargs", request.kwargs)
+        countdown, eta = opts.pop("countdown", None), opts.pop("eta", None)
+        now = time.time()
+        eta_epoch = now + float(countdown) if countdown is not None else (
+            _to_datetime(eta).timestamp() if eta is not None else None)
+        queue = opts.pop("queue", None) or request.delivery_info.get("routing_key") or self.conf.task_default_queue
+        priority = _first(opts.pop("priority", None), request.delivery_info.get("priority"), 0)
+        msg = protocol.build_task_message(
+            str(request.id), task.name, args, kwargs,
+            serializer=task.serializer or self.conf.task_serializer,
+            eta=protocol.to_iso(datetime.fromtimestamp(eta_epoch, UTC)) if eta_epoch else None,
+            expires=request.expires, retries=request.retries + 1, root_id=request.root_id,
+            parent_id=request.parent_id, group_id=request.group, group_index=request.group_index,
+            origin=_origin(), timelimit=tuple(request.timelimit or (None, None)),  # type: ignore[arg-type]
+            ignore_result=request.ignore_result, callbacks=request.callbacks, errbacks=request.errbacks,
+            chain=request.chain, chord=request.chord, priority=int(priority), queue=queue)
+        return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch)
+
+    # --- results ---
+
+    def result_meta(self, task_id: str, status: str, result: Any, *, traceback: str | None = None,
+                    request: Context | None = None, task: BaseTask[Any, Any] | None = None,
+                    hostname: str | None = None) -> dict[str, Any]:
+        if isinstance(result, BaseException):
+            result = protocol.exception_to_dict(result)
+        meta: dict[str, Any] = {
+            "task_id": task_id, "status": status, "result": result, "traceback": traceback,
+            "children": [], "date_done": datetime.now(UTC).isoformat()
+            if status in states.READY_STATES else None,
+            "name": task.name if task else (request.task if request else None),
+            "retries": request.retries if request else 0,
+            "parent_id": request.parent_id if request else None,
+            "root_id": request.root_id if request else None,
+            "worker": hostname or (request.hostname if request else None),
+        }
+        if self.conf.get("result_extended") and request is not None:
+            meta["args"], meta["kwargs"] = list(request.args), request.kwargs
+            meta["queue"] = request.delivery_info.get("routing_key")
+        return meta
+
+    def store_state(self, task_id: str, state: str, result: Any, *, request: Context | None = None,
+                    task: BaseTask[Any, Any] | None = None, traceback: str | None = None) -> None:
+        meta = self.result_meta(task_id, state, result, request=request, task=task, traceback=traceback)
+        try:
+            record = self.backend.encode(meta)
+        except EncodeError as exc:
+            raise EncodeError(f"cannot store state {state} of task {task_id}: {exc}") from exc
+        self.backend.store([record])
+
+    def __repr__(self) -> str:
+        return f"<Celeriac {self.main}:{id(self):#x}>"
+
+
+Celery = Celeriac
+
+
+def shared_task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """A task for reusable apps: registered on every app, sent through the current one."""
+    def decorate(f: Callable[..., Any]) -> Any:
+        _shared_tasks.append((f, dict(options)))
+        for app in _all_apps:
+            app._create_task(f, dict(options))
+        name = options.get("name")
+        return _SharedTask(f, name)
+
+    return decorate(fn) if fn is not None and callable(fn) else decorate
+
+
+class _SharedTask:
+    """Resolves to the task of that name on whatever app is current when used."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None) -> None:
+        self._fn = fn
+        self._name = name
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+
+    def _task(self) -> BaseTask[Any, Any]:
+        app = current_app()
+        name = self._name or app.gen_task_name(self._fn.__name__, self._fn.__module__)
+        if name not in app.tasks:
+            app._create_task(self._fn, {"name": name})
+        return app.tasks[name]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._task(), item)
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    while fn is not None:
+        if inspect.iscoroutinefunction(fn):
+            return True
+        fn = getattr(fn, "__wrapped__", None)
+    return False
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def _to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.astimezone()
+    if isinstance(value, str):
+        parsed = protocol.from_iso(value)
+        assert parsed is not None
+        return parsed
+    raise TypeError(f"expected a datetime, got {type(value).__name__}")
+
+
+def _absolute_sqlite(url: str) -> str:
+    if url.startswith("sqlite:"):
+        from ._sqlite import sqlite_path_from_url
+        return "sqlite:///" + sqlite_path_from_url(url)
+    return url
+
+
+_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _origin() -> str:
+    return _ORIGIN
+
+
+def _encode_sigs(value: Any) -> Any:
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [dict(item) if hasattr(item, "keys") else item for item in items]

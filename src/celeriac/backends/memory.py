@@ -1,0 +1,63 @@
+"""In-process result store for unit tests (`memory://`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Sequence
+
+from .. import states
+from .base import ResultStore, StoredResult
+
+_STORES: dict[str, tuple[threading.Condition, dict[str, tuple[str, bytes, float | None]]]] = {}
+_LOCK = threading.Lock()
+
+
+class MemoryResultStore(ResultStore):
+    schemes = ("memory",)
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        name = url.split("://", 1)[1] if "://" in url else ""
+        with _LOCK:
+            self._cond, self._data = _STORES.setdefault(name, (threading.Condition(), {}))
+
+    def store(self, results: Sequence[StoredResult]) -> None:
+        now = time.time()
+        with self._cond:
+            for r in results:
+                old = self._data.get(r.task_id)
+                if old and old[0] in states.READY_STATES and r.status not in states.READY_STATES:
+                    continue
+                self._data[r.task_id] = (r.status, r.data, None if r.expires_in is None else now + r.expires_in)
+            self._cond.notify_all()
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        with self._cond:
+            found = {t: v for t in task_ids if (v := self._data.get(t)) and (v[2] is None or v[2] >= now)}
+        return {t: self.decode(v[1]) for t, v in found.items()}
+
+    def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                entry = self._data.get(task_id)
+                remaining = deadline - time.monotonic()
+                if (entry and entry[0] in states.READY_STATES) or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        return self.get(task_id)
+
+    def forget(self, task_ids: Sequence[str]) -> None:
+        with self._cond:
+            for t in task_ids:
+                self._data.pop(t, None)
+
+    def cleanup(self) -> int:
+        now = time.time()
+        with self._cond:
+            dead = [t for t, v in self._data.items() if v[2] is not None and v[2] < now]
+            for t in dead:
+                del self._data[t]
+            return len(dead)

@@ -1,0 +1,99 @@
+"""Results in the embedded SQLite file (by default the same file as the broker)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any, Sequence
+
+from .. import states
+from .._sqlite import SQLiteDatabase, sqlite_path_from_url
+from .base import ResultStore, StoredResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS celeriac_results (
+    task_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    meta BLOB NOT NULL,
+    expires REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS celeriac_results_expires ON celeriac_results(expires) WHERE expires IS NOT NULL
+"""
+
+_READY = tuple(states.READY_STATES)
+_READY_SQL = ",".join(f"'{s}'" for s in _READY)
+
+
+class SQLiteResultStore(ResultStore):
+    schemes = ("sqlite",)
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.path = sqlite_path_from_url(url)
+        self.db = SQLiteDatabase.for_path(self.path, self.options)
+
+    def _schema(self) -> None:
+        self.db.ensure_schema("results", SCHEMA)
+
+    def store(self, results: Sequence[StoredResult]) -> None:
+        if not results:
+            return
+        self._schema()
+        now = time.time()
+        rows = [(r.task_id, r.status, r.data, None if r.expires_in is None else now + r.expires_in)
+                for r in results]
+        # A final state is never replaced by an in-flight one (a late STARTED after SUCCESS).
+        self.db.write(lambda c: c.executemany(
+            "INSERT INTO celeriac_results(task_id, status, meta, expires) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
+            f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
+            f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows))
+
+    def _fetch(self, task_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        self._schema()
+        now = time.time()
+        if len(task_ids) == 1:
+            return self.db.read(lambda c: c.execute(
+                "SELECT task_id, meta FROM celeriac_results WHERE task_id = ? "
+                "AND (expires IS NULL OR expires >= ?)", (task_ids[0], now)).fetchall())
+        out: list[tuple[str, bytes]] = []
+        ids = list(task_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+
+            def query(c: sqlite3.Connection, chunk: list[str] = chunk) -> list[Any]:
+                return c.execute(
+                    f"SELECT task_id, meta FROM celeriac_results WHERE task_id IN ({','.join('?' * len(chunk))}) "
+                    "AND (expires IS NULL OR expires >= ?)", (*chunk, now)).fetchall()
+
+            out.extend(self.db.read(query))
+        return out
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {tid: self.decode(data) for tid, data in self._fetch(task_ids)}
+
+    def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        bell = self.db.doorbell()
+        deadline = time.monotonic() + timeout
+        while True:
+            bell.arm()
+            meta = self.get(task_id)
+            if meta is not None and meta.get("status") in states.READY_STATES:
+                return meta
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return meta
+            # Re-check at least every second even when event-driven, in case the
+            # database sits on a file system that does not report writes.
+            bell.wait(min(remaining, 1.0))
+
+    def forget(self, task_ids: Sequence[str]) -> None:
+        self._schema()
+        self.db.write(lambda c: c.executemany(
+            "DELETE FROM celeriac_results WHERE task_id = ?", [(t,) for t in task_ids]))
+
+    def cleanup(self) -> int:
+        self._schema()
+        now = time.time()
+        return int(self.db.write(lambda c: c.execute(
+            "DELETE FROM celeriac_results WHERE expires IS NOT NULL AND expires < ?", (now,)).rowcount))

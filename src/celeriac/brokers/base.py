@@ -1,0 +1,153 @@
+"""The broker interface: everything above it is written once, for every broker.
+
+What every broker guarantees:
+- At-least-once: a fetched message is *leased* to an owner (one pool slot of one worker)
+  and leaves the broker only on `ack`. `fetch` never deletes.
+- Liveness, not visibility timeouts: a worker renews its lease with `heartbeat`; only
+  messages held by a worker whose lease ran out are given back (`recover`), so a slow
+  task on a live worker is never delivered twice.
+- Delayed messages (`eta`) are kept by the broker and become fetchable when due.
+- Priorities 0-9, higher first; FIFO within a priority.
+- Every delivery counts: `Delivery.deliveries` lets the worker send poison messages to
+  the dead-letter store instead of crashing forever.
+- Batches: publish, fetch and ack take many messages per round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+
+
+def clamp_priority(priority: int | None) -> int:
+    if priority is None:
+        return 0
+    return max(MIN_PRIORITY, min(MAX_PRIORITY, int(priority)))
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A message to publish: the packed bytes and where/when it should be delivered."""
+
+    queue: str
+    payload: bytes
+    priority: int = 0
+    eta: float | None = None  # epoch seconds; None (or past) = deliverable now
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message leased to one owner; `tag` is the broker's handle for ack/release."""
+
+    tag: str
+    queue: str
+    payload: bytes
+    deliveries: int
+    priority: int = 0
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    id: str
+    queue: str
+    payload: bytes
+    reason: str
+    at: float
+    deliveries: int
+
+
+class Broker(ABC):
+    """Small on purpose: publish, fetch (a lease), ack, release, dead-letter, liveness."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.options = dict(options or {})
+
+    @property
+    def safe_url(self) -> str:
+        return safe_url(self.url)
+
+    @abstractmethod
+    def publish(self, messages: Sequence[Outgoing]) -> None:
+        """Store messages durably (all of them, in one round trip where possible)."""
+
+    @abstractmethod
+    def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
+              timeout: float) -> list[Delivery]:
+        """Lease up to `limit` due messages to `owner`, highest priority first.
+
+        Blocks up to `timeout` seconds when none is available and returns [] then, so the
+        caller's loop gets control back for its housekeeping.
+        """
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """The tasks finished (their outcome is stored): remove the messages."""
+
+    @abstractmethod
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give unstarted messages back; this delivery does not count against them."""
+
+    @abstractmethod
+    def requeue_owner(self, owner: str, running_tag: str | None) -> int:
+        """An owner (pool slot) died: give back all it held.
+
+        The message it was running keeps its delivery count (it may be what killed the
+        process); the others were never started and lose it.
+        """
+
+    @abstractmethod
+    def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
+        """Move messages to the dead-letter store with the reason, and ack them."""
+
+    @abstractmethod
+    def heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None = None) -> None:
+        """Renew the lease of a live worker for `ttl` seconds."""
+
+    @abstractmethod
+    def unregister(self, worker_id: str) -> int:
+        """A worker stops: drop its lease and give back whatever it still holds."""
+
+    @abstractmethod
+    def recover(self) -> int:
+        """Give back messages held by workers whose lease expired (they died)."""
+
+    @abstractmethod
+    def purge(self, queues: Sequence[str]) -> int:
+        """Delete ready and delayed messages of these queues; returns how many."""
+
+    @abstractmethod
+    def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per queue: ready, reserved (leased) and delayed counts."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters, newest first."""
+
+    @abstractmethod
+    def requeue_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        """Put dead letters (all, or these ids) back on their queues."""
+
+    @abstractmethod
+    def live_workers(self) -> dict[str, dict[str, Any]]:
+        """Workers whose lease is current, with what they said in their heartbeat."""
+
+    def close(self) -> None:
+        """Release connections (optional)."""
+
+
+_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@]*:)(?P<pw>[^@/]*)(?P<at>@)", re.IGNORECASE)
+
+
+def safe_url(url: str | None) -> str:
+    """The URL with its password replaced by ``**``: the only form logs and errors show."""
+    if not url:
+        return ""
+    return _PASSWORD.sub(lambda m: f"{m.group('head')}**{m.group('at')}", url)

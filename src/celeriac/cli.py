@@ -1,0 +1,318 @@
+"""The `celeriac` command: worker, call, result, purge, dead-letters."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import os
+import platform
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+
+from . import __version__, states
+from .app import Celeriac, current_app
+from .brokers import safe_url
+from .exceptions import CeleriacError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AppLoadError(click.ClickException):
+    exit_code = 1
+
+
+def load_app(spec: str | None) -> Celeriac:
+    """`-A module`, `-A module:attr` or `-A package` (looks for app/celery/celeriac inside)."""
+    if not spec:
+        return current_app()
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppLoadError(f"cannot import module {module_name!r} given with -A: no module named "
+                               f"{exc.name!r} (looked in {os.getcwd()} and sys.path)") from None
+        raise AppLoadError(f"importing module {module_name!r} given with -A failed: {exc}") from None
+    except Exception as exc:
+        raise AppLoadError(f"importing module {module_name!r} given with -A failed: "
+                           f"{type(exc).__name__}: {exc}") from None
+    if attr:
+        found = getattr(module, attr, None)
+        if not isinstance(found, Celeriac):
+            raise AppLoadError(f"{module_name}:{attr} is not a Celeriac app")
+        return found
+    for name in ("app", "celery", "celeriac"):
+        found = getattr(module, name, None)
+        if isinstance(found, Celeriac):
+            return found
+    candidates = [v for v in vars(module).values() if isinstance(v, Celeriac)]
+    if candidates:
+        return candidates[0]
+    if hasattr(module, "__path__"):
+        for sub in ("celery", "celeriac", "app"):
+            try:
+                return load_app(f"{module_name}.{sub}")
+            except AppLoadError:
+                continue
+    raise AppLoadError(f"module {module_name!r} given with -A has no Celeriac app "
+                       "(name it `app`, or pass -A module:attribute)")
+
+
+def friendly_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CeleriacError as exc:
+            raise AppLoadError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-A", "--app", "app_spec", metavar="MODULE", help="Module (or module:attribute) with the app.")
+@click.option("-b", "--broker", help="Broker URL (overrides the app's).")
+@click.option("--result-backend", help="Result store URL (overrides the app's).")
+@click.version_option(__version__, prog_name="celeriac")
+@click.pass_context
+def main(ctx: click.Context, app_spec: str | None, broker: str | None, result_backend: str | None) -> None:
+    """celeriac: a distributed task queue with Celery's API."""
+    ctx.ensure_object(dict)
+    ctx.obj["app_spec"] = app_spec
+    ctx.obj["broker"] = broker
+    ctx.obj["backend"] = result_backend
+
+
+def _app(ctx: click.Context) -> Celeriac:
+    app = load_app(ctx.obj.get("app_spec"))
+    if ctx.obj.get("broker"):
+        os.environ["CELERIAC_BROKER_URL"] = ctx.obj["broker"]
+    if ctx.obj.get("backend"):
+        os.environ["CELERIAC_RESULT_BACKEND"] = ctx.obj["backend"]
+    if ctx.obj.get("broker") or ctx.obj.get("backend"):
+        app._reset_connections()
+    return app
+
+
+# --- worker ---
+
+@main.command()
+@click.option("-l", "--loglevel", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING, ERROR.")
+@click.option("-c", "--concurrency", type=int, default=None, help="Pool size (default: number of CPUs).")
+@click.option("-P", "--pool", type=click.Choice(["process", "prefork", "thread", "threads", "solo"]),
+              default=None, help="process (default), thread or solo.")
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume (default: celery).")
+@click.option("-n", "--hostname", default=None, help="Node name (default: celeriac@HOST).")
+@click.option("--prefetch-multiplier", type=int, default=None, help="Messages fetched at once per slot.")
+@click.pass_context
+@friendly_errors
+def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None, queues: str | None,
+           hostname: str | None, prefetch_multiplier: int | None) -> None:
+    """Start a worker: `celeriac -A tasks worker --loglevel=info`."""
+    from .log import setup_worker_logging
+    from .worker.supervisor import Worker, WorkerOptions, default_hostname
+
+    if not ctx.obj.get("app_spec"):
+        raise AppLoadError("the worker needs your app: celeriac -A tasks worker (tasks.py defines `app`)")
+    app = _app(ctx)
+    conf = app.conf
+    setup_worker_logging(loglevel, conf.worker_log_format)
+    app.import_default_modules()
+    app.finalize()
+    pool_name = {"prefork": "process", "threads": "thread"}.get(pool or "", pool or conf.worker_pool)
+    size = 1 if pool_name == "solo" else (concurrency or conf.worker_concurrency or os.cpu_count() or 1)
+    node = hostname or f"{default_hostname()}"
+    node = node.split("@", 1)[1] if "@" in node else node
+    queue_list = [q.strip() for q in (queues or conf.task_default_queue).split(",") if q.strip()]
+    options = WorkerOptions(
+        concurrency=size, pool="thread" if pool_name == "solo" else pool_name, queues=queue_list,
+        hostname=node, prefetch_multiplier=prefetch_multiplier or conf.worker_prefetch_multiplier,
+        shutdown_timeout=float(conf.worker_shutdown_timeout), heartbeat_interval=float(conf.worker_heartbeat_interval),
+        lease_timeout=float(conf.worker_lease_timeout))
+    app.broker  # noqa: B018 - fail here, with the URL, if the scheme is wrong
+    app.backend  # noqa: B018
+    print_banner(app, options, pool_name)
+    sys.exit(Worker(app, options).run())
+
+
+def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(file=sys.stdout, soft_wrap=True, highlight=False)
+    title = f"celeriac@{options.hostname} v{__version__} ({platform.system()}-{platform.release()} " \
+            f"{platform.machine()}, Python {platform.python_version()})"
+    rows = [
+        ("app", f"{app.main or '__main__'}:{id(app):#x}"),
+        ("broker", safe_url(app.broker_url)),
+        ("results", safe_url(app.result_backend_url)),
+        ("concurrency", f"{options.concurrency} ({pool_name})"),
+        ("queues", ", ".join(options.queues)),
+    ]
+    console.print(Text(f" -------------- {title}", style="bold green"))
+    for key, value in rows:
+        console.print(Text.assemble((f" - {key + ':':<13}", "bold"), value))
+    console.print(Text("\n [tasks]", style="bold"))
+    names = sorted(app.tasks)
+    for name in names:
+        console.print(f"   . {name}")
+    if not names:
+        console.print("   (no tasks registered: does your -A module define any with @app.task?)")
+    console.print()
+    sys.stdout.flush()
+
+
+# --- client commands ---
+
+def _json_arg(value: str | None, name: str, kind: type) -> Any:
+    if value is None:
+        return kind()
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"must be a JSON {'array' if kind is list else 'object'}", param_hint=name)
+    return parsed
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+@main.command()
+@click.argument("name")
+@click.option("-a", "--args", "args_json", help="Positional arguments as a JSON array, e.g. '[2, 3]'.")
+@click.option("-k", "--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
+@click.option("--countdown", type=float, help="Run no earlier than this many seconds from now.")
+@click.option("--eta", help="Run no earlier than this ISO 8601 time.")
+@click.option("--expires", type=float, help="Discard if not started within this many seconds.")
+@click.option("-Q", "--queue", help="Queue to send to.")
+@click.option("--priority", type=int, help="0-9, higher first.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.pass_context
+@friendly_errors
+def call(ctx: click.Context, name: str, args_json: str | None, kwargs_json: str | None, countdown: float | None,
+         eta: str | None, expires: float | None, queue: str | None, priority: int | None, wait: bool,
+         timeout: float | None) -> None:
+    """Send a task by name: `celeriac -A tasks call tasks.add --args '[2, 3]' --wait`."""
+    from datetime import datetime
+
+    app = _app(ctx)
+    args = _json_arg(args_json, "--args", list)
+    kwargs = _json_arg(kwargs_json, "--kwargs", dict)
+    eta_dt = datetime.fromisoformat(eta) if eta else None
+    result = app.send_task(name, args, kwargs, countdown=countdown, eta=eta_dt, expires=expires,
+                           queue=queue, priority=priority)
+    click.echo(result.id)
+    if wait:
+        try:
+            value = result.get(timeout=timeout, propagate=False)
+        except CeleriacError as exc:
+            raise AppLoadError(f"task {result.id}: {exc}") from None
+        click.echo(f"{result.state}: {_show(value) if result.successful() else repr(value)}")
+        if not result.successful():
+            if result.traceback:
+                click.echo(result.traceback, err=True)
+            sys.exit(1)
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Print the traceback of a failed task.")
+@click.option("--wait", is_flag=True, help="Wait until the task is ready.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.pass_context
+@friendly_errors
+def result(ctx: click.Context, task_id: str, show_traceback: bool, wait: bool, timeout: float | None) -> None:
+    """Show the state and result of a task id."""
+    app = _app(ctx)
+    res = app.AsyncResult(task_id)
+    if wait:
+        try:
+            res.get(timeout=timeout, propagate=False)
+        except CeleriacError as exc:
+            raise AppLoadError(str(exc)) from None
+    state = res.state
+    click.echo(f"state: {state}")
+    if state == states.SUCCESS:
+        click.echo(f"result: {_show(res.result)}")
+    elif state in states.EXCEPTION_STATES:
+        click.echo(f"error: {res.result!r}")
+        if show_traceback and res.traceback:
+            click.echo(res.traceback)
+    elif res.info is not None:
+        click.echo(f"info: {_show(res.info)}")
+    if res.date_done:
+        click.echo(f"done: {res.date_done.isoformat()}")
+
+
+@main.command()
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: the app's known queues).")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@friendly_errors
+def purge(ctx: click.Context, queues: str | None, force: bool) -> None:
+    """Delete all waiting messages (ready and delayed) from queues."""
+    app = _app(ctx)
+    names = [q.strip() for q in queues.split(",")] if queues else app.control.known_queues()
+    sizes = app.control.queue_sizes(names)
+    waiting = sum(s["ready"] + s["delayed"] for s in sizes.values())
+    if not waiting:
+        click.echo(f"No messages in {', '.join(names)}.")
+        return
+    if not force:
+        click.confirm(f"Delete {waiting} waiting message(s) from {', '.join(names)}?", abort=True)
+    removed = app.control.purge(names)
+    click.echo(f"Purged {removed} message(s) from {', '.join(names)}.")
+
+
+@main.command("dead-letters")
+@click.option("--requeue", "requeue", multiple=True, help="Put a dead letter back on its queue (id, or 'all').")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+@friendly_errors
+def dead_letters(ctx: click.Context, requeue: tuple[str, ...], limit: int) -> None:
+    """List messages the worker gave up on (undecodable, poison), or put them back."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .protocol import unpack
+
+    app = _app(ctx)
+    if requeue:
+        ids = None if "all" in requeue else list(requeue)
+        click.echo(f"Requeued {app.broker.requeue_dead_letters(ids)} message(s).")
+        return
+    letters = app.broker.dead_letters(limit)
+    if not letters:
+        click.echo("No dead letters.")
+        return
+    table = Table("id", "queue", "task", "task id", "deliveries", "reason")
+    for letter in letters:
+        try:
+            msg = unpack(letter.payload)
+            name, task_id = msg.task_name, msg.task_id
+        except CeleriacError:
+            name, task_id = "(undecodable)", "-"
+        table.add_row(letter.id, letter.queue, name, task_id, str(letter.deliveries), letter.reason)
+    Console(soft_wrap=True).print(table)
+
+
+def run() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    main(obj={})
+
+
+if __name__ == "__main__":
+    run()

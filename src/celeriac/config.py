@@ -1,0 +1,144 @@
+"""Settings: Celery's lower-case names, their defaults, and loading from objects/env."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Iterator, MutableMapping
+
+DEFAULT_SQLITE_FILE = "celeriac.db"
+
+DEFAULTS: dict[str, Any] = {
+    # transports
+    "broker_url": None,
+    "result_backend": None,
+    "broker_connection_retry": True,
+    "broker_connection_max_retries": 10,
+    "broker_transport_options": {},
+    # publishing and routing
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": None,
+    "task_default_queue": "celery",
+    "task_default_priority": 0,
+    "task_routes": None,
+    "task_publish_retry": True,
+    "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2,
+                                  "interval_max": 0.2},
+    # execution
+    "task_always_eager": False,
+    "task_eager_propagates": False,
+    "task_store_eager_result": False,
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": None,
+    "task_ignore_result": False,
+    "task_track_started": False,
+    "task_time_limit": None,
+    "task_soft_time_limit": None,
+    "task_max_deliveries": 5,
+    "task_annotations": None,
+    # results
+    "result_expires": 86400.0,
+    # worker
+    "worker_concurrency": None,
+    "worker_pool": "process",
+    "worker_prefetch_multiplier": 4,
+    "worker_async_concurrency": 100,
+    "worker_heartbeat_interval": 2.0,
+    "worker_lease_timeout": 15.0,
+    "worker_shutdown_timeout": 60.0,
+    "worker_hijack_root_logger": True,
+    "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+    "worker_task_log_format": ("[%(asctime)s: %(levelname)s/%(processName)s] "
+                               "%(task_name)s[%(task_id)s]: %(message)s"),
+    # scheduling
+    "timezone": None,
+    "enable_utc": True,
+    "beat_schedule": {},
+    "include": [],
+    "imports": [],
+}
+
+# Upper-case names Celery 3 used that do not follow the CELERY_<NAME> rule.
+_LEGACY = {
+    "BROKER_URL": "broker_url",
+    "CELERY_RESULT_BACKEND": "result_backend",
+    "CELERY_ALWAYS_EAGER": "task_always_eager",
+    "CELERY_EAGER_PROPAGATES_EXCEPTIONS": "task_eager_propagates",
+    "CELERY_TASK_RESULT_EXPIRES": "result_expires",
+    "CELERYD_CONCURRENCY": "worker_concurrency",
+    "CELERYD_PREFETCH_MULTIPLIER": "worker_prefetch_multiplier",
+    "CELERYBEAT_SCHEDULE": "beat_schedule",
+    "CELERY_TIMEZONE": "timezone",
+    "CELERY_ROUTES": "task_routes",
+}
+
+
+class Settings(MutableMapping[str, Any]):
+    """A mapping with attribute access (`app.conf.task_always_eager = True`)."""
+
+    def __init__(self, initial: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", dict(DEFAULTS))
+        if initial:
+            self._data.update(initial)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(f"no setting named {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<Settings {len(self._data)} keys>"
+
+    def load_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Copy settings from a module/object/dict; `namespace="CELERY"` reads CELERY_<NAME>."""
+        if isinstance(obj, str):
+            module_name, _, attr = obj.partition(":")
+            obj = importlib.import_module(module_name)
+            if attr:
+                obj = getattr(obj, attr)
+        items = obj.items() if isinstance(obj, dict) else ((k, getattr(obj, k)) for k in dir(obj))
+        prefix = f"{namespace.upper()}_" if namespace else ""
+        for key, value in items:
+            if key.startswith("__"):
+                continue
+            name = _setting_name(key, prefix)
+            if name is not None:
+                self._data[name] = value
+
+
+def _setting_name(key: str, prefix: str) -> str | None:
+    if prefix:
+        if not key.startswith(prefix):
+            return None
+        return key[len(prefix):].lower()
+    if key in _LEGACY:
+        return _LEGACY[key]
+    if key.islower():
+        return key
+    return None
+
+
+def env_urls() -> tuple[str | None, str | None]:
+    """The environment overrides the app's own URLs, so one code base runs anywhere."""
+    return os.environ.get("CELERIAC_BROKER_URL") or None, os.environ.get("CELERIAC_RESULT_BACKEND") or None

@@ -1,0 +1,271 @@
+"""The task message (Celery's protocol v2 layout) and the serializers.
+
+A message is headers + properties + a body ``[args, kwargs, embed]``. Brokers store and
+move it as bytes made by :func:`pack`; nothing outside this module knows that layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import pickle
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .exceptions import ContentDisallowed, DecodeError, EncodeError
+
+JSON = "application/json"
+PICKLE = "application/x-python-serialize"
+
+_ALIASES = {"json": JSON, "pickle": PICKLE, JSON: JSON, PICKLE: PICKLE}
+
+
+def content_type_for(name: str) -> str:
+    try:
+        return _ALIASES[name]
+    except KeyError:
+        raise EncodeError(f"unknown serializer {name!r}; supported: json, pickle") from None
+
+
+class _JSONEncoder(json.JSONEncoder):
+    # The same extra types Celery users can send with kombu's json: datetimes as ISO
+    # strings, UUIDs and decimals as strings, bytes as base64 text.
+    def default(self, o: Any) -> Any:
+        if isinstance(o, (dt.datetime, dt.date, dt.time)):
+            return o.isoformat()
+        if isinstance(o, uuid.UUID):
+            return str(o)
+        if isinstance(o, decimal.Decimal):
+            return str(o)
+        if isinstance(o, (bytes, bytearray, memoryview)):
+            return base64.b64encode(bytes(o)).decode("ascii")
+        if isinstance(o, (set, frozenset)):
+            return list(o)
+        return super().default(o)
+
+
+_json_encoder = _JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_json_decoder = json.JSONDecoder()
+
+
+def _json_dumps(obj: Any) -> bytes:
+    return _json_encoder.encode(obj).encode("utf-8")
+
+
+def _json_loads(data: bytes) -> Any:
+    return _json_decoder.decode(data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data)
+
+
+_DUMPERS: dict[str, Callable[[Any], bytes]] = {
+    JSON: _json_dumps,
+    PICKLE: lambda obj: pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL),
+}
+_LOADERS: dict[str, Callable[[bytes], Any]] = {JSON: _json_loads, PICKLE: pickle.loads}
+
+
+def dumps(obj: Any, serializer: str = "json") -> tuple[str, bytes]:
+    """Serialize ``obj``; returns (content_type, data). Raises EncodeError with the reason."""
+    ctype = content_type_for(serializer)
+    try:
+        return ctype, _DUMPERS[ctype](obj)
+    except EncodeError:
+        raise
+    except Exception as exc:  # the serializer's own error says what could not be encoded
+        raise EncodeError(f"cannot serialize with {serializer}: {exc}") from exc
+
+
+def accepted_types(accept: Iterable[str]) -> frozenset[str]:
+    return frozenset(content_type_for(a) for a in accept)
+
+
+def loads(data: bytes, content_type: str, accept: frozenset[str]) -> Any:
+    if content_type not in accept:
+        raise ContentDisallowed(
+            f"refusing to deserialize content of type {content_type!r}: not in accept_content "
+            f"({', '.join(sorted(accept))})")
+    loader = _LOADERS.get(content_type)
+    if loader is None:
+        raise DecodeError(f"no serializer for content type {content_type!r}")
+    try:
+        return loader(data)
+    except Exception as exc:
+        raise DecodeError(f"cannot decode {content_type} body: {exc}") from exc
+
+
+@dataclass(slots=True)
+class TaskMessage:
+    """One task message: protocol v2 headers, AMQP-style properties and the encoded body."""
+
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    body: bytes
+    content_type: str = JSON
+    content_encoding: str = "utf-8"
+
+    @property
+    def task_id(self) -> str:
+        return str(self.headers.get("id"))
+
+    @property
+    def task_name(self) -> str:
+        return str(self.headers.get("task"))
+
+
+def build_task_message(
+    task_id: str, name: str, args: Any, kwargs: Any, *,
+    serializer: str = "json", eta: str | None = None, expires: str | None = None,
+    retries: int = 0, root_id: str | None = None, parent_id: str | None = None,
+    group_id: str | None = None, group_index: int | None = None, origin: str | None = None,
+    timelimit: tuple[float | None, float | None] = (None, None),
+    ignore_result: bool = False, callbacks: Any = None, errbacks: Any = None,
+    chain: Any = None, chord: Any = None, priority: int = 0, queue: str = "celery",
+    reply_to: str | None = None, extra_headers: dict[str, Any] | None = None,
+    shadow: str | None = None,
+) -> TaskMessage:
+    """Encode a task call; raises EncodeError (and so enqueues nothing) if it cannot."""
+    args = tuple(args or ())
+    kwargs = dict(kwargs or {})
+    embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
+    ctype, body = dumps([args, kwargs, embed], serializer)
+    headers: dict[str, Any] = {
+        "lang": "py", "task": name, "id": task_id, "shadow": shadow, "eta": eta,
+        "expires": expires, "group": group_id, "group_index": group_index, "retries": retries,
+        "timelimit": list(timelimit), "root_id": root_id or task_id, "parent_id": parent_id,
+        "argsrepr": _saferepr(args), "kwargsrepr": _saferepr(kwargs), "origin": origin,
+        "ignore_result": ignore_result,
+    }
+    if extra_headers:
+        headers.update(extra_headers)
+    properties = {
+        "correlation_id": task_id, "reply_to": reply_to, "delivery_mode": 2, "priority": priority,
+        "delivery_info": {"exchange": "", "routing_key": queue}, "body_encoding": "utf-8",
+    }
+    return TaskMessage(headers, properties, body, ctype)
+
+
+def _saferepr(obj: Any, limit: int = 1024) -> str:
+    try:
+        text = repr(obj)
+    except Exception:  # a broken __repr__ must not stop the call
+        text = f"<unrepresentable {type(obj).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_body(msg: TaskMessage, accept: frozenset[str]) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+    """Return (args, kwargs, embed); DecodeError/ContentDisallowed for bad bodies."""
+    body = loads(msg.body, msg.content_type, accept)
+    if not isinstance(body, (list, tuple)) or len(body) != 3:
+        raise DecodeError("task body is not [args, kwargs, embed]")
+    args, kwargs, embed = body
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise DecodeError("task body args must be a list and kwargs an object")
+    return tuple(args), kwargs, embed or {}
+
+
+# --- the storage form used by the brokers that keep raw bytes (memory, sqlite, redis) ---
+# One JSON line of metadata, a newline, then the body bytes untouched: the body is
+# never re-encoded, and json.dumps never emits a raw newline.
+
+def pack(msg: TaskMessage) -> bytes:
+    meta = _json_encoder.encode([msg.headers, msg.properties, msg.content_type, msg.content_encoding])
+    return meta.encode("utf-8") + b"\n" + msg.body
+
+
+def unpack(data: bytes) -> TaskMessage:
+    try:
+        meta, _, body = bytes(data).partition(b"\n")
+        headers, properties, ctype, cenc = _json_loads(meta)
+        if not isinstance(headers, dict) or "task" not in headers or "id" not in headers:
+            raise ValueError("headers lack 'task' or 'id'")
+    except Exception as exc:
+        raise DecodeError(f"malformed message envelope: {exc}") from exc
+    return TaskMessage(headers, properties or {}, body, ctype, cenc)
+
+
+# --- datetimes in headers: ISO 8601 with an offset, as Celery writes them ---
+
+def to_iso(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.astimezone()  # a naive datetime is local time, as Celery treats it
+    return value.isoformat()
+
+
+def from_iso(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()
+    return parsed
+
+
+def iso_to_epoch(value: str | None) -> float | None:
+    parsed = from_iso(value)
+    return parsed.timestamp() if parsed else None
+
+
+@dataclass(slots=True)
+class ExceptionInfo:
+    """What handlers receive as `einfo`: the exception, its type and the formatted traceback."""
+
+    exception: BaseException
+    type: type[BaseException]
+    traceback: str
+    tb: Any = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+# --- exceptions in results: stored by type name, rebuilt only from already-loaded types ---
+
+def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    try:
+        args = list(exc.args)
+        _json_dumps(args)
+    except Exception:  # arguments that do not serialize are kept as their text
+        args = [str(exc)]
+    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": args}
+
+
+_synthesized: dict[tuple[str, str], type[BaseException]] = {}
+
+
+def exception_from_dict(data: Any) -> BaseException:
+    """Rebuild the task's exception with its own type where that type is safe to use.
+
+    Only types from modules this process already imported are used (nothing is imported
+    because a result said so); otherwise a stand-in exception class with the same name
+    and module is made, so `type(exc).__name__` and the message still match.
+    """
+    import builtins
+    import sys
+
+    if isinstance(data, BaseException):
+        return data
+    if not isinstance(data, dict) or "exc_type" not in data:
+        return Exception(data)
+    name = str(data.get("exc_type"))
+    module_name = str(data.get("exc_module") or "builtins")
+    message = data.get("exc_message") or []
+    if not isinstance(message, (list, tuple)):
+        message = [message]
+    module = builtins if module_name == "builtins" else sys.modules.get(module_name)
+    cls: Any = module
+    for part in name.split("."):
+        cls = getattr(cls, part, None) if cls is not None else None
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        key = (module_name, name)
+        cls = _synthesized.get(key)
+        if cls is None:
+            cls = _synthesized[key] = type(name.rsplit(".", 1)[-1], (Exception,), {"__module__": module_name})
+    try:
+        return cls(*message)  # type: ignore[no-any-return]
+    except Exception:
+        exc = Exception.__new__(cls)
+        exc.args = tuple(message)
+        return exc  # type: ignore[no-any-return]

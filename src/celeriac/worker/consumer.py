@@ -1,0 +1,303 @@
+"""The consumer loop of one pool slot: fetch -> decode -> execute -> store -> ack.
+
+Results, retry messages and acks are collected in a Batch and written together: a
+result is always stored before its message is acked, so a crash in between re-runs the
+task (at-least-once) and never loses its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from .. import protocol, signals, states
+from ..brokers import Delivery, Outgoing
+from ..backends import StoredResult
+from ..exceptions import (ContentDisallowed, DecodeError, EncodeError, NotRegistered, OperationalError,
+                          TaskRevokedError, WorkerLostError)
+from ..task import Context, Task
+from .execute import Outcome, trace
+
+if TYPE_CHECKING:
+    from ..app import Celeriac
+    from .aio import AsyncRunner
+
+logger = logging.getLogger("celeriac.worker")
+
+FLUSH_AFTER = 0.005  # seconds a finished result may wait to be written with later ones
+
+
+class SlotState(Protocol):
+    """What a pool slot tells its supervisor (shared memory for process children)."""
+
+    ready: int
+    tag: bytes
+    started: float
+
+
+@dataclass
+class PlainSlot:
+    ready: int = 0
+    tag: bytes = b""
+    started: float = 0.0
+
+
+@dataclass
+class Batch:
+    """Outcomes waiting to be written: publish retries, store results, then ack."""
+
+    app: "Celeriac"
+    publishes: list[Outgoing] = field(default_factory=list)
+    results: list[StoredResult] = field(default_factory=list)
+    acks: list[Delivery] = field(default_factory=list)
+    dead: list[tuple[Delivery, str]] = field(default_factory=list)
+    releases: list[Delivery] = field(default_factory=list)
+    since: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.acks) + len(self.dead) + len(self.releases) + len(self.results)
+
+    def mark(self) -> None:
+        if not self.since:
+            self.since = time.monotonic()
+
+    def due(self) -> bool:
+        return bool(self.since) and time.monotonic() - self.since >= FLUSH_AFTER
+
+    def flush(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Write everything; on broker trouble keep retrying (the messages stay leased to us)."""
+        delay = 0.1
+        while len(self) or self.publishes:
+            try:
+                broker, backend = self.app.broker, self.app.backend
+                if self.publishes:
+                    broker.publish(self.publishes)
+                    self.publishes = []
+                if self.results:
+                    backend.store(self.results)
+                    self.results = []
+                if self.dead:
+                    broker.dead_letter(self.dead)
+                    self.dead = []
+                if self.releases:
+                    broker.release(self.releases)
+                    self.releases = []
+                if self.acks:
+                    broker.ack(self.acks)
+                    self.acks = []
+            except OperationalError as exc:
+                if stopping():
+                    logger.error("could not write %d outcome(s) before stopping (%s); their messages "
+                                 "will be delivered again", len(self), exc)
+                    raise
+                logger.warning("could not write task outcomes, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.since = 0.0
+
+
+class Consumer:
+    def __init__(self, app: "Celeriac", *, worker_id: str, owner: str, queues: list[str], prefetch: int,
+                 hostname: str, slot: SlotState | None = None, async_runner: "AsyncRunner | None" = None) -> None:
+        self.app = app
+        self.worker_id = worker_id
+        self.owner = owner
+        self.queues = queues
+        self.prefetch = max(1, prefetch)
+        self.hostname = hostname
+        self.slot: SlotState = slot if slot is not None else PlainSlot()
+        self.async_runner = async_runner
+        self.stopping = False
+        self.accept = protocol.accepted_types(app.conf.accept_content)
+        self.max_deliveries = int(app.conf.task_max_deliveries or 0)
+        self.track_started = bool(app.conf.task_track_started)
+        self._unknown_logged: set[str] = set()
+        self.processed = 0
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    # --- the loop ---
+
+    def run(self) -> None:
+        broker = self.app.broker
+        self.slot.ready = 1
+        backoff = 0.1
+        while not self.stopping:
+            try:
+                deliveries = broker.fetch(self.queues, self.worker_id, self.owner, self.prefetch, timeout=1.0)
+                backoff = 0.1
+            except OperationalError as exc:
+                logger.warning("cannot fetch from %s, retrying in %.1fs: %s", broker.safe_url, backoff, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if deliveries:
+                self.handle_batch(deliveries)
+        if self.async_runner is not None:
+            self.async_runner.drain()
+
+    def handle_batch(self, deliveries: list[Delivery]) -> None:
+        batch = Batch(self.app)
+        try:
+            for index, delivery in enumerate(deliveries):
+                if self.stopping:
+                    batch.releases.extend(deliveries[index:])  # not started: back to the queue
+                    break
+                self.handle(delivery, batch)
+                if batch.due():
+                    batch.flush(lambda: self.stopping)
+        finally:
+            self.slot.tag = b""
+            batch.flush(lambda: self.stopping)
+
+    # --- one message ---
+
+    def handle(self, delivery: Delivery, batch: Batch) -> None:
+        try:
+            msg = protocol.unpack(delivery.payload)
+        except DecodeError as exc:
+            logger.error("message %s on queue %r cannot be decoded and goes to the dead-letter queue: %s",
+                         delivery.tag, delivery.queue, exc)
+            batch.dead.append((delivery, f"cannot decode message: {exc}"))
+            return
+        headers = msg.headers
+        task_id, name = str(headers["id"]), str(headers["task"])
+        if self.max_deliveries and delivery.deliveries > self.max_deliveries:
+            reason = (f"delivered {delivery.deliveries} times without finishing (task_max_deliveries="
+                      f"{self.max_deliveries}): it probably kills its worker process")
+            logger.error("task %s[%s] goes to the dead-letter queue: %s", name, task_id, reason)
+            batch.dead.append((delivery, reason))
+            self._store(batch, task_id, states.FAILURE, WorkerLostError(reason), name=name)
+            return
+        task = self.app.tasks.get(name)
+        if task is None:
+            self._unknown(batch, delivery, task_id, name, msg)
+            return
+        try:
+            args, kwargs, embed = protocol.decode_body(msg, self.accept)
+        except (DecodeError, ContentDisallowed) as exc:
+            logger.error("task %s[%s]: body cannot be decoded, message goes to the dead-letter queue: %s",
+                         name, task_id, exc)
+            batch.dead.append((delivery, f"cannot decode body: {exc}"))
+            self._store(batch, task_id, states.FAILURE, exc, name=name)
+            return
+        request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
+        expires = headers.get("expires")
+        if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
+            logger.info("task %s[%s] expired at %s and is discarded (state REVOKED)", name, task_id, expires)
+            self._store(batch, task_id, states.REVOKED, TaskRevokedError("expired"), name=name, request=request)
+            batch.acks.append(delivery)
+            if signals.task_revoked.receivers:
+                signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=True)
+            return
+        if task.is_async and self.async_runner is not None:
+            batch.flush(lambda: self.stopping)  # do not hold earlier outcomes while the loop is busy
+            self.async_runner.submit(task, request, args, kwargs, delivery)
+            return
+        track = task.track_started if task.track_started is not None else self.track_started
+        if track:
+            self.app.backend.store([self.app.backend.encode(self.app.result_meta(
+                task_id, states.STARTED, {"pid": _pid(), "hostname": self.hostname}, request=request, task=task))])
+        self.slot.tag = delivery.tag.encode()
+        self.slot.started = time.time()
+        started = time.perf_counter()
+        if task.is_async:  # thread pool without a loop: run it to completion here
+            from .execute import _run_coroutine, trace_async
+            outcome = _run_coroutine(trace_async(task, request, args, kwargs))
+        else:
+            outcome = trace(task, request, args, kwargs)
+        self.slot.tag = b""
+        self.finish(task, request, delivery, outcome, batch, time.perf_counter() - started)
+
+    def _request(self, msg: protocol.TaskMessage, task_id: str, name: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], embed: dict[str, Any], delivery: Delivery) -> Context:
+        headers = msg.headers
+        return Context(
+            id=task_id, task=name, args=args, kwargs=kwargs, retries=int(headers.get("retries") or 0),
+            is_eager=False, called_directly=False, eta=headers.get("eta"), expires=headers.get("expires"),
+            hostname=self.hostname, root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
+            group=headers.get("group"), group_index=headers.get("group_index"),
+            correlation_id=msg.properties.get("correlation_id", task_id),
+            reply_to=msg.properties.get("reply_to"), origin=headers.get("origin"),
+            timelimit=tuple(headers.get("timelimit") or (None, None)),
+            callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"), chain=embed.get("chain"),
+            chord=embed.get("chord"), ignore_result=bool(headers.get("ignore_result")),
+            delivery_info={"routing_key": delivery.queue, "priority": delivery.priority,
+                           "redelivered": delivery.deliveries > 1, "exchange": ""},
+            headers=headers, properties=msg.properties)
+
+    def _unknown(self, batch: Batch, delivery: Delivery, task_id: str, name: str, msg: Any) -> None:
+        if name not in self._unknown_logged:
+            self._unknown_logged.add(name)
+            logger.error("Received unregistered task of type %r (task id %s): the worker does not know it. "
+                         "Is the module that defines it imported by the worker (-A / include=)? "
+                         "The task is marked FAILURE with NotRegistered.", name, task_id)
+        self._store(batch, task_id, states.FAILURE, NotRegistered(name), name=name)
+        batch.acks.append(delivery)
+        if signals.task_unknown.receivers:
+            signals.task_unknown.send(sender=None, name=name, id=task_id, message=msg, exc=NotRegistered(name))
+
+    def _store(self, batch: Batch, task_id: str, status: str, result: Any, *, name: str | None = None,
+               request: Context | None = None, task: Task[Any, Any] | None = None,
+               traceback: str | None = None) -> None:
+        meta = self.app.result_meta(task_id, status, result, traceback=traceback, request=request,
+                                    task=task, hostname=self.hostname)
+        if name and not meta.get("name"):
+            meta["name"] = name
+        try:
+            batch.results.append(self.app.backend.encode(meta))
+        except EncodeError as exc:
+            # The return value cannot be stored: record that instead, so get() does not hang.
+            logger.error("task %s[%s]: result cannot be serialized: %s", name, task_id, exc)
+            meta.update(status=states.FAILURE, result=protocol.exception_to_dict(exc), traceback=None)
+            batch.results.append(self.app.backend.encode(meta))
+        batch.mark()
+
+    # --- outcome -> result + ack ---
+
+    def finish(self, task: Task[Any, Any], request: Context, delivery: Delivery, outcome: Outcome,
+               batch: Batch, runtime: float = 0.0) -> None:
+        task_id = str(request.id)
+        ignore = request.ignore_result or bool(task.ignore_result)
+        state = outcome.state
+        self.processed += 1
+        if state == states.SUCCESS:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("Task %s[%s] succeeded in %.6fs: %s", task.name, task_id, runtime,
+                            protocol._saferepr(outcome.retval, 256))
+            if not ignore:
+                self._store(batch, task_id, state, outcome.retval, request=request, task=task)
+        elif state == states.FAILURE:
+            assert outcome.einfo is not None
+            logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, outcome.exc,
+                         outcome.einfo.traceback.rstrip())
+            if not ignore or task.store_errors_even_if_ignored:
+                self._store(batch, task_id, state, outcome.exc, request=request, task=task,
+                            traceback=outcome.einfo.traceback)
+        elif state == states.RETRY:
+            assert outcome.retry is not None and outcome.einfo is not None
+            logger.info("Task %s[%s] retry: %s", task.name, task_id, outcome.retry)
+            if not getattr(outcome.retry, "sent", False):
+                batch.publishes.append(self.app.retry_message(task, request, outcome.retry))
+            self._store(batch, task_id, state, outcome.exc, request=request, task=task,
+                        traceback=outcome.einfo.traceback)
+        elif state == states.REJECTED:
+            reject = outcome.exc
+            if getattr(reject, "requeue", False):
+                batch.releases.append(delivery)
+            else:
+                batch.dead.append((delivery, f"rejected by the task: {getattr(reject, 'reason', reject)}"))
+            if signals.task_rejected.receivers:
+                signals.task_rejected.send(sender=task, message=delivery, exc=reject)
+            batch.mark()
+            return
+        batch.acks.append(delivery)
+        batch.mark()
+
+
+def _pid() -> int:
+    import os
+    return os.getpid()

@@ -1,0 +1,188 @@
+"""Running one task: handlers, signals, retry and autoretry. Shared by the worker and `apply()`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import traceback as tb_module
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import signals, states
+from ..exceptions import Ignore, Reject, Retry
+from ..protocol import ExceptionInfo
+from ..task import Context, Task, _current
+
+if TYPE_CHECKING:
+    from ..result import EagerResult
+
+logger = logging.getLogger("celeriac.worker")
+_HOSTNAME = socket.gethostname()
+
+
+@dataclass(slots=True)
+class Outcome:
+    state: str
+    retval: Any = None
+    exc: BaseException | None = None
+    einfo: ExceptionInfo | None = None
+    retry: Retry | None = None
+
+
+_OWN_FILES = tuple(os.path.join(os.path.dirname(os.path.dirname(__file__)), name)
+                   for name in ("worker/execute.py", "task.py"))
+
+
+def exception_info(exc: BaseException) -> ExceptionInfo:
+    """The traceback as the user wants it: starting at their task, not at celeriac's caller."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
+        tb = tb.tb_next
+    text = "".join(tb_module.format_exception(type(exc), exc, tb))
+    return ExceptionInfo(exc, type(exc), text, tb)
+
+
+def _before(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if signals.task_prerun.receivers:
+        signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs)
+    task.before_start(str(request.id), args, kwargs)
+
+
+def _classify(task: Task[Any, Any], request: Context, exc: BaseException) -> Outcome:
+    if isinstance(exc, Retry):
+        cause = exc.exc if exc.exc is not None else exc
+        return Outcome(states.RETRY, exc=cause, einfo=exception_info(cause), retry=exc)
+    if isinstance(exc, Ignore):
+        return Outcome(states.IGNORED, exc=exc)
+    if isinstance(exc, Reject):
+        return Outcome(states.REJECTED, exc=exc)
+    if task.autoretry_for and isinstance(exc, task.autoretry_for) and not (
+            task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)):
+        options = dict(task.retry_kwargs or {})
+        if task.retry_backoff and "countdown" not in options:
+            options["countdown"] = task.backoff_countdown(request.retries)
+        try:
+            task.retry(exc=exc, **options)
+        except Retry as retry:
+            return Outcome(states.RETRY, exc=exc, einfo=exception_info(exc), retry=retry)
+        except BaseException as final:  # retries used up: the task's own exception
+            exc = final
+    return Outcome(states.FAILURE, exc=exc, einfo=exception_info(exc))
+
+
+def _after(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
+           outcome: Outcome) -> None:
+    task_id = str(request.id)
+    try:
+        if outcome.state == states.SUCCESS:
+            task.on_success(outcome.retval, task_id, args, kwargs)
+            if signals.task_success.receivers:
+                signals.task_success.send(sender=task, result=outcome.retval)
+        elif outcome.state == states.RETRY:
+            assert outcome.exc is not None and outcome.einfo is not None
+            task.on_retry(outcome.exc, task_id, args, kwargs, outcome.einfo)
+            if signals.task_retry.receivers:
+                signals.task_retry.send(sender=task, request=request, reason=outcome.exc, einfo=outcome.einfo)
+        elif outcome.state == states.FAILURE:
+            assert outcome.exc is not None and outcome.einfo is not None
+            task.on_failure(outcome.exc, task_id, args, kwargs, outcome.einfo)
+            if signals.task_failure.receivers:
+                signals.task_failure.send(sender=task, task_id=task_id, exception=outcome.exc, args=args,
+                                          kwargs=kwargs, traceback=outcome.einfo.tb, einfo=outcome.einfo)
+        retval = outcome.retval if outcome.state == states.SUCCESS else outcome.exc
+        task.after_return(outcome.state, retval, task_id, args, kwargs, outcome.einfo)
+    except Exception:
+        logger.exception("a handler of task %s[%s] raised; the task's outcome (%s) stands",
+                         task.name, task_id, outcome.state)
+    if signals.task_postrun.receivers:
+        signals.task_postrun.send(sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs,
+                                  retval=outcome.retval if outcome.state == states.SUCCESS else outcome.exc,
+                                  state=outcome.state)
+
+
+def trace(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
+    """Run a sync task with its handlers; never raises."""
+    token = _current.set((task, request))
+    try:
+        try:
+            _before(task, request, args, kwargs)
+            outcome = Outcome(states.SUCCESS, task(*args, **kwargs))
+        except BaseException as exc:
+            outcome = _classify(task, request, exc)
+        _after(task, request, args, kwargs, outcome)
+        return outcome
+    finally:
+        _current.reset(token)
+
+
+async def trace_async(task: Task[Any, Any], request: Context, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Outcome:
+    """Run an `async def` task with its handlers on the running loop; never raises."""
+    token = _current.set((task, request))
+    try:
+        try:
+            _before(task, request, args, kwargs)
+            outcome = Outcome(states.SUCCESS, await task(*args, **kwargs))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and asyncio.current_task() is not None \
+                    and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            outcome = _classify(task, request, exc)
+        _after(task, request, args, kwargs, outcome)
+        return outcome
+    finally:
+        _current.reset(token)
+
+
+def _run_coroutine(coro: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # apply() of an async task from inside a running loop: run it on a loop of its own.
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("v", asyncio.run(coro)))
+    thread.start()
+    thread.join()
+    return box["v"]
+
+
+def apply_eagerly(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, task_id: str,
+                  retries: int, throw: bool | None, options: dict[str, Any]) -> "EagerResult[Any]":
+    from ..result import EagerResult
+
+    app = task.app
+    parent = _current.get()
+    parent_id = root_id = None
+    if parent is not None and not parent[1].called_directly:
+        parent_id, root_id = parent[1].id, parent[1].root_id
+    while True:
+        request = Context(
+            id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries, is_eager=True,
+            called_directly=False, hostname=_HOSTNAME, root_id=root_id or task_id, parent_id=parent_id,
+            delivery_info={"is_eager": True, "routing_key": options.get("queue")},
+            ignore_result=bool(options.get("ignore_result")), headers=options.get("headers"))
+        if task.is_async:
+            outcome = _run_coroutine(trace_async(task, request, args, kwargs))
+        else:
+            outcome = trace(task, request, args, kwargs)
+        if outcome.state != states.RETRY or outcome.retry is None:
+            break
+        # Eager retries run again at once, as in Celery: there is no broker to wait in.
+        retry_options = getattr(outcome.retry, "retry_options", {})
+        args = tuple(retry_options.get("args", args))
+        kwargs = dict(retry_options.get("kwargs", kwargs))
+        retries += 1
+    propagate = app.conf.task_eager_propagates if throw is None else throw
+    if outcome.state == states.FAILURE and propagate:
+        assert outcome.exc is not None
+        raise outcome.exc
+    value = outcome.retval if outcome.state == states.SUCCESS else outcome.exc
+    state = outcome.state if outcome.state in (states.SUCCESS, states.FAILURE) else states.SUCCESS
+    traceback = outcome.einfo.traceback if outcome.einfo else None
+    if app.conf.task_store_eager_result:
+        app.store_state(task_id, state, value, request=request, task=task, traceback=traceback)
+    return EagerResult(task_id, value, state, traceback, app=app, name=task.name)

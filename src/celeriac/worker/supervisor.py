@@ -1,0 +1,281 @@
+"""The worker's main process: starts pool slots, keeps the lease alive, replaces dead children.
+
+It runs no task itself, so its heartbeat never waits behind a slow task: a worker's
+messages are given back only when this process is gone (SIGKILL, crash), or at once for
+one child when that child dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import signals
+from ..exceptions import OperationalError
+from .aio import AsyncRunner
+from .consumer import Consumer, PlainSlot
+
+if TYPE_CHECKING:
+    from ..app import Celeriac
+
+logger = logging.getLogger("celeriac.worker")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class SharedSlot(ctypes.Structure):
+    """Lives in shared memory: the child writes, the supervisor reads (no syscalls per task)."""
+
+    _fields_ = [("ready", ctypes.c_int), ("tag", ctypes.c_char * 96), ("started", ctypes.c_double)]
+
+
+@dataclass
+class PoolSlot:
+    index: int
+    generation: int
+    owner: str
+    slot: Any
+    process: Any = None  # multiprocessing.Process for the process pool
+    thread: threading.Thread | None = None
+    consumer: Consumer | None = None
+
+
+@dataclass
+class WorkerOptions:
+    concurrency: int
+    pool: str
+    queues: list[str]
+    hostname: str
+    prefetch_multiplier: int
+    shutdown_timeout: float
+    heartbeat_interval: float
+    lease_timeout: float
+
+
+class Worker:
+    def __init__(self, app: "Celeriac", options: WorkerOptions) -> None:
+        self.app = app
+        self.options = options
+        self.worker_id = f"{options.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.slots: list[PoolSlot] = []
+        self._stop_requested = 0
+        self._ctx = multiprocessing.get_context("fork")
+        self._last_beat = 0.0
+        self._last_cleanup = time.monotonic()
+        self._pid = os.getpid()
+
+    # --- pool slots ---
+
+    def _owner(self, index: int, generation: int) -> str:
+        return f"{self.worker_id}/{index}.{generation}"
+
+    def _consumer(self, owner: str, slot: Any) -> Consumer:
+        runner = AsyncRunner(int(self.app.conf.worker_async_concurrency or 100))
+        consumer = Consumer(self.app, worker_id=self.worker_id, owner=owner, queues=self.options.queues,
+                            prefetch=self.options.prefetch_multiplier, hostname=self.options.hostname,
+                            slot=slot, async_runner=runner)
+        runner.bind(consumer)
+        return consumer
+
+    def _start_slot(self, index: int, generation: int) -> PoolSlot:
+        owner = self._owner(index, generation)
+        if self.options.pool == "process":
+            shared = self._ctx.RawValue(SharedSlot)  # type: ignore[attr-defined]
+            process = self._ctx.Process(target=self._child_main, args=(owner, shared),
+                                        name=f"ForkPoolWorker-{index + 1}", daemon=False)
+            process.start()
+            return PoolSlot(index, generation, owner, shared, process=process)
+        plain = PlainSlot()
+        consumer = self._consumer(owner, plain)
+        thread = threading.Thread(target=self._thread_main, args=(consumer,), name=f"ThreadPoolWorker-{index + 1}",
+                                  daemon=True)
+        thread.start()
+        return PoolSlot(index, generation, owner, plain, thread=thread, consumer=consumer)
+
+    def _thread_main(self, consumer: Consumer) -> None:
+        try:
+            consumer.run()
+        except Exception:
+            logger.exception("pool thread %s stopped by an internal error", threading.current_thread().name)
+
+    def _child_main(self, owner: str, shared: Any) -> None:
+        _die_with_parent(self._pid)
+        consumer = self._consumer(owner, shared)
+        signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signals.worker_process_init.send(sender=None)
+        try:
+            consumer.run()
+        except Exception:
+            logger.exception("pool process stopped by an internal error")
+            os._exit(1)
+        finally:
+            signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+        os._exit(0)
+
+    # --- life cycle ---
+
+    def _request_stop(self, signum: int, _frame: Any) -> None:
+        self._stop_requested += 1
+        name = signal.Signals(signum).name
+        if self._stop_requested == 1:
+            logger.warning("%s received: warm shutdown (running tasks finish, waiting up to %.0fs; "
+                           "send it again to stop at once)", name, self.options.shutdown_timeout)
+        else:
+            logger.warning("%s received again: cold shutdown (running tasks go back to the queue)", name)
+
+    def heartbeat(self) -> None:
+        info = {"hostname": self.options.hostname, "pid": os.getpid(), "pool": self.options.pool,
+                "concurrency": self.options.concurrency, "queues": self.options.queues}
+        self.app.broker.heartbeat(self.worker_id, self.options.lease_timeout, info)
+        self._last_beat = time.monotonic()
+
+    def run(self) -> int:
+        broker = self.app.broker
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._request_stop)
+        try:
+            self.heartbeat()  # the lease exists before any slot claims a message
+            recovered = broker.recover()
+            if recovered:
+                logger.warning("gave back %d message(s) held by workers that died", recovered)
+        except OperationalError as exc:
+            logger.error("cannot reach the broker at %s: %s", broker.safe_url, exc)
+            return 1
+        signals.worker_init.send(sender=self)
+        self.slots = [self._start_slot(i, 0) for i in range(self.options.concurrency)]
+        self._wait_ready()
+        logger.info("celeriac@%s ready.", self.options.hostname)
+        signals.worker_ready.send(sender=self)
+        try:
+            while not self._stop_requested:
+                self._tick()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stop_requested:
+            if all(s.slot.ready for s in self.slots):
+                return
+            self._reap()
+            time.sleep(0.005)
+
+    def _tick(self) -> None:
+        sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+        wait = max(0.05, min(0.5, self.options.heartbeat_interval - (time.monotonic() - self._last_beat)))
+        if sentinels:
+            multiprocessing.connection.wait(sentinels, timeout=wait)
+        else:
+            time.sleep(wait)
+        self._reap()
+        now = time.monotonic()
+        try:
+            if now - self._last_beat >= self.options.heartbeat_interval:
+                self.heartbeat()
+                recovered = self.app.broker.recover()
+                if recovered:
+                    logger.warning("gave back %d message(s) held by workers that died", recovered)
+            if now - self._last_cleanup >= 300:
+                self._last_cleanup = now
+                removed = self.app.backend.cleanup()
+                if removed:
+                    logger.info("removed %d expired result(s)", removed)
+        except OperationalError as exc:
+            logger.warning("broker or result store unreachable (%s); retrying", exc)
+
+    def _reap(self) -> None:
+        for i, slot in enumerate(self.slots):
+            alive = slot.process.is_alive() if slot.process is not None else (
+                slot.thread is not None and slot.thread.is_alive())
+            if alive or self._stop_requested:
+                continue
+            exitcode = slot.process.exitcode if slot.process is not None else None
+            running = bytes(slot.slot.tag).decode() or None
+            requeued = self._requeue(slot, running)
+            logger.error("pool %s %s exited unexpectedly (exit code %s)%s; %d message(s) back on the queue; "
+                         "starting a new one", "process" if slot.process else "thread",
+                         slot.process.pid if slot.process else slot.index, exitcode,
+                         f" while running message {running}" if running else "", requeued)
+            self.slots[i] = self._start_slot(slot.index, slot.generation + 1)
+
+    def _requeue(self, slot: PoolSlot, running: str | None) -> int:
+        for attempt in range(50):
+            try:
+                return self.app.broker.requeue_owner(slot.owner, running)
+            except OperationalError as exc:
+                logger.warning("cannot give back messages of %s yet: %s", slot.owner, exc)
+                time.sleep(min(5.0, 0.1 * (attempt + 1)))
+        return 0
+
+    def _shutdown(self) -> None:
+        signals.worker_shutting_down.send(sender=self, sig="SIGTERM", how="warm", exitcode=0)
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, signal.SIGTERM)
+            elif slot.consumer is not None:
+                slot.consumer.stop()
+        deadline = time.monotonic() + self.options.shutdown_timeout
+        warned_cold = False
+        while any(self._alive(s) for s in self.slots):
+            if self._stop_requested > 1 or time.monotonic() > deadline:
+                if not warned_cold:
+                    warned_cold = True
+                    logger.warning("stopping pool at once; unfinished tasks will run again on another worker")
+                for slot in self.slots:
+                    if slot.process is not None and slot.process.is_alive():
+                        os.kill(slot.process.pid, signal.SIGKILL)
+                if self.options.pool != "process":
+                    break  # threads cannot be killed; the lease release below gives their messages back
+            time.sleep(0.02)
+            if time.monotonic() - self._last_beat >= self.options.heartbeat_interval:
+                try:
+                    self.heartbeat()
+                except OperationalError:
+                    pass
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.join(1)
+        try:
+            released = self.app.broker.unregister(self.worker_id)
+            if released:
+                logger.warning("gave back %d unfinished message(s) to the queue", released)
+        except OperationalError as exc:
+            logger.error("could not release this worker's messages (%s); they return once its lease "
+                         "expires in %.0fs", exc, self.options.lease_timeout)
+        signals.worker_shutdown.send(sender=self)
+        logger.info("celeriac@%s stopped.", self.options.hostname)
+
+    @staticmethod
+    def _alive(slot: PoolSlot) -> bool:
+        if slot.process is not None:
+            return bool(slot.process.is_alive())
+        return slot.thread is not None and slot.thread.is_alive()
+
+
+def _die_with_parent(supervisor_pid: int) -> None:
+    """A child must not outlive a SIGKILLed supervisor: its lease stops, its work goes elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != supervisor_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+def default_hostname() -> str:
+    return socket.gethostname()

@@ -1,0 +1,67 @@
+"""Test fixtures: brokers to parametrize over, and real worker processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
+
+from helpers import INTEGRATION, WorkerProcess  # noqa: E402
+
+BROKERS = ["sqlite"]
+
+
+@pytest.fixture(params=BROKERS)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def urls(broker_kind: str, tmp_path: Path) -> tuple[str, str]:
+    if broker_kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'celeriac.db'}"
+        return url, url
+    raise AssertionError(broker_kind)
+
+
+@pytest.fixture
+def app_env(urls: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for the worker and this process: both use the broker of this test."""
+    broker, backend = urls
+    monkeypatch.setenv("CELERIAC_BROKER_URL", broker)
+    monkeypatch.setenv("CELERIAC_RESULT_BACKEND", backend)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(INTEGRATION), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def tasks(app_env: dict[str, str]) -> Iterator[Any]:
+    """The integration tasks module, its app pointed at this test's broker."""
+    import tasks_app
+    tasks_app.app._reset_connections()
+    yield tasks_app
+    tasks_app.app._reset_connections()
+
+
+@pytest.fixture
+def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    workers: list[WorkerProcess] = []
+
+    def start(*args: str, ready: bool = True, app: str = "tasks_app", env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, env or app_env, *args, app=app)
+        workers.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

@@ -1,0 +1,109 @@
+"""Shared test helpers: deadlines instead of sleeps, and real worker processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def celeriac_bin() -> str:
+    return str(Path(sys.executable).with_name("celeriac"))
+
+
+class WorkerProcess:
+    """A real `celeriac -A MODULE worker` process; its output is collected for assertions."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], *args: str, app: str = "tasks_app") -> None:
+        self.cwd = cwd
+        self.cmd = [celeriac_bin(), "-A", app, "worker", "--loglevel=info", *args]
+        self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            if self.proc.poll() is not None and not regex.search(self.output):
+                raise AssertionError(f"worker exited ({self.proc.returncode}) before {pattern!r}:\n{self.output}")
+            return regex.search(self.output)
+
+        try:
+            return wait_until(found, timeout, message=f"worker output {pattern!r}")  # type: ignore[no-any-return]
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- worker output ---\n{self.output}") from None
+
+    def wait_ready(self, timeout: float = 30.0) -> "WorkerProcess":
+        self.wait_for(r"celeriac@\S+ ready\.", timeout)
+        return self
+
+    def children(self) -> list[int]:
+        try:
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True,
+                                 text=True).stdout
+        except FileNotFoundError:
+            return []
+        return [int(p) for p in out.split()]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the worker's whole process group (the supervisor and its children)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"worker did not stop within {timeout}s of SIGTERM:\n{self.output}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass

@@ -1,0 +1,152 @@
+"""Tasks used by the integration tests; the worker imports this module with -A tasks_app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from celeriac import Celeriac, Task
+from celeriac.decorators import retry
+
+app = Celeriac("tasks_app")
+app.conf.worker_heartbeat_interval = 0.5
+app.conf.worker_lease_timeout = 3.0
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task
+def record(path: str, value: str) -> str:
+    """Append a line to a file: counts executions across processes."""
+    with open(path, "a") as f:
+        f.write(f"{value} {time.time()} {os.getpid()}\n")
+    return value
+
+
+@app.task
+def sleep_then_record(path: str, value: str, seconds: float) -> str:
+    with open(path, "a") as f:
+        f.write(f"start {value} {os.getpid()}\n")
+    time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write(f"end {value} {os.getpid()}\n")
+    return value
+
+
+@app.task
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+class CustomError(Exception):
+    pass
+
+
+@app.task
+def fail_custom() -> None:
+    raise CustomError("custom", 42)
+
+
+@app.task
+def kill_self() -> None:
+    os.kill(os.getpid(), 9)
+
+
+@app.task
+def unserializable() -> Any:
+    return object()
+
+
+@app.task(bind=True, max_retries=3, default_retry_delay=0.1)
+def flaky(self: Task[Any, Any], marker: str, succeed_on: int) -> int:
+    with open(marker, "a") as f:
+        f.write(f"{self.request.retries}\n")
+    if self.request.retries < succeed_on:
+        raise self.retry(exc=OSError(f"attempt {self.request.retries}"), countdown=0.1)
+    return self.request.retries
+
+
+@app.task(bind=True, max_retries=2)
+def always_retry(self: Task[Any, Any]) -> None:
+    raise self.retry(countdown=0.05)
+
+
+@app.task(autoretry_for=(OSError,), retry_backoff=0.05, retry_backoff_max=0.2, retry_jitter=False,
+          retry_kwargs={"max_retries": 2})
+def auto_flaky(marker: str) -> None:
+    with open(marker, "a") as f:
+        f.write("x\n")
+    raise OSError("still broken")
+
+
+def log_retry(request: Any, exc: BaseException | None = None) -> None:
+    with open(request.kwargs["marker"] + ".handler", "a") as f:
+        f.write(f"{request.retries} {type(exc).__name__}\n")
+
+
+@app.task(bind=True)
+@retry(max_retries=3, countdown=[0.05, 0.1, 0.15], on_retry=log_retry)
+def decorated_retry(self: Task[Any, Any], marker: str, succeed_on: int) -> int:
+    with open(marker, "a") as f:
+        f.write(f"{self.request.retries} {time.time()}\n")
+    if self.request.retries < succeed_on:
+        raise ConnectionError("not yet")
+    return self.request.retries
+
+
+@app.task(track_started=True)
+def slow(seconds: float) -> str:
+    time.sleep(seconds)
+    return "done"
+
+
+@app.task
+async def async_sleep(seconds: float, value: int) -> int:
+    await asyncio.sleep(seconds)
+    return value
+
+
+@app.task(bind=True)
+def progress(self: Task[Any, Any], marker: str) -> str:
+    self.update_state(state="PROGRESS", meta={"done": 1, "total": 2})
+    Path(marker).write_text("in progress")
+    deadline = time.time() + 20
+    while Path(marker).read_text() != "go" and time.time() < deadline:
+        time.sleep(0.02)
+    return "finished"
+
+
+@app.task(ignore_result=True)
+def fire_and_forget(path: str) -> None:
+    Path(path).write_text("ran")
+
+
+@app.task(queue="special")
+def routed() -> str:
+    return "special"
+
+
+class Tracked(Task[Any, Any]):
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        Path(kwargs["marker"]).write_text(f"{type(exc).__name__}|{task_id}|{'ValueError' in str(einfo)}")
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        Path(kwargs["marker"]).write_text(f"success|{retval}")
+
+
+@app.task(base=Tracked)
+def handled(marker: str, ok: bool) -> str:
+    if not ok:
+        raise ValueError("handled failure")
+    return "fine"
