@@ -150,3 +150,12 @@ def handled(marker: str, ok: bool) -> str:
     if not ok:
         raise ValueError("handled failure")
     return "fine"
+
+
+@app.task
+def work(path: str, value: int, seconds: float = 0.01) -> int:
+    """A short unit of work that leaves a trace line per execution."""
+    time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    return value
