@@ -63,8 +63,10 @@ class WorkerOptions:
 
 
 class Worker:
-    def __init__(self, app: "Celeriac", options: WorkerOptions) -> None:
+    def __init__(self, app: "Celeriac", options: WorkerOptions, install_signal_handlers: bool = True) -> None:
         self.app = app
+        self.install_signal_handlers = install_signal_handlers
+        self.ready = threading.Event()
         self.options = options
         self.worker_id = f"{options.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.slots: list[PoolSlot] = []
@@ -73,6 +75,9 @@ class Worker:
         self._last_beat = 0.0
         self._last_cleanup = time.monotonic()
         self._pid = os.getpid()
+        # Expired results are deleted a few times per expiry period (at most every 5 minutes).
+        expires = app.backend.expires
+        self._cleanup_interval = 300.0 if not expires else max(0.5, min(300.0, expires / 4))
 
     # --- pool slots ---
 
@@ -136,6 +141,10 @@ class Worker:
         else:
             logger.warning("%s received again: cold shutdown (running tasks go back to the queue)", name)
 
+    def stop(self) -> None:
+        """Ask for a warm shutdown (what SIGTERM does)."""
+        self._stop_requested = max(1, self._stop_requested)
+
     def heartbeat(self) -> None:
         info = {"hostname": self.options.hostname, "pid": os.getpid(), "pool": self.options.pool,
                 "concurrency": self.options.concurrency, "queues": self.options.queues}
@@ -144,8 +153,9 @@ class Worker:
 
     def run(self) -> int:
         broker = self.app.broker
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            signal.signal(sig, self._request_stop)
+        if self.install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, self._request_stop)
         try:
             self.heartbeat()  # the lease exists before any slot claims a message
             recovered = broker.recover()
@@ -158,6 +168,7 @@ class Worker:
         self.slots = [self._start_slot(i, 0) for i in range(self.options.concurrency)]
         self._wait_ready()
         logger.info("celeriac@%s ready.", self.options.hostname)
+        self.ready.set()
         signals.worker_ready.send(sender=self)
         try:
             while not self._stop_requested:
@@ -189,7 +200,7 @@ class Worker:
                 recovered = self.app.broker.recover()
                 if recovered:
                     logger.warning("gave back %d message(s) held by workers that died", recovered)
-            if now - self._last_cleanup >= 300:
+            if now - self._last_cleanup >= self._cleanup_interval:
                 self._last_cleanup = now
                 removed = self.app.backend.cleanup()
                 if removed:

@@ -1,0 +1,37 @@
+"""celeriac.testing.start_worker: an in-process worker on the memory broker."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from celeriac import Celeriac
+from celeriac.testing import start_worker
+
+
+def test_in_process_worker_on_memory_broker() -> None:
+    name = uuid.uuid4().hex
+    app = Celeriac("mem", broker=f"memory://{name}", backend=f"memory://{name}", set_as_current=False)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    def boom() -> None:
+        raise KeyError("nope")
+
+    @app.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    pending = add.delay(1, 1)
+    with start_worker(app, concurrency=2):
+        assert pending.get(timeout=5) == 2
+        assert [add.delay(i, 1).get(timeout=5) for i in range(10)] == list(range(1, 11))
+        assert double.delay(21).get(timeout=5) == 42
+        with pytest.raises(KeyError):
+            boom.delay().get(timeout=5)
+    late = add.delay(5, 5)
+    assert late.state == "PENDING"  # the worker stopped with the block
