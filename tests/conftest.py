@@ -14,7 +14,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
 from helpers import INTEGRATION, WorkerProcess  # noqa: E402
 
-BROKERS = ["sqlite"]
+BROKERS = ["sqlite", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    from servers import RedisServer
+    server = RedisServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture(params=BROKERS)
@@ -23,10 +31,16 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def urls(broker_kind: str, tmp_path: Path) -> tuple[str, str]:
+def urls(broker_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str]:
     if broker_kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'celeriac.db'}"
         return url, url
+    if broker_kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        if not server.ping():  # a failure test may have left it stopped
+            server.start()
+        server.flush()
+        return server.url, server.url
     raise AssertionError(broker_kind)
 
 

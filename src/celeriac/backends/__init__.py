@@ -12,6 +12,9 @@ from .base import ResultStore, StoredResult
 BACKENDS = {
     "memory": "celeriac.backends.memory:MemoryResultStore",
     "sqlite": "celeriac.backends.sqlite:SQLiteResultStore",
+    "redis": "celeriac.backends.redis:RedisResultStore",
+    "rediss": "celeriac.backends.redis:RedisResultStore",
+    "unix": "celeriac.backends.redis:RedisResultStore",
 }
 
 

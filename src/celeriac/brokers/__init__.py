@@ -12,6 +12,9 @@ from .base import Broker, DeadLetter, Delivery, Outgoing, safe_url
 BROKERS = {
     "memory": "celeriac.brokers.memory:MemoryBroker",
     "sqlite": "celeriac.brokers.sqlite:SQLiteBroker",
+    "redis": "celeriac.brokers.redis:RedisBroker",
+    "rediss": "celeriac.brokers.redis:RedisBroker",
+    "unix": "celeriac.brokers.redis:RedisBroker",
 }
 
 

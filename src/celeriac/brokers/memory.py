@@ -75,7 +75,7 @@ class MemoryBroker(Broker):
                         break
                     _, _, queue = min(heads)
                     neg_prio, seq, queue, payload, deliveries = heapq.heappop(s.ready[queue])
-                    d = Delivery(str(seq), queue, payload, deliveries + 1, -neg_prio)
+                    d = Delivery(str(seq), queue, payload, deliveries + 1, -neg_prio, owner)
                     s.leased[d.tag] = (worker_id, owner, d)
                     out.append(d)
                 if out:

@@ -117,7 +117,7 @@ class SQLiteBroker(Broker):
                 f"WHERE id IN ({marks}) RETURNING id, queue, priority, deliveries, payload",
                 (owner, worker_id, *ids)).fetchall()
             rows.sort(key=lambda r: (-r[2], r[0]))
-            return [Delivery(str(r[0]), r[1], r[4], r[3], r[2]) for r in rows]
+            return [Delivery(str(r[0]), r[1], r[4], r[3], r[2], owner) for r in rows]
 
         found: list[Delivery] = self._write(claim)
         return found

@@ -1,0 +1,84 @@
+"""Results in Redis: a hash per task (status + meta) with a TTL, written by one script per batch.
+
+Waiting does not poll: a final meta is also pushed to a one-element 'done' list, and a
+waiting client BLMOVEs that list onto itself - it blocks until the task finishes, gets
+the meta in the same reply, and leaves it there for any other waiter.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Sequence
+
+from .._redis import Keys, client_for, guarded, key_prefix
+from ..brokers.redis_scripts import STORE_RESULTS
+from ..exceptions import OperationalError
+from .base import ResultStore, StoredResult
+
+_BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
+
+
+class RedisResultStore(ResultStore):
+    schemes = ("redis", "rediss", "unix")
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.client = client_for(url, self.options)
+        self.keys = Keys(key_prefix(self.options))
+        self._store = self.client.register_script(STORE_RESULTS)
+
+    def store(self, results: Sequence[StoredResult]) -> None:
+        if not results:
+            return
+        args: list[Any] = [self.keys.prefix]
+        for r in results:
+            args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
+        guarded(self.url, "store results", lambda: self._store(args=args))
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not task_ids:
+            return {}
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hget(self.keys.result(task_id), "meta")
+            return list(pipe.execute())
+
+        found = guarded(self.url, "read results", read)
+        return {t: self.decode(data) for t, data in zip(task_ids, found, strict=True) if data is not None}
+
+    def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        done = self.keys.done(task_id)
+        backoff = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.001:
+                try:
+                    return self.get(task_id)
+                except OperationalError:
+                    return None
+            block = min(remaining, _BLOCK_CHUNK)
+            try:
+                data = guarded(self.url, "wait for a result", functools.partial(
+                    self.client.blmove, done, done, block, "RIGHT", "RIGHT"))
+            except OperationalError:
+                # Redis restarting: keep waiting, with backoff, until the caller's deadline.
+                if deadline - time.monotonic() <= backoff:
+                    raise
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            if data is not None:
+                return self.decode(data)
+            backoff = 0.05
+
+    def forget(self, task_ids: Sequence[str]) -> None:
+        keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t))]
+        if keys:
+            guarded(self.url, "forget results", lambda: self.client.delete(*keys))
+
+    def cleanup(self) -> int:
+        return 0  # Redis expires results by itself (PEXPIRE)

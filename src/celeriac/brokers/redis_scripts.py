@@ -1,0 +1,307 @@
+"""The Redis broker's atomic operations, as Lua scripts run server-side.
+
+Each script takes the key prefix as ARGV[1] and builds key names the same way as
+`celeriac._redis.Keys`. Time is Redis' own clock (TIME), so leases and ETAs agree
+across machines. Messages are ids into hashes; a ready queue is a sorted set scored
+(9 - priority) * 1e12 + id: ZPOPMIN gives the highest priority, oldest first.
+"""
+
+COMMON = """
+local p = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function route_of(id)
+  local route = redis.call('HGET', p .. ':route', id)
+  if not route then return nil, nil end
+  local sep = string.find(route, ':', 1, true)
+  return tonumber(string.sub(route, 1, sep - 1)), string.sub(route, sep + 1)
+end
+local function make_ready(id)
+  local prio, queue = route_of(id)
+  if not queue then return false end
+  redis.call('ZADD', p .. ':ready:' .. queue, (9 - prio) * 1e12 + tonumber(id), id)
+  redis.call('LPUSH', p .. ':signal:' .. queue, 1)
+  redis.call('LTRIM', p .. ':signal:' .. queue, 0, 63)
+  return true
+end
+local function forget(id)
+  redis.call('HDEL', p .. ':payload', id)
+  redis.call('HDEL', p .. ':route', id)
+  redis.call('HDEL', p .. ':deliveries', id)
+end
+local function give_back_all(worker, keep_counts, only_owner, running)
+  local held = p .. ':held:' .. worker
+  local entries = redis.call('HGETALL', held)
+  local n = 0
+  for i = 1, #entries, 2 do
+    local id, owner = entries[i], entries[i + 1]
+    if not only_owner or owner == only_owner then
+      redis.call('HDEL', held, id)
+      if not keep_counts and id ~= running then
+        redis.call('HINCRBY', p .. ':deliveries', id, -1)
+      end
+      if make_ready(id) then n = n + 1 end
+    end
+  end
+  return n
+end
+"""
+
+# ARGV: prefix, then (queue, priority, eta_ms or 0, payload) per message.
+PUBLISH = COMMON + """
+local wake = {}
+for i = 2, #ARGV, 4 do
+  local queue, prio, eta, payload = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local id = redis.call('INCR', p .. ':seq')
+  redis.call('HSET', p .. ':payload', id, payload)
+  redis.call('HSET', p .. ':route', id, prio .. ':' .. queue)
+  if eta > now then
+    redis.call('ZADD', p .. ':delayed', eta, id)
+  else
+    redis.call('ZADD', p .. ':ready:' .. queue, (9 - prio) * 1e12 + id, id)
+  end
+  wake[queue] = (wake[queue] or 0) + 1
+end
+for queue, count in pairs(wake) do
+  local tokens = {}
+  for k = 1, math.min(count, 64) do tokens[k] = 1 end
+  redis.call('LPUSH', p .. ':signal:' .. queue, unpack(tokens))
+  redis.call('LTRIM', p .. ':signal:' .. queue, 0, 63)
+end
+return 1
+"""
+
+# ARGV: prefix, worker, owner, limit, queue...
+# Returns (id, queue, priority, deliveries, payload) * n, or {ms until the next delayed message, or -1}.
+FETCH = COMMON + """
+local worker, owner, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  make_ready(id)
+  redis.call('ZREM', p .. ':delayed', id)
+end
+local chosen = {}
+if #ARGV == 5 then
+  local popped = redis.call('ZPOPMIN', p .. ':ready:' .. ARGV[5], limit)
+  for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
+else
+  local candidates = {}
+  for q = 5, #ARGV do
+    local key = p .. ':ready:' .. ARGV[q]
+    local head = redis.call('ZRANGE', key, 0, limit - 1, 'WITHSCORES')
+    for i = 1, #head, 2 do
+      candidates[#candidates + 1] = {tonumber(head[i + 1]), head[i], key}
+    end
+  end
+  table.sort(candidates, function(a, b) return a[1] < b[1] end)
+  for i = 1, math.min(limit, #candidates) do
+    redis.call('ZREM', candidates[i][3], candidates[i][2])
+    chosen[#chosen + 1] = candidates[i][2]
+  end
+end
+local out = {}
+if #chosen > 0 then redis.call('SADD', p .. ':holders', worker) end
+for _, id in ipairs(chosen) do
+  local payload = redis.call('HGET', p .. ':payload', id)
+  if payload then
+    local prio, queue = route_of(id)
+    local count = redis.call('HINCRBY', p .. ':deliveries', id, 1)
+    redis.call('HSET', p .. ':held:' .. worker, id, owner)
+    out[#out + 1] = id
+    out[#out + 1] = queue
+    out[#out + 1] = prio
+    out[#out + 1] = count
+    out[#out + 1] = payload
+  end
+end
+if #out == 0 then
+  local nxt = redis.call('ZRANGE', p .. ':delayed', 0, 0, 'WITHSCORES')
+  if #nxt == 0 then return {-1} end
+  return {math.max(0, tonumber(nxt[2]) - now)}
+end
+return out
+"""
+
+# ARGV: prefix, worker, id...
+ACK = COMMON + """
+local held = p .. ':held:' .. ARGV[2]
+for i = 3, #ARGV do
+  forget(ARGV[i])
+  redis.call('HDEL', held, ARGV[i])
+end
+return #ARGV - 2
+"""
+
+# ARGV: prefix, worker, id...  (unstarted: the delivery does not count)
+RELEASE = COMMON + """
+local held = p .. ':held:' .. ARGV[2]
+local n = 0
+for i = 3, #ARGV do
+  if redis.call('HDEL', held, ARGV[i]) == 1 then
+    redis.call('HINCRBY', p .. ':deliveries', ARGV[i], -1)
+    if make_ready(ARGV[i]) then n = n + 1 end
+  end
+end
+return n
+"""
+
+# ARGV: prefix, worker, owner, running id or ''
+REQUEUE_OWNER = COMMON + """
+return give_back_all(ARGV[2], false, ARGV[3], ARGV[4])
+"""
+
+# ARGV: prefix, worker, then (id, reason) pairs
+DEAD_LETTER = COMMON + """
+local held = p .. ':held:' .. ARGV[2]
+for i = 3, #ARGV, 2 do
+  local id, reason = ARGV[i], ARGV[i + 1]
+  local payload = redis.call('HGET', p .. ':payload', id)
+  if payload then
+    local prio, queue = route_of(id)
+    local count = tonumber(redis.call('HGET', p .. ':deliveries', id) or '0')
+    local dead = redis.call('INCR', p .. ':dead:seq')
+    redis.call('HSET', p .. ':dead:payload', dead, payload)
+    redis.call('HSET', p .. ':dead:info', dead, cjson.encode({reason = reason, queue = queue or '',
+      deliveries = count, at = now / 1000}))
+    redis.call('ZADD', p .. ':dead', now, dead)
+  end
+  forget(id)
+  redis.call('HDEL', held, id)
+end
+return 1
+"""
+
+# ARGV: prefix, worker, ttl_ms, info
+HEARTBEAT = COMMON + """
+redis.call('ZADD', p .. ':workers', now + tonumber(ARGV[3]), ARGV[2])
+redis.call('HSET', p .. ':workerinfo', ARGV[2], ARGV[4])
+return now
+"""
+
+# ARGV: prefix, worker  (a worker stops: drop its lease, give back what it holds)
+UNREGISTER = COMMON + """
+local n = give_back_all(ARGV[2], true, false, '')
+redis.call('DEL', p .. ':held:' .. ARGV[2])
+redis.call('SREM', p .. ':holders', ARGV[2])
+redis.call('ZREM', p .. ':workers', ARGV[2])
+redis.call('HDEL', p .. ':workerinfo', ARGV[2])
+return n
+"""
+
+# ARGV: prefix  (give back what workers with an expired lease held)
+RECOVER = COMMON + """
+local n = 0
+local expired = redis.call('ZRANGEBYSCORE', p .. ':workers', '-inf', now - 1)
+for _, worker in ipairs(expired) do
+  redis.call('ZREM', p .. ':workers', worker)
+  redis.call('HDEL', p .. ':workerinfo', worker)
+end
+for _, worker in ipairs(redis.call('SMEMBERS', p .. ':holders')) do
+  if not redis.call('ZSCORE', p .. ':workers', worker) then
+    n = n + give_back_all(worker, true, false, '')
+    redis.call('DEL', p .. ':held:' .. worker)
+    redis.call('SREM', p .. ':holders', worker)
+  end
+end
+return n
+"""
+
+# ARGV: prefix, queue...
+PURGE = COMMON + """
+local n = 0
+local wanted = {}
+for q = 2, #ARGV do
+  wanted[ARGV[q]] = true
+  local key = p .. ':ready:' .. ARGV[q]
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    forget(id)
+    n = n + 1
+  end
+  redis.call('DEL', key)
+end
+for _, id in ipairs(redis.call('ZRANGE', p .. ':delayed', 0, -1)) do
+  local _, queue = route_of(id)
+  if queue and wanted[queue] then
+    redis.call('ZREM', p .. ':delayed', id)
+    forget(id)
+    n = n + 1
+  end
+end
+return n
+"""
+
+# ARGV: prefix, queue... -> per queue {ready, reserved, delayed}
+SIZES = COMMON + """
+local ready, reserved, delayed = {}, {}, {}
+for q = 2, #ARGV do
+  ready[ARGV[q]] = redis.call('ZCARD', p .. ':ready:' .. ARGV[q])
+  reserved[ARGV[q]] = 0
+  delayed[ARGV[q]] = 0
+end
+for _, worker in ipairs(redis.call('SMEMBERS', p .. ':holders')) do
+  for _, id in ipairs(redis.call('HKEYS', p .. ':held:' .. worker)) do
+    local _, queue = route_of(id)
+    if queue and reserved[queue] then reserved[queue] = reserved[queue] + 1 end
+  end
+end
+for _, id in ipairs(redis.call('ZRANGE', p .. ':delayed', 0, -1)) do
+  local _, queue = route_of(id)
+  if queue and delayed[queue] then delayed[queue] = delayed[queue] + 1 end
+end
+local out = {}
+for q = 2, #ARGV do
+  out[#out + 1] = {ARGV[q], ready[ARGV[q]], reserved[ARGV[q]], delayed[ARGV[q]]}
+end
+return out
+"""
+
+# ARGV: prefix, dead id... (none = all)
+REQUEUE_DEAD = COMMON + """
+local ids = {}
+if #ARGV == 1 then
+  ids = redis.call('ZRANGE', p .. ':dead', 0, -1)
+else
+  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+end
+local n = 0
+for _, dead in ipairs(ids) do
+  local payload = redis.call('HGET', p .. ':dead:payload', dead)
+  local info = redis.call('HGET', p .. ':dead:info', dead)
+  if payload and info then
+    local queue = cjson.decode(info).queue
+    local id = redis.call('INCR', p .. ':seq')
+    redis.call('HSET', p .. ':payload', id, payload)
+    redis.call('HSET', p .. ':route', id, '0:' .. queue)
+    make_ready(id)
+    n = n + 1
+  end
+  redis.call('HDEL', p .. ':dead:payload', dead)
+  redis.call('HDEL', p .. ':dead:info', dead)
+  redis.call('ZREM', p .. ':dead', dead)
+end
+return n
+"""
+
+# ARGV: prefix, then (task id, status, ttl_ms or 0, meta) per result.
+# A final state is never replaced by an in-flight one; final metas also go to the
+# 'done' list that waiting clients BLMOVE onto itself.
+STORE_RESULTS = """
+local p = ARGV[1]
+local final = {SUCCESS = true, FAILURE = true, REVOKED = true}
+for i = 2, #ARGV, 4 do
+  local id, status, ttl, meta = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local key = p .. ':r:' .. id
+  local old = redis.call('HGET', key, 'status')
+  if not (old and final[old] and not final[status]) then
+    redis.call('HSET', key, 'status', status, 'meta', meta)
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+    if final[status] then
+      local done = p .. ':done:' .. id
+      redis.call('DEL', done)
+      redis.call('RPUSH', done, meta)
+      if ttl > 0 then redis.call('PEXPIRE', done, ttl) end
+    end
+  end
+end
+return 1
+"""
