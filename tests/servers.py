@@ -41,6 +41,7 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="celeriac-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.socket = str(self.dir / "redis.sock")
         self.start()
 
     def start(self) -> None:
@@ -48,6 +49,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+             "--unixsocket", str(self.dir / "redis.sock"), "--unixsocketperm", "700",
              "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

@@ -45,8 +45,11 @@ class Keys:
     def signal(self, queue: str) -> str:         # list of wake-up tokens for idle workers (bounded)
         return f"{self.prefix}:signal:{queue}"
 
-    def held(self, worker: str) -> str:          # hash id -> owner (pool slot) for one worker
-        return f"{self.prefix}:held:{worker}"
+    def held(self, owner: str) -> str:           # hash id -> worker: what one pool slot holds
+        return f"{self.prefix}:held:{owner}"
+
+    def owners(self, worker: str) -> str:        # set of a worker's pool slots that held messages
+        return f"{self.prefix}:owners:{worker}"
 
     def result(self, task_id: str) -> str:       # hash status, meta
         return f"{self.prefix}:r:{task_id}"
@@ -73,7 +76,6 @@ def client_for(url: str, options: dict[str, Any]) -> Any:
         kwargs: dict[str, Any] = {
             "socket_connect_timeout": float(options.get("socket_connect_timeout", 5.0)),
             "socket_timeout": float(options.get("socket_timeout", 30.0)),
-            "socket_keepalive": True,
             "health_check_interval": int(options.get("health_check_interval", 25)),
             # Short transient failures are retried inside redis-py; longer outages are the
             # caller's to ride out (workers back off and retry, clients per publish policy).
@@ -81,6 +83,8 @@ def client_for(url: str, options: dict[str, Any]) -> Any:
             "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                                redis.exceptions.BusyLoadingError],
         }
+        if not url.startswith("unix:"):
+            kwargs["socket_keepalive"] = True  # TCP only: notices a vanished server on idle links
         for name in ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "max_connections"):
             if name in options:
                 kwargs[name] = options[name]

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from .exceptions import OperationalError
+from .exceptions import ImproperlyConfigured, OperationalError
 
 T = TypeVar("T")
 
@@ -234,5 +234,6 @@ def sqlite_path_from_url(url: str) -> str:
         rest = rest[1:]
     rest = rest.split("?", 1)[0]
     if not rest:
-        raise ValueError("a sqlite URL needs a file name, e.g. sqlite:///celeriac.db")
+        raise ImproperlyConfigured(f"the SQLite URL {url!r} has no file name: use sqlite:///celeriac.db "
+                                   "(relative to the current directory) or sqlite:////abs/path.db")
     return os.path.abspath(rest)

@@ -287,9 +287,9 @@ class Celeriac:
         for router in routes if isinstance(routes, (list, tuple)) else [routes]:
             if callable(router):
                 found = router(name, args, kwargs, options, task=task)
-            else:
-                found = next((value for pattern, value in router.items()
-                              if pattern == name or fnmatch.fnmatchcase(name, pattern)), None)
+            else:  # the exact name wins over patterns, as in Celery
+                found = router.get(name) or next((value for pattern, value in router.items()
+                                                  if fnmatch.fnmatchcase(name, pattern)), None)
             if found:
                 return {"queue": found} if isinstance(found, str) else dict(found)
         return {}

@@ -35,7 +35,7 @@ def load_app(spec: str | None) -> Celeriac:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
             raise AppLoadError(f"cannot import module {module_name!r} given with -A: no module named "
                                f"{exc.name!r} (looked in {os.getcwd()} and sys.path)") from None
         raise AppLoadError(f"importing module {module_name!r} given with -A failed: {exc}") from None
@@ -211,7 +211,11 @@ def call(ctx: click.Context, name: str, args_json: str | None, kwargs_json: str 
     app = _app(ctx)
     args = _json_arg(args_json, "--args", list)
     kwargs = _json_arg(kwargs_json, "--kwargs", dict)
-    eta_dt = datetime.fromisoformat(eta) if eta else None
+    try:
+        eta_dt = datetime.fromisoformat(eta) if eta else None
+    except ValueError:
+        raise click.BadParameter(f"{eta!r} is not an ISO 8601 time (e.g. 2026-01-31T09:00:00+00:00)",
+                                 param_hint="--eta") from None
     result = app.send_task(name, args, kwargs, countdown=countdown, eta=eta_dt, expires=expires,
                            queue=queue, priority=priority)
     click.echo(result.id)
@@ -280,11 +284,11 @@ def purge(ctx: click.Context, queues: str | None, force: bool) -> None:
 @main.command("dead-letters")
 @click.option("--requeue", "requeue", multiple=True, help="Put a dead letter back on its queue (id, or 'all').")
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
 @click.pass_context
 @friendly_errors
-def dead_letters(ctx: click.Context, requeue: tuple[str, ...], limit: int) -> None:
+def dead_letters(ctx: click.Context, requeue: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List messages the worker gave up on (undecodable, poison), or put them back."""
-    from rich.console import Console
     from rich.table import Table
 
     from .protocol import unpack
@@ -295,7 +299,7 @@ def dead_letters(ctx: click.Context, requeue: tuple[str, ...], limit: int) -> No
         click.echo(f"Requeued {app.broker.requeue_dead_letters(ids)} message(s).")
         return
     letters = app.broker.dead_letters(limit)
-    if not letters:
+    if not letters and not as_json:
         click.echo("No dead letters.")
         return
     table = Table("id", "queue", "task", "task id", "deliveries", "reason")
@@ -305,8 +309,19 @@ def dead_letters(ctx: click.Context, requeue: tuple[str, ...], limit: int) -> No
             name, task_id = msg.task_name, msg.task_id
         except CeleriacError:
             name, task_id = "(undecodable)", "-"
+        if as_json:
+            click.echo(json.dumps({"id": letter.id, "queue": letter.queue, "task": name, "task_id": task_id,
+                                   "deliveries": letter.deliveries, "reason": letter.reason, "at": letter.at}))
         table.add_row(letter.id, letter.queue, name, task_id, str(letter.deliveries), letter.reason)
-    Console(soft_wrap=True).print(table)
+    if not as_json:
+        for column in table.columns[:4]:
+            column.no_wrap = True  # ids and names are copied by people: never cut them
+        _console().print(table)
+
+
+def _console() -> Any:
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
 
 
 def run() -> None:

@@ -266,6 +266,6 @@ def exception_from_dict(data: Any) -> BaseException:
     try:
         return cls(*message)  # type: ignore[no-any-return]
     except Exception:
-        exc = Exception.__new__(cls)
+        exc = BaseException.__new__(cls)
         exc.args = tuple(message)
         return exc  # type: ignore[no-any-return]

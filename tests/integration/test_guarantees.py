@@ -63,14 +63,17 @@ def test_kill_9_pool_child_mid_run_loses_nothing(tasks: Any, start_worker: Any, 
 
 
 @pytest.mark.slow
-def test_long_task_on_live_worker_is_not_redelivered(tasks: Any, start_worker: Any, tmp_path: Path) -> None:
-    """30 s of work on a worker whose lease is 3 s: heartbeats keep it, nobody else runs it."""
+@pytest.mark.timeout(300)
+def test_long_task_on_live_worker_is_not_redelivered(tasks: Any, start_worker: Any, tmp_path: Path,
+                                                     broker_kind: str) -> None:
+    """Minutes of work on a worker whose lease is 3 s: heartbeats keep it, nobody else runs it."""
+    seconds = 120 if broker_kind == "redis" else 30  # issue 4 asks 2 minutes on Redis, issue 3 30 s
     trace = tmp_path / "trace"
     first = start_worker("-c", "1", "-n", "first@host")
-    result = tasks.sleep_then_record.delay(str(trace), "long", 30)
+    result = tasks.sleep_then_record.delay(str(trace), "long", seconds)
     wait_until(lambda: "start long" in trace.read_text() if trace.exists() else False, 10, message="start")
     second = start_worker("-c", "1", "-n", "second@host")
-    assert result.get(timeout=60) == "long"
+    assert result.get(timeout=seconds + 60) == "long"
     lines = trace.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["start", "end"], lines
     assert first.proc.poll() is None and second.proc.poll() is None

@@ -153,8 +153,6 @@ def test_worker_without_an_app_says_how(tmp_path: Path, env: dict[str, str]) -> 
     assert len(lines) == 1 and "-A" in lines[0], proc.stderr
 
 
-@pytest.mark.xfail(reason="BUG: cli.load_app treats a missing dependency whose name is a string prefix of the "
-                          "-A module ('task' for -A tasks) as the -A module itself being missing", strict=True)
 def test_missing_dependency_with_a_prefix_name_is_not_reported_as_the_app_module_missing(
         tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "tasks.py").write_text("import task\n")  # a typo for a dependency; tasks.py itself exists
@@ -165,9 +163,6 @@ def test_missing_dependency_with_a_prefix_name_is_not_reported_as_the_app_module
     assert "failed" in line and "task" in line
 
 
-@pytest.mark.xfail(reason="BUG: `sqlite://` without a file name raises a bare ValueError in "
-                          "_sqlite.sqlite_path_from_url (not a CeleriacError), so the CLI prints a traceback",
-                   strict=True)
 def test_sqlite_url_without_a_file_name_is_a_one_line_error(tmp_path: Path, env: dict[str, str]) -> None:
     module = write_app(tmp_path)
     proc = run(tmp_path, env, "-A", module, "-b", "sqlite://", "call", "tasks_cli.add")
@@ -177,8 +172,6 @@ def test_sqlite_url_without_a_file_name_is_a_one_line_error(tmp_path: Path, env:
     assert len(lines) == 1 and "sqlite" in lines[0], proc.stderr
 
 
-@pytest.mark.xfail(reason="BUG: cli.call parses --eta with datetime.fromisoformat unguarded: a bad value is a "
-                          "ValueError traceback instead of a one-line usage error", strict=True)
 def test_call_with_a_bad_eta_is_a_one_line_error(tmp_path: Path, env: dict[str, str]) -> None:
     module = write_app(tmp_path)
     proc = run(tmp_path, env, "-A", module, "call", "tasks_cli.add", "--eta", "not-a-date")

@@ -881,9 +881,6 @@ def test_no_route_uses_the_default_queue_setting(lazy_app: Celeriac) -> None:
     assert queued(lazy_app) == {"mine": 1, "task-queue": 1}
 
 
-@pytest.mark.xfail(reason="BUG: app.route_for tries dict patterns in insertion order, so a glob listed "
-                          "before an exact task name wins; Celery's MapRoute matches the exact name first",
-                   strict=True)
 def test_exact_route_beats_an_earlier_glob(lazy_app: Celeriac) -> None:
     lazy_app.conf.task_routes = {"proj.*": "everything", "proj.add": "adds"}
 
@@ -895,9 +892,6 @@ def test_exact_route_beats_an_earlier_glob(lazy_app: Celeriac) -> None:
     assert queued(lazy_app) == {"adds": 1}
 
 
-@pytest.mark.xfail(reason="BUG: worker/execute.apply_eagerly maps every state other than SUCCESS/FAILURE to "
-                          "SUCCESS, so an eager task that raised Ignore reports SUCCESS with the Ignore "
-                          "exception as its value; Celery's EagerResult has state IGNORED", strict=True)
 def test_eager_ignore_is_not_reported_as_success(app: Celeriac) -> None:
     from celeriac.exceptions import Ignore
 

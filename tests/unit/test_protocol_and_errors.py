@@ -144,8 +144,6 @@ def test_broker_safe_url_property() -> None:
     assert "pw@" not in broker.safe_url
 
 
-@pytest.mark.xfail(reason="BUG: a sqlite URL without a file name raises a bare ValueError from "
-                          "_sqlite.sqlite_path_from_url instead of ImproperlyConfigured", strict=True)
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///"])
 def test_sqlite_url_without_a_file_name_is_improperly_configured(url: str) -> None:
     a = Celeriac("x", broker=url, backend="memory://nofile")
@@ -455,8 +453,6 @@ class FormattedBase(BaseException):
         super().__init__(f"{a}-{b}")
 
 
-@pytest.mark.xfail(reason="BUG: protocol.exception_from_dict falls back to Exception.__new__(cls), which raises "
-                          "TypeError for a BaseException subclass that is not an Exception", strict=True)
 def test_base_exception_subclass_whose_constructor_differs_still_rebuilds() -> None:
     back = exception_from_dict(exception_to_dict(FormattedBase(1, 2)))
     assert type(back) is FormattedBase and back.args == ("1-2",)

@@ -24,11 +24,6 @@ MIN_PRIORITY = 0
 MAX_PRIORITY = 9
 
 
-def worker_of(owner: str) -> str:
-    """Owners are "<worker id>/<slot>.<generation>"; the worker id holds the lease."""
-    return owner.split("/", 1)[0]
-
-
 def clamp_priority(priority: int | None) -> int:
     if priority is None:
         return 0

@@ -98,7 +98,9 @@ class MemoryBroker(Broker):
     def release(self, deliveries: Sequence[Delivery]) -> None:
         with self._s.cond:
             for d in deliveries:
-                if self._s.leased.pop(d.tag, None):
+                current = self._s.leased.get(d.tag)
+                if current is not None and current[1] == d.owner:  # only the current lease
+                    del self._s.leased[d.tag]
                     self._give_back(d, max(0, d.deliveries - 1))
             self._s.cond.notify_all()
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from .._redis import Keys, client_for, guarded, key_prefix
 from . import redis_scripts as lua
-from .base import Broker, DeadLetter, Delivery, Outgoing, clamp_priority, worker_of
+from .base import Broker, DeadLetter, Delivery, Outgoing, clamp_priority
 
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
 
@@ -79,21 +79,21 @@ class RedisBroker(Broker):
     def _by_worker(self, what: str, script: Any, deliveries: Sequence[Delivery]) -> None:
         groups: dict[str, list[str]] = {}
         for d in deliveries:
-            groups.setdefault(worker_of(d.owner), []).append(d.tag)
-        for worker, ids in groups.items():
+            groups.setdefault(d.owner, []).append(d.tag)
+        for owner, ids in groups.items():
             for start in range(0, len(ids), _CHUNK):
-                self._run(what, script, [self._p, worker, *ids[start:start + _CHUNK]])
+                self._run(what, script, [self._p, owner, *ids[start:start + _CHUNK]])
 
     def requeue_owner(self, owner: str, running_tag: str | None) -> int:
         return int(self._run("give back messages", self._requeue_owner,
-                             [self._p, worker_of(owner), owner, running_tag or ""]))
+                             [self._p, owner, running_tag or ""]))
 
     def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
         groups: dict[str, list[Any]] = {}
         for delivery, reason in items:
-            groups.setdefault(worker_of(delivery.owner), []).extend([delivery.tag, reason])
-        for worker, pairs in groups.items():
-            self._run("dead-letter", self._dead_letter, [self._p, worker, *pairs])
+            groups.setdefault(delivery.owner, []).extend([delivery.tag, reason])
+        for owner, pairs in groups.items():
+            self._run("dead-letter", self._dead_letter, [self._p, owner, *pairs])
 
     def heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None = None) -> None:
         self._run("heartbeat", self._heartbeat, [self._p, worker_id, int(ttl * 1000), json.dumps(info or {})])

@@ -29,20 +29,25 @@ local function forget(id)
   redis.call('HDEL', p .. ':route', id)
   redis.call('HDEL', p .. ':deliveries', id)
 end
-local function give_back_all(worker, keep_counts, only_owner, running)
-  local held = p .. ':held:' .. worker
-  local entries = redis.call('HGETALL', held)
+local function give_back_owner(owner, keep_counts, running)
+  local held = p .. ':held:' .. owner
   local n = 0
-  for i = 1, #entries, 2 do
-    local id, owner = entries[i], entries[i + 1]
-    if not only_owner or owner == only_owner then
-      redis.call('HDEL', held, id)
-      if not keep_counts and id ~= running then
-        redis.call('HINCRBY', p .. ':deliveries', id, -1)
-      end
-      if make_ready(id) then n = n + 1 end
+  for _, id in ipairs(redis.call('HKEYS', held)) do
+    if not keep_counts and id ~= running then
+      redis.call('HINCRBY', p .. ':deliveries', id, -1)
     end
+    if make_ready(id) then n = n + 1 end
   end
+  redis.call('DEL', held)
+  return n
+end
+local function give_back_worker(worker)
+  local n = 0
+  for _, owner in ipairs(redis.call('SMEMBERS', p .. ':owners:' .. worker)) do
+    n = n + give_back_owner(owner, true, '')
+  end
+  redis.call('DEL', p .. ':owners:' .. worker)
+  redis.call('SREM', p .. ':holders', worker)
   return n
 end
 """
@@ -100,13 +105,16 @@ else
   end
 end
 local out = {}
-if #chosen > 0 then redis.call('SADD', p .. ':holders', worker) end
+if #chosen > 0 then
+  redis.call('SADD', p .. ':holders', worker)
+  redis.call('SADD', p .. ':owners:' .. worker, owner)
+end
 for _, id in ipairs(chosen) do
   local payload = redis.call('HGET', p .. ':payload', id)
   if payload then
     local prio, queue = route_of(id)
     local count = redis.call('HINCRBY', p .. ':deliveries', id, 1)
-    redis.call('HSET', p .. ':held:' .. worker, id, owner)
+    redis.call('HSET', p .. ':held:' .. owner, id, worker)
     out[#out + 1] = id
     out[#out + 1] = queue
     out[#out + 1] = prio
@@ -122,7 +130,7 @@ end
 return out
 """
 
-# ARGV: prefix, worker, id...
+# ARGV: prefix, owner, id...
 ACK = COMMON + """
 local held = p .. ':held:' .. ARGV[2]
 for i = 3, #ARGV do
@@ -132,7 +140,7 @@ end
 return #ARGV - 2
 """
 
-# ARGV: prefix, worker, id...  (unstarted: the delivery does not count)
+# ARGV: prefix, owner, id...  (unstarted: the delivery does not count; only the current lease)
 RELEASE = COMMON + """
 local held = p .. ':held:' .. ARGV[2]
 local n = 0
@@ -145,12 +153,12 @@ end
 return n
 """
 
-# ARGV: prefix, worker, owner, running id or ''
+# ARGV: prefix, owner, running id or ''
 REQUEUE_OWNER = COMMON + """
-return give_back_all(ARGV[2], false, ARGV[3], ARGV[4])
+return give_back_owner(ARGV[2], false, ARGV[3])
 """
 
-# ARGV: prefix, worker, then (id, reason) pairs
+# ARGV: prefix, owner, then (id, reason) pairs
 DEAD_LETTER = COMMON + """
 local held = p .. ':held:' .. ARGV[2]
 for i = 3, #ARGV, 2 do
@@ -180,9 +188,7 @@ return now
 
 # ARGV: prefix, worker  (a worker stops: drop its lease, give back what it holds)
 UNREGISTER = COMMON + """
-local n = give_back_all(ARGV[2], true, false, '')
-redis.call('DEL', p .. ':held:' .. ARGV[2])
-redis.call('SREM', p .. ':holders', ARGV[2])
+local n = give_back_worker(ARGV[2])
 redis.call('ZREM', p .. ':workers', ARGV[2])
 redis.call('HDEL', p .. ':workerinfo', ARGV[2])
 return n
@@ -198,9 +204,7 @@ for _, worker in ipairs(expired) do
 end
 for _, worker in ipairs(redis.call('SMEMBERS', p .. ':holders')) do
   if not redis.call('ZSCORE', p .. ':workers', worker) then
-    n = n + give_back_all(worker, true, false, '')
-    redis.call('DEL', p .. ':held:' .. worker)
-    redis.call('SREM', p .. ':holders', worker)
+    n = n + give_back_worker(worker)
   end
 end
 return n
@@ -239,9 +243,11 @@ for q = 2, #ARGV do
   delayed[ARGV[q]] = 0
 end
 for _, worker in ipairs(redis.call('SMEMBERS', p .. ':holders')) do
-  for _, id in ipairs(redis.call('HKEYS', p .. ':held:' .. worker)) do
-    local _, queue = route_of(id)
-    if queue and reserved[queue] then reserved[queue] = reserved[queue] + 1 end
+  for _, owner in ipairs(redis.call('SMEMBERS', p .. ':owners:' .. worker)) do
+    for _, id in ipairs(redis.call('HKEYS', p .. ':held:' .. owner)) do
+      local _, queue = route_of(id)
+      if queue and reserved[queue] then reserved[queue] = reserved[queue] + 1 end
+    end
   end
 end
 for _, id in ipairs(redis.call('ZRANGE', p .. ':delayed', 0, -1)) do

@@ -150,10 +150,12 @@ class SQLiteBroker(Broker):
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        ids = [(int(d.tag),) for d in deliveries]
+        # Only the current lease: a worker whose lease expired (and whose message went to
+        # another worker) must not take the message away from its new owner.
+        ids = [(int(d.tag), d.owner) for d in deliveries]
         self._write(lambda c: c.executemany(
             "UPDATE celeriac_messages SET owner = NULL, worker = NULL, "
-            "deliveries = MAX(0, deliveries - 1) WHERE id = ?", ids))
+            "deliveries = MAX(0, deliveries - 1) WHERE id = ? AND owner = ?", ids))
 
     def requeue_owner(self, owner: str, running_tag: str | None) -> int:
         running = int(running_tag) if running_tag else -1

@@ -125,11 +125,20 @@ class Consumer:
         broker = self.app.broker
         self.slot.ready = 1
         backoff = 0.1
+        fetch_failed = False
         while not self.stopping:
             try:
+                if fetch_failed and not (self.async_runner and self.async_runner.in_flight):
+                    # A fetch whose reply was lost may have leased messages we never saw: with
+                    # nothing in hand, whatever the broker says this slot holds goes back.
+                    returned = broker.requeue_owner(self.owner, None)
+                    if returned:
+                        logger.warning("gave back %d message(s) leased by a fetch whose reply was lost", returned)
+                    fetch_failed = False
                 deliveries = broker.fetch(self.queues, self.worker_id, self.owner, self.prefetch, timeout=1.0)
                 backoff = 0.1
             except OperationalError as exc:
+                fetch_failed = True
                 logger.warning("cannot fetch from %s, retrying in %.1fs: %s", broker.safe_url, backoff, exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

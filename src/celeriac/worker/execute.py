@@ -181,7 +181,7 @@ def apply_eagerly(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str,
         assert outcome.exc is not None
         raise outcome.exc
     value = outcome.retval if outcome.state == states.SUCCESS else outcome.exc
-    state = outcome.state if outcome.state in (states.SUCCESS, states.FAILURE) else states.SUCCESS
+    state = outcome.state
     traceback = outcome.einfo.traceback if outcome.einfo else None
     if app.conf.task_store_eager_result:
         app.store_state(task_id, state, value, request=request, task=task, traceback=traceback)
