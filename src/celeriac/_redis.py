@@ -119,3 +119,52 @@ def guarded(url: str, what: str, fn: Callable[[], T]) -> T:
         if "NOAUTH" in text or "WRONGPASS" in text or "invalid password" in text:
             raise OperationalError(f"Redis at {safe_url(url)} refused the credentials ({what}): {text}") from exc
         raise OperationalError(f"Redis at {safe_url(url)} answered an error to {what}: {text}") from exc
+
+
+class Script:
+    """EVALSHA over a pooled connection.
+
+    redis-py's generic command path (retry wrapper, instrumentation) costs ~25 µs per call
+    here, a third of a loopback round trip; these scripts run on every publish, fetch, ack
+    and result write, so they talk to the connection directly. Transient connection errors
+    are retried like redis-py would; a server that lost its script cache gets it again.
+    """
+
+    ATTEMPTS = 4
+
+    def __init__(self, client: Any, source: str) -> None:
+        import hashlib
+        self.pool = client.connection_pool
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def _once(self, args: list[Any]) -> Any:
+        conn = self.pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self.sha, 0, *args)
+            try:
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                conn.send_command("SCRIPT", "LOAD", self.source)
+                conn.read_response()
+                conn.send_command("EVALSHA", self.sha, 0, *args)
+                return conn.read_response()
+        except BaseException as exc:
+            if not isinstance(exc, redis.exceptions.ResponseError):
+                conn.disconnect()  # never hand back a connection with a reply still in flight
+            raise
+        finally:
+            self.pool.release(conn)
+
+    def __call__(self, args: list[Any]) -> Any:
+        delay = 0.02
+        for attempt in range(self.ATTEMPTS):
+            try:
+                return self._once(args)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    redis.exceptions.BusyLoadingError):
+                if attempt == self.ATTEMPTS - 1:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")

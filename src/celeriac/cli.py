@@ -142,10 +142,6 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
 
 
 def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    console = Console(file=sys.stdout, soft_wrap=True, highlight=False)
     title = f"celeriac@{options.hostname} v{__version__} ({platform.system()}-{platform.release()} " \
             f"{platform.machine()}, Python {platform.python_version()})"
     rows = [
@@ -155,16 +151,22 @@ def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
         ("concurrency", f"{options.concurrency} ({pool_name})"),
         ("queues", ", ".join(options.queues)),
     ]
-    console.print(Text(f" -------------- {title}", style="bold green"))
-    for key, value in rows:
-        console.print(Text.assemble((f" - {key + ':':<13}", "bold"), value))
-    console.print(Text("\n [tasks]", style="bold"))
     names = sorted(app.tasks)
-    for name in names:
-        console.print(f"   . {name}")
+    lines = [f" -------------- {title}"] + [f" - {key + ':':<13}{value}" for key, value in rows]
+    lines += ["", " [tasks]"] + [f"   . {name}" for name in names]
     if not names:
-        console.print("   (no tasks registered: does your -A module define any with @app.task?)")
-    console.print()
+        lines.append("   (no tasks registered: does your -A module define any with @app.task?)")
+    if sys.stdout.isatty():  # colours for people; plain text (and no rich import) for log files
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(soft_wrap=True, highlight=False)
+        console.print(Text(lines[0], style="bold green"))
+        for line in lines[1:]:
+            console.print(Text(line, style="bold" if line.startswith(" [") else ""))
+        console.print()
+    else:
+        print("\n".join(lines) + "\n", flush=True)
     sys.stdout.flush()
 
 

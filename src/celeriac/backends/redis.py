@@ -11,7 +11,7 @@ import functools
 import time
 from typing import Any, Sequence
 
-from .._redis import Keys, client_for, guarded, key_prefix
+from .._redis import Keys, Script, client_for, guarded, key_prefix
 from ..brokers.redis_scripts import STORE_RESULTS
 from ..exceptions import OperationalError
 from .base import ResultStore, StoredResult
@@ -26,7 +26,7 @@ class RedisResultStore(ResultStore):
         super().__init__(url, **kwargs)
         self.client = client_for(url, self.options)
         self.keys = Keys(key_prefix(self.options))
-        self._store = self.client.register_script(STORE_RESULTS)
+        self._store = Script(self.client, STORE_RESULTS)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -34,7 +34,7 @@ class RedisResultStore(ResultStore):
         args: list[Any] = [self.keys.prefix]
         for r in results:
             args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
-        guarded(self.url, "store results", lambda: self._store(args=args))
+        guarded(self.url, "store results", lambda: self._store(args))
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not task_ids:

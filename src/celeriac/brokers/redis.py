@@ -11,7 +11,7 @@ import functools
 import json
 from typing import Any, Sequence
 
-from .._redis import Keys, client_for, guarded, key_prefix
+from .._redis import Keys, Script, client_for, guarded, key_prefix
 from . import redis_scripts as lua
 from .base import Broker, DeadLetter, Delivery, Outgoing, clamp_priority
 
@@ -26,22 +26,21 @@ class RedisBroker(Broker):
         self.client = client_for(url, self.options)
         self.keys = Keys(key_prefix(self.options))
         self._p = self.keys.prefix
-        register = self.client.register_script
-        self._publish = register(lua.PUBLISH)
-        self._fetch = register(lua.FETCH)
-        self._ack = register(lua.ACK)
-        self._release = register(lua.RELEASE)
-        self._requeue_owner = register(lua.REQUEUE_OWNER)
-        self._dead_letter = register(lua.DEAD_LETTER)
-        self._heartbeat = register(lua.HEARTBEAT)
-        self._unregister = register(lua.UNREGISTER)
-        self._recover = register(lua.RECOVER)
-        self._purge = register(lua.PURGE)
-        self._sizes = register(lua.SIZES)
-        self._requeue_dead = register(lua.REQUEUE_DEAD)
+        self._publish = Script(self.client, lua.PUBLISH)
+        self._fetch = Script(self.client, lua.FETCH)
+        self._ack = Script(self.client, lua.ACK)
+        self._release = Script(self.client, lua.RELEASE)
+        self._requeue_owner = Script(self.client, lua.REQUEUE_OWNER)
+        self._dead_letter = Script(self.client, lua.DEAD_LETTER)
+        self._heartbeat = Script(self.client, lua.HEARTBEAT)
+        self._unregister = Script(self.client, lua.UNREGISTER)
+        self._recover = Script(self.client, lua.RECOVER)
+        self._purge = Script(self.client, lua.PURGE)
+        self._sizes = Script(self.client, lua.SIZES)
+        self._requeue_dead = Script(self.client, lua.REQUEUE_DEAD)
 
     def _run(self, what: str, script: Any, args: list[Any]) -> Any:
-        return guarded(self.url, what, lambda: script(args=args))
+        return guarded(self.url, what, lambda: script(args))
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         for start in range(0, len(messages), _CHUNK):

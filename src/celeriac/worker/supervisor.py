@@ -8,6 +8,7 @@ one child when that child dies.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -165,6 +166,10 @@ class Worker:
             logger.error("cannot reach the broker at %s: %s", broker.safe_url, exc)
             return 1
         signals.worker_init.send(sender=self)
+        if self.options.pool == "process":
+            # Everything imported so far is shared copy-on-write with the children; keep the
+            # cyclic GC from touching (and so copying) those pages in each child.
+            gc.freeze()
         self.slots = [self._start_slot(i, 0) for i in range(self.options.concurrency)]
         self._wait_ready()
         logger.info("celeriac@%s ready.", self.options.hostname)
