@@ -187,17 +187,27 @@ class Celeriac:
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            self._broker = create_broker(self.broker_url, self.conf.broker_transport_options)
+            options = dict(self.conf.broker_transport_options or {})
+            if isinstance(self.conf.get("broker_use_ssl"), dict):  # Celery's TLS setting
+                options.update(self.conf.broker_use_ssl)
+            self._broker = create_broker(self.broker_url, options)
         return self._broker
 
     @property
     def backend(self) -> ResultStore:
         if self._backend is None:
             conf = self.conf
+            options = dict(conf.get("result_backend_transport_options") or {})
+            if self.result_backend_url == self.broker_url:  # same server: same prefix and TLS options
+                options = {**dict(conf.broker_transport_options or {}), **options}
+                if isinstance(conf.get("broker_use_ssl"), dict):
+                    options.update(conf.broker_use_ssl)
+            if isinstance(conf.get("redis_backend_use_ssl"), dict):
+                options.update(conf.redis_backend_use_ssl)
             self._backend = create_result_store(
                 self.result_backend_url, serializer=conf.result_serializer,
                 accept=conf.result_accept_content or conf.accept_content,
-                expires=_seconds(conf.result_expires))
+                expires=_seconds(conf.result_expires), options=options)
         return self._backend
 
     def _reset_connections(self) -> None:

@@ -15,6 +15,10 @@ DEFAULTS: dict[str, Any] = {
     "broker_connection_retry": True,
     "broker_connection_max_retries": 10,
     "broker_transport_options": {},
+    "broker_use_ssl": None,
+    "redis_backend_use_ssl": None,
+    "result_backend_transport_options": {},
+    "result_extended": False,
     # publishing and routing
     "task_serializer": "json",
     "result_serializer": "json",

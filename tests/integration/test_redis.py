@@ -101,11 +101,15 @@ def test_url_forms_password_db_and_unix_socket(tasks: Any, start_worker: Any, re
     worker = start_worker("-c", "1", env=env)
     assert "s3cret-pw" not in worker.output
     assert f"redis://app:**@127.0.0.1:{redis_server.port}/3" in worker.output
-    client = Celeriac("c", broker=with_password, backend=f"unix://{redis_server.socket}?db=4", set_as_current=False)
-    os.environ.pop("CELERIAC_BROKER_URL", None)
+    os.environ.pop("CELERIAC_BROKER_URL", None)  # restored by the fixture's monkeypatch
     os.environ.pop("CELERIAC_RESULT_BACKEND", None)
-    assert client.send_task("tasks_app.add", (20, 22)).get(timeout=10) == 42
-    assert b"celeriac:seq" in redis_server.command("SELECT", "3") or True
+    client = Celeriac("c", broker=with_password, backend=f"unix://{redis_server.socket}?db=4", set_as_current=False)
+    result = client.send_task("tasks_app.add", (20, 22))
+    assert result.get(timeout=10) == 42
+    import redis
+    assert redis.Redis(port=redis_server.port, db=3).exists("celeriac:seq")  # the broker used db 3
+    assert redis.Redis(port=redis_server.port, db=4).exists(f"celeriac:r:{result.id}")  # results db 4
+    assert not redis.Redis(port=redis_server.port, db=0).exists("celeriac:seq")
     wrong = Celeriac("w", broker=f"redis://app:WRONG@127.0.0.1:{redis_server.port}/3", set_as_current=False,
                      task_publish_retry=False)
     with pytest.raises(OperationalError) as info:
@@ -146,3 +150,45 @@ def test_dead_letters_visible_with_the_cli(tasks: Any, start_worker: Any, app_en
                               cwd=tmp_path, env=app_env, capture_output=True, text=True, timeout=30)
     assert "Requeued 1 message" in requeued.stdout
     assert tasks.app.broker.dead_letters() == []
+
+
+def test_rediss_tls_url(tasks: Any, start_worker: Any, app_env: dict[str, str], tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from servers import free_port
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make a certificate for the TLS test")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                               "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+                               str(cert), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+        monkeypatch.delenv("CELERIAC_BROKER_URL")  # the environment would override the app's own URL
+        monkeypatch.delenv("CELERIAC_RESULT_BACKEND")
+        client = Celeriac("tls", broker=url, backend=url, set_as_current=False)
+        wait_until(lambda: _answers(client), 10, message="TLS redis up")
+        worker = start_worker("-c", "1", env=dict(app_env, CELERIAC_BROKER_URL=url, CELERIAC_RESULT_BACKEND=url))
+        assert "rediss://127.0.0.1" in worker.output
+        assert client.send_task("tasks_app.add", (40, 2)).get(timeout=10) == 42
+        plain = Celeriac("plain", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False,
+                         task_publish_retry=False)
+        with pytest.raises(OperationalError):  # the server speaks TLS only
+            plain.send_task("tasks_app.add", (1, 1))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _answers(app: Celeriac) -> bool:
+    try:
+        app.broker.queue_sizes(["celery"])
+        return True
+    except OperationalError:
+        return False
