@@ -14,7 +14,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
 from helpers import INTEGRATION, WorkerProcess  # noqa: E402
 
-BROKERS = ["sqlite", "redis"]
+BROKERS = ["sqlite", "redis", "amqp"]
+
+
+@pytest.fixture(scope="session")
+def rabbit_server() -> Iterator[Any]:
+    from servers import RabbitServer
+    server = RabbitServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +49,12 @@ def urls(broker_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tu
             server.start()
         server.flush()
         return server.url, server.url
+    if broker_kind == "amqp":  # RabbitMQ as broker, results in the SQLite default
+        server = request.getfixturevalue("rabbit_server")
+        if not server.ping():
+            server.start()
+        server.reset()
+        return server.url, f"sqlite:///{tmp_path / 'results.db'}"
     raise AssertionError(broker_kind)
 
 

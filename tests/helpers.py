@@ -71,7 +71,7 @@ class WorkerProcess:
             raise AssertionError(f"{exc}\n--- worker output ---\n{self.output}") from None
 
     def wait_ready(self, timeout: float = 30.0) -> "WorkerProcess":
-        self.wait_for(r"celeriac@\S+ ready\.", timeout)
+        self.wait_for(r"\S+@\S+ ready\.", timeout)
         return self
 
     def children(self) -> list[int]:

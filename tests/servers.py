@@ -92,3 +92,83 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+RABBIT_BIN = "/usr/lib/rabbitmq/bin"  # Debian's scripts that run as the calling user (no su)
+
+
+class RabbitServer:
+    """A private RabbitMQ node: own name, ports and data directory; stopped at the end."""
+
+    def __init__(self, consumer_timeout_ms: int | None = None) -> None:
+        binary = Path(RABBIT_BIN) / "rabbitmq-server"
+        if not binary.exists():
+            found = shutil.which("rabbitmq-server")
+            if found is None:
+                missing("rabbitmq-server", "rabbitmq-server")
+        self.port, self.dist_port = free_port(), free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="celeriac-rabbit-"))
+        self.node = f"celeriac-test-{os.getpid()}-{self.port}@localhost"
+        lines = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users.guest = true"]
+        if consumer_timeout_ms is not None:
+            lines.append(f"consumer_timeout = {consumer_timeout_ms}")
+        (self.dir / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
+        # Check consumer timeouts every second (default: every minute), so a test sees them.
+        (self.dir / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 1000}]}].\n")
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        self.env = dict(os.environ, RABBITMQ_NODENAME=self.node, RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+                        RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(self.dist_port),
+                        RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"), RABBITMQ_LOG_BASE=str(self.dir / "log"),
+                        RABBITMQ_CONFIG_FILE=str(self.dir / "rabbitmq"),
+                        RABBITMQ_ADVANCED_CONFIG_FILE=str(self.dir / "advanced.config"),
+                        RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
+                        RABBITMQ_PID_FILE=str(self.dir / "pid"))
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([str(Path(RABBIT_BIN) / "rabbitmq-server")], env=self.env,
+                                     stdout=open(self.dir / "server.out", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.ping():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited: {(self.dir / 'server.out').read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise RuntimeError("RabbitMQ did not accept AMQP connections within 90 s")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"AMQP\x00\x00\x09\x01")
+                return s.recv(8)[:1] == b"\x01"  # a Connection.Start frame
+        except OSError:
+            return False
+
+    def reset(self) -> None:
+        """Delete the queues tests use, so each test starts empty."""
+        import pika
+        conn = pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"))
+        try:
+            channel = conn.channel()
+            for queue in ["celery", "special", "celeriac.dead", *[f"celeriac.delay.{i}" for i in range(32)]]:
+                channel.queue_delete(queue)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM: the Erlang VM shuts the node down and persists its queues)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

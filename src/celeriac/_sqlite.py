@@ -214,6 +214,10 @@ class SQLiteDatabase:
             result = fn(conn)
             self._retry(lambda: conn.execute("COMMIT"))
             return result
+        except sqlite3.Error as exc:  # e.g. disk full: a clear error the callers know how to retry
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

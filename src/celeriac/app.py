@@ -82,7 +82,7 @@ class Celeriac:
                  **settings: Any) -> None:
         global _default_app
         self.main = main
-        self.conf = Settings()
+        self.conf = Settings(on_change=self._setting_changed)
         if config_source is not None:
             self.conf.load_object(config_source)
         self.conf.update(settings)
@@ -111,6 +111,16 @@ class Celeriac:
             _default_app = self
         for fn, options in _shared_tasks:
             self._create_task(fn, dict(options))
+
+    _TRANSPORT_SETTINGS = frozenset({
+        "broker_url", "result_backend", "broker_transport_options", "broker_use_ssl", "redis_backend_use_ssl",
+        "result_backend_transport_options", "result_expires", "result_serializer", "accept_content",
+        "result_accept_content"})
+
+    def _setting_changed(self, key: str) -> None:
+        if key in self._TRANSPORT_SETTINGS and getattr(self, "_broker", None) is not None \
+                or key in self._TRANSPORT_SETTINGS and getattr(self, "_backend", None) is not None:
+            self._reset_connections()
 
     def set_current(self) -> None:
         _state.app = self
@@ -207,7 +217,7 @@ class Celeriac:
             self._backend = create_result_store(
                 self.result_backend_url, serializer=conf.result_serializer,
                 accept=conf.result_accept_content or conf.accept_content,
-                expires=_seconds(conf.result_expires), options=options)
+                expires=_seconds(conf.result_expires) or None, options=options)  # 0/None: keep forever
         return self._backend
 
     def _reset_connections(self) -> None:
@@ -322,8 +332,9 @@ class Celeriac:
             parent_id = parent_id or current[1].id
             root_id = root_id or current[1].root_id or current[1].id
         route = self.route_for(name, args, kwargs, options, task) if self.conf.task_routes else {}
-        queue = queue or route.get("queue") or (task.queue if task else None) or self.conf.task_default_queue
-        priority = _first(priority, route.get("priority"), task.priority if task else None,
+        # As in Celery: apply_async(queue=) beats the task's own queue, which beats task_routes.
+        queue = queue or (task.queue if task else None) or route.get("queue") or self.conf.task_default_queue
+        priority = _first(priority, task.priority if task else None, route.get("priority"),
                           self.conf.task_default_priority)
         now = time.time()
         eta_epoch = None
@@ -401,7 +412,8 @@ class Celeriac:
             parent_id=request.parent_id, group_id=request.group, group_index=request.group_index,
             origin=_origin(), timelimit=tuple(request.timelimit or (None, None)),  # type: ignore[arg-type]
             ignore_result=request.ignore_result, callbacks=request.callbacks, errbacks=request.errbacks,
-            chain=request.chain, chord=request.chord, priority=int(priority), queue=queue)
+            chain=request.chain, chord=request.chord, priority=int(priority), queue=queue,
+            extra_headers=request.headers)
         return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch)
 
     # --- results ---

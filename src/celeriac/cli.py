@@ -127,8 +127,9 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     app.finalize()
     pool_name = {"prefork": "process", "threads": "thread"}.get(pool or "", pool or conf.worker_pool)
     size = 1 if pool_name == "solo" else (concurrency or conf.worker_concurrency or os.cpu_count() or 1)
-    node = hostname or f"{default_hostname()}"
-    node = node.split("@", 1)[1] if "@" in node else node
+    host = default_hostname()
+    node = (hostname or f"celeriac@{host}").replace("%h", host).replace("%n", host.split(".")[0])
+    node = node if "@" in node else f"celeriac@{node}"
     queue_list = [q.strip() for q in (queues or conf.task_default_queue).split(",") if q.strip()]
     options = WorkerOptions(
         concurrency=size, pool="thread" if pool_name == "solo" else pool_name, queues=queue_list,
@@ -142,7 +143,7 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
 
 
 def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
-    title = f"celeriac@{options.hostname} v{__version__} ({platform.system()}-{platform.release()} " \
+    title = f"{options.hostname} v{__version__} ({platform.system()}-{platform.release()} " \
             f"{platform.machine()}, Python {platform.python_version()})"
     rows = [
         ("app", f"{app.main or '__main__'}:{id(app):#x}"),

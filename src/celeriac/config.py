@@ -82,8 +82,9 @@ _LEGACY = {
 class Settings(MutableMapping[str, Any]):
     """A mapping with attribute access (`app.conf.task_always_eager = True`)."""
 
-    def __init__(self, initial: dict[str, Any] | None = None) -> None:
+    def __init__(self, initial: dict[str, Any] | None = None, on_change: Any = None) -> None:
         object.__setattr__(self, "_data", dict(DEFAULTS))
+        object.__setattr__(self, "_on_change", on_change)
         if initial:
             self._data.update(initial)
 
@@ -94,13 +95,15 @@ class Settings(MutableMapping[str, Any]):
             raise AttributeError(f"no setting named {key!r}") from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        self._data[key] = value
+        self[key] = value
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[key] = value
+        if self._on_change is not None:  # the app drops connections made with the old value
+            self._on_change(key)
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
@@ -128,7 +131,7 @@ class Settings(MutableMapping[str, Any]):
                 continue
             name = _setting_name(key, prefix)
             if name is not None:
-                self._data[name] = value
+                self[name] = value
 
 
 def _setting_name(key: str, prefix: str) -> str | None:

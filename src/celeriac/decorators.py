@@ -51,7 +51,8 @@ def retry(max_retries: int | None = 3, countdown: float | Sequence[float] | None
             if running is None:
                 raise exc  # called as a plain function: there is nothing to retry
             request: Context = running.request
-            if on_retry is not None and (max_retries is None or request.retries < max_retries):
+            limit = running.max_retries if max_retries is None else max_retries  # None: the task's own
+            if on_retry is not None and (limit is None or request.retries < limit):
                 on_retry(request, exc=exc)
             running.retry(exc=exc, countdown=_delay_for(countdown, request.retries), max_retries=max_retries)
 

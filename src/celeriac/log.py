@@ -37,3 +37,4 @@ def setup_worker_logging(loglevel: str | int, fmt: str, **_: Any) -> None:
     handler.setFormatter(logging.Formatter(fmt))
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("pika").setLevel(max(level, logging.WARNING))  # one INFO line per channel otherwise

@@ -95,6 +95,11 @@ def loads(data: bytes, content_type: str, accept: frozenset[str]) -> Any:
         raise DecodeError(f"cannot decode {content_type} body: {exc}") from exc
 
 
+CORE_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
+    "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result"})
+
+
 @dataclass(slots=True)
 class TaskMessage:
     """One task message: protocol v2 headers, AMQP-style properties and the encoded body."""
@@ -137,8 +142,8 @@ def build_task_message(
         "argsrepr": _saferepr(args), "kwargsrepr": _saferepr(kwargs), "origin": origin,
         "ignore_result": ignore_result,
     }
-    if extra_headers:
-        headers.update(extra_headers)
+    if extra_headers:  # the user's own headers ride along; the protocol's own keys are not theirs to change
+        headers.update({k: v for k, v in extra_headers.items() if k not in CORE_HEADERS})
     properties = {
         "correlation_id": task_id, "reply_to": reply_to, "delivery_mode": 2, "priority": priority,
         "delivery_info": {"exchange": "", "routing_key": queue}, "body_encoding": "utf-8",

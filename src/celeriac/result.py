@@ -195,5 +195,16 @@ class EagerResult(AsyncResult[R]):
     def _value(self, meta: dict[str, Any]) -> Any:
         return meta.get("result")
 
+    def ready(self) -> bool:
+        return True  # it ran to the end before apply() returned
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
+            disable_sync_subtasks: bool = True, **_ignored: Any) -> R:
+        """The value (or the exception, raised): nothing to wait for, so no deadlock check."""
+        meta: dict[str, Any] = self._cache or {}
+        if meta.get("status") in states.PROPAGATE_STATES and propagate:
+            raise meta["result"]
+        return meta.get("result")  # type: ignore[return-value]
+
     def forget(self) -> None:
         """Nothing is stored for an eager result."""

@@ -30,7 +30,7 @@ def start_worker(app: "Celeriac", concurrency: int = 1, queues: Sequence[str] | 
     """Run a thread-pool worker for the duration of the block; it stops (warm) on exit."""
     options = WorkerOptions(
         concurrency=concurrency, pool="thread", queues=list(queues or [app.conf.task_default_queue]),
-        hostname=hostname or f"testworker-{default_hostname()}", prefetch_multiplier=1, shutdown_timeout=10.0,
+        hostname=hostname or f"testworker@{default_hostname()}", prefetch_multiplier=1, shutdown_timeout=10.0,
         heartbeat_interval=float(app.conf.worker_heartbeat_interval),
         lease_timeout=float(app.conf.worker_lease_timeout))
     worker = Worker(app, options, install_signal_handlers=False)

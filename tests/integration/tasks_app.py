@@ -119,8 +119,8 @@ async def async_sleep(seconds: float, value: int) -> int:
 
 @app.task(bind=True)
 def progress(self: Task[Any, Any], marker: str) -> str:
+    Path(marker).write_text("in progress")  # before PROGRESS is visible: the client answers "go" to it
     self.update_state(state="PROGRESS", meta={"done": 1, "total": 2})
-    Path(marker).write_text("in progress")
     deadline = time.time() + 20
     while Path(marker).read_text() != "go" and time.time() < deadline:
         time.sleep(0.02)

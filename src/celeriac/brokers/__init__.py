@@ -15,6 +15,9 @@ BROKERS = {
     "redis": "celeriac.brokers.redis:RedisBroker",
     "rediss": "celeriac.brokers.redis:RedisBroker",
     "unix": "celeriac.brokers.redis:RedisBroker",
+    "amqp": "celeriac.brokers.amqp:AMQPBroker",
+    "amqps": "celeriac.brokers.amqp:AMQPBroker",
+    "pyamqp": "celeriac.brokers.amqp:AMQPBroker",
 }
 
 

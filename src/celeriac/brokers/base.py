@@ -81,11 +81,13 @@ class Broker(ABC):
 
     @abstractmethod
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
-              timeout: float) -> list[Delivery]:
+              timeout: float, in_flight: int = 0) -> list[Delivery]:
         """Lease up to `limit` due messages to `owner`, highest priority first.
 
         Blocks up to `timeout` seconds when none is available and returns [] then, so the
-        caller's loop gets control back for its housekeeping.
+        caller's loop gets control back for its housekeeping. `in_flight` says how many of
+        this owner's earlier messages are still running (async tasks): a broker that caps
+        unacked messages per consumer (RabbitMQ's prefetch) must leave room for them.
         """
 
     @abstractmethod
@@ -97,11 +99,12 @@ class Broker(ABC):
         """Give unstarted messages back; this delivery does not count against them."""
 
     @abstractmethod
-    def requeue_owner(self, owner: str, running_tag: str | None) -> int:
+    def requeue_owner(self, owner: str, running_tag: str | None, keep_all_counts: bool = False) -> int:
         """An owner (pool slot) died: give back all it held.
 
         The message it was running keeps its delivery count (it may be what killed the
-        process); the others were never started and lose it.
+        process); the others were never started and lose it - unless `keep_all_counts`
+        (several tasks were running, e.g. async ones, and any of them may be guilty).
         """
 
     @abstractmethod

@@ -62,7 +62,7 @@ class MemoryBroker(Broker):
             self._push(queue, priority, payload)
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
-              timeout: float) -> list[Delivery]:
+              timeout: float, in_flight: int = 0) -> list[Delivery]:
         s = self._s
         deadline = time.monotonic() + timeout
         with s.cond:
@@ -115,9 +115,9 @@ class MemoryBroker(Broker):
             s.cond.notify_all()
         return len(tags)
 
-    def requeue_owner(self, owner: str, running_tag: str | None) -> int:
+    def requeue_owner(self, owner: str, running_tag: str | None, keep_all_counts: bool = False) -> int:
         with self._s.cond:
-            return self._requeue_where(lambda _w, o: o == owner, running_tag)
+            return self._requeue_where(lambda _w, o: o == owner, running_tag, keep_all=keep_all_counts)
 
     def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
         now = time.time()

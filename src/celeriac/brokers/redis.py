@@ -50,7 +50,7 @@ class RedisBroker(Broker):
             self._run("publish", self._publish, args)
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
-              timeout: float) -> list[Delivery]:
+              timeout: float, in_flight: int = 0) -> list[Delivery]:
         import time
         deadline = time.monotonic() + timeout
         signals = [self.keys.signal(q) for q in queues]
@@ -83,9 +83,9 @@ class RedisBroker(Broker):
             for start in range(0, len(ids), _CHUNK):
                 self._run(what, script, [self._p, owner, *ids[start:start + _CHUNK]])
 
-    def requeue_owner(self, owner: str, running_tag: str | None) -> int:
+    def requeue_owner(self, owner: str, running_tag: str | None, keep_all_counts: bool = False) -> int:
         return int(self._run("give back messages", self._requeue_owner,
-                             [self._p, owner, running_tag or ""]))
+                             [self._p, owner, running_tag or "", "1" if keep_all_counts else ""]))
 
     def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
         groups: dict[str, list[Any]] = {}

@@ -153,9 +153,9 @@ end
 return n
 """
 
-# ARGV: prefix, owner, running id or ''
+# ARGV: prefix, owner, running id or '', keep all counts ('1') or ''
 REQUEUE_OWNER = COMMON + """
-return give_back_owner(ARGV[2], false, ARGV[3])
+return give_back_owner(ARGV[2], ARGV[4] == '1', ARGV[3])
 """
 
 # ARGV: prefix, owner, then (id, reason) pairs

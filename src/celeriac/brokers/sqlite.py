@@ -127,7 +127,7 @@ class SQLiteBroker(Broker):
         return None if row is None or row[0] is None else max(0.0, row[0] - time.time())
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
-              timeout: float) -> list[Delivery]:
+              timeout: float, in_flight: int = 0) -> list[Delivery]:
         bell = self.db.doorbell()
         deadline = time.monotonic() + timeout
         while True:
@@ -157,14 +157,14 @@ class SQLiteBroker(Broker):
             "UPDATE celeriac_messages SET owner = NULL, worker = NULL, "
             "deliveries = MAX(0, deliveries - 1) WHERE id = ? AND owner = ?", ids))
 
-    def requeue_owner(self, owner: str, running_tag: str | None) -> int:
+    def requeue_owner(self, owner: str, running_tag: str | None, keep_all_counts: bool = False) -> int:
         running = int(running_tag) if running_tag else -1
 
         def requeue(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "UPDATE celeriac_messages SET owner = NULL, worker = NULL, "
-                "deliveries = CASE WHEN id = ? THEN deliveries ELSE MAX(0, deliveries - 1) END "
-                "WHERE owner = ?", (running, owner))
+                "deliveries = CASE WHEN id = ? OR ? THEN deliveries ELSE MAX(0, deliveries - 1) END "
+                "WHERE owner = ?", (running, int(keep_all_counts), owner))
             return cur.rowcount
 
         return int(self._write(requeue))

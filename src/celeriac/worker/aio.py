@@ -54,6 +54,8 @@ class AsyncRunner:
         self._slots.acquire()
         with self._idle:
             self.in_flight += 1
+            if self.consumer is not None:
+                self.consumer.slot.async_running = self.in_flight
         asyncio.run_coroutine_threadsafe(self._run(task, request, args, kwargs, delivery), loop)
 
     async def _run(self, task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -72,6 +74,8 @@ class AsyncRunner:
             self._slots.release()
             with self._idle:
                 self.in_flight -= 1
+                if self.consumer is not None:
+                    self.consumer.slot.async_running = self.in_flight
                 self._idle.notify_all()
 
     def _flush(self) -> None:

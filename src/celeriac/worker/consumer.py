@@ -35,6 +35,7 @@ class SlotState(Protocol):
     ready: int
     tag: bytes
     started: float
+    async_running: int
 
 
 @dataclass
@@ -42,6 +43,7 @@ class PlainSlot:
     ready: int = 0
     tag: bytes = b""
     started: float = 0.0
+    async_running: int = 0
 
 
 @dataclass
@@ -135,7 +137,9 @@ class Consumer:
                     if returned:
                         logger.warning("gave back %d message(s) leased by a fetch whose reply was lost", returned)
                     fetch_failed = False
-                deliveries = broker.fetch(self.queues, self.worker_id, self.owner, self.prefetch, timeout=1.0)
+                in_flight = self.async_runner.in_flight if self.async_runner else 0
+                deliveries = broker.fetch(self.queues, self.worker_id, self.owner, self.prefetch, timeout=1.0,
+                                          in_flight=in_flight)
                 backoff = 0.1
             except OperationalError as exc:
                 fetch_failed = True
@@ -202,14 +206,14 @@ class Consumer:
             if signals.task_revoked.receivers:
                 signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=True)
             return
-        if task.is_async and self.async_runner is not None:
-            batch.flush(lambda: self.stopping)  # do not hold earlier outcomes while the loop is busy
-            self.async_runner.submit(task, request, args, kwargs, delivery)
-            return
         track = task.track_started if task.track_started is not None else self.track_started
         if track:
             self.app.backend.store([self.app.backend.encode(self.app.result_meta(
                 task_id, states.STARTED, {"pid": _pid(), "hostname": self.hostname}, request=request, task=task))])
+        if task.is_async and self.async_runner is not None:
+            batch.flush(lambda: self.stopping)  # do not hold earlier outcomes while the loop is busy
+            self.async_runner.submit(task, request, args, kwargs, delivery)
+            return
         self.slot.tag = delivery.tag.encode()
         self.slot.started = time.time()
         started = time.perf_counter()
@@ -260,7 +264,7 @@ class Consumer:
             batch.results.append(self.app.backend.encode(meta))
         except EncodeError as exc:
             # The return value cannot be stored: record that instead, so get() does not hang.
-            logger.error("task %s[%s]: result cannot be serialized: %s", name, task_id, exc)
+            logger.error("task %s[%s]: result cannot be serialized: %s", meta.get("name"), task_id, exc)
             meta.update(status=states.FAILURE, result=protocol.exception_to_dict(exc), traceback=None)
             batch.results.append(self.app.backend.encode(meta))
         batch.mark()
@@ -291,8 +295,9 @@ class Consumer:
             logger.info("Task %s[%s] retry: %s", task.name, task_id, outcome.retry)
             if not getattr(outcome.retry, "sent", False):
                 batch.publishes.append(self.app.retry_message(task, request, outcome.retry))
-            self._store(batch, task_id, state, outcome.exc, request=request, task=task,
-                        traceback=outcome.einfo.traceback)
+            if not ignore:
+                self._store(batch, task_id, state, outcome.exc, request=request, task=task,
+                            traceback=outcome.einfo.traceback)
         elif state == states.REJECTED:
             reject = outcome.exc
             if getattr(reject, "requeue", False):

@@ -37,7 +37,8 @@ _PR_SET_PDEATHSIG = 1
 class SharedSlot(ctypes.Structure):
     """Lives in shared memory: the child writes, the supervisor reads (no syscalls per task)."""
 
-    _fields_ = [("ready", ctypes.c_int), ("tag", ctypes.c_char * 96), ("started", ctypes.c_double)]
+    _fields_ = [("ready", ctypes.c_int), ("tag", ctypes.c_char * 96), ("started", ctypes.c_double),
+                ("async_running", ctypes.c_int)]
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Worker:
         self.install_signal_handlers = install_signal_handlers
         self.ready = threading.Event()
         self.options = options
-        self.worker_id = f"{options.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = f"{options.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique even for equal -n
         self.slots: list[PoolSlot] = []
         self._stop_requested = 0
         self._ctx = multiprocessing.get_context("fork")
@@ -134,8 +135,9 @@ class Worker:
     # --- life cycle ---
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
-        self._stop_requested += 1
         name = signal.Signals(signum).name
+        self._stop_signal = name
+        self._stop_requested += 2 if signum == signal.SIGQUIT else 1  # SIGQUIT: at once, as in Celery
         if self._stop_requested == 1:
             logger.warning("%s received: warm shutdown (running tasks finish, waiting up to %.0fs; "
                            "send it again to stop at once)", name, self.options.shutdown_timeout)
@@ -172,7 +174,7 @@ class Worker:
             gc.freeze()
         self.slots = [self._start_slot(i, 0) for i in range(self.options.concurrency)]
         self._wait_ready()
-        logger.info("celeriac@%s ready.", self.options.hostname)
+        logger.info("%s ready.", self.options.hostname)
         self.ready.set()
         signals.worker_ready.send(sender=self)
         try:
@@ -221,24 +223,26 @@ class Worker:
                 continue
             exitcode = slot.process.exitcode if slot.process is not None else None
             running = bytes(slot.slot.tag).decode() or None
-            requeued = self._requeue(slot, running)
+            # Which of several running async tasks killed the process is unknown: all keep their count.
+            requeued = self._requeue(slot, running, keep_all_counts=bool(slot.slot.async_running))
             logger.error("pool %s %s exited unexpectedly (exit code %s)%s; %d message(s) back on the queue; "
                          "starting a new one", "process" if slot.process else "thread",
                          slot.process.pid if slot.process else slot.index, exitcode,
                          f" while running message {running}" if running else "", requeued)
             self.slots[i] = self._start_slot(slot.index, slot.generation + 1)
 
-    def _requeue(self, slot: PoolSlot, running: str | None) -> int:
+    def _requeue(self, slot: PoolSlot, running: str | None, keep_all_counts: bool = False) -> int:
         for attempt in range(50):
             try:
-                return self.app.broker.requeue_owner(slot.owner, running)
+                return self.app.broker.requeue_owner(slot.owner, running, keep_all_counts)
             except OperationalError as exc:
                 logger.warning("cannot give back messages of %s yet: %s", slot.owner, exc)
                 time.sleep(min(5.0, 0.1 * (attempt + 1)))
         return 0
 
     def _shutdown(self) -> None:
-        signals.worker_shutting_down.send(sender=self, sig="SIGTERM", how="warm", exitcode=0)
+        signals.worker_shutting_down.send(sender=self, sig=getattr(self, "_stop_signal", "SIGTERM"),
+                                          how="cold" if self._stop_requested > 1 else "warm", exitcode=0)
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
                 os.kill(slot.process.pid, signal.SIGTERM)
@@ -273,7 +277,7 @@ class Worker:
             logger.error("could not release this worker's messages (%s); they return once its lease "
                          "expires in %.0fs", exc, self.options.lease_timeout)
         signals.worker_shutdown.send(sender=self)
-        logger.info("celeriac@%s stopped.", self.options.hostname)
+        logger.info("%s stopped.", self.options.hostname)
 
     @staticmethod
     def _alive(slot: PoolSlot) -> bool:
