@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # celeriac vs Celery side by side on one fresh local Redis; see benchmarks/README.md.
 # Usage: bash benchmarks/compare_celery.sh [--n 10000] [--lat 500] [--rounds 2] [--out FILE] [--skip-setup]
+#        bash benchmarks/compare_celery.sh --transport amqp [...]   (private RabbitMQ node as broker, Redis for results)
 #   Sets up/updates benchmarks/.venv-celery (pip install -U "celery[redis]" hiredis) unless --skip-setup,
 #   runs celeriac from the project venv (.venv), prints the markdown table and writes it to --out
 #   (default /tmp/celeriac-vs-celery-<time>.md).

@@ -121,6 +121,20 @@ def guarded(url: str, what: str, fn: Callable[[], T]) -> T:
         raise OperationalError(f"Redis at {safe_url(url)} answered an error to {what}: {text}") from exc
 
 
+def pipelined(client: Any, *commands: tuple[Any, ...]) -> list[Any]:
+    """Several plain commands in one round trip on a pooled connection (no MULTI, no Lua)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        return [conn.read_response() for _ in commands]
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
 class Script:
     """EVALSHA over a pooled connection.
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from ..brokers.base import safe_url
-from ..exceptions import ImproperlyConfigured
+from ..brokers.base import implementation_for
 from .base import ResultStore, StoredResult
 
 BACKENDS = {
@@ -19,14 +17,7 @@ BACKENDS = {
 
 
 def create_result_store(url: str, **kwargs: Any) -> ResultStore:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    target = BACKENDS.get(scheme)
-    if target is None:
-        raise ImproperlyConfigured(
-            f"unsupported result backend {safe_url(url)!r}: supported schemes are "
-            + ", ".join(f"{s}://" for s in BACKENDS) + " (or none for the embedded SQLite file)")
-    module_name, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    cls = implementation_for(url, BACKENDS, "result backend", "or none for the embedded SQLite file")
     store: ResultStore = cls(url, **kwargs)
     return store
 

@@ -11,8 +11,8 @@ import functools
 import time
 from typing import Any, Sequence
 
-from .._redis import Keys, Script, client_for, guarded, key_prefix
-from ..brokers.redis_scripts import STORE_RESULTS
+from .._redis import Keys, Script, client_for, guarded, key_prefix, pipelined
+from ..brokers.redis_scripts import FETCH_RESULTS, STORE_RESULTS
 from ..exceptions import OperationalError
 from .base import ResultStore, StoredResult
 
@@ -27,6 +27,7 @@ class RedisResultStore(ResultStore):
         self.client = client_for(url, self.options)
         self.keys = Keys(key_prefix(self.options))
         self._store = Script(self.client, STORE_RESULTS)
+        self._fetch = Script(self.client, FETCH_RESULTS)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -39,15 +40,20 @@ class RedisResultStore(ResultStore):
     def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not task_ids:
             return {}
-
-        def read() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for task_id in task_ids:
-                pipe.hget(self.keys.result(task_id), "meta")
-            return list(pipe.execute())
-
-        found = guarded(self.url, "read results", read)
-        return {t: self.decode(data) for t, data in zip(task_ids, found, strict=True) if data is not None}
+        if len(task_ids) == 1:  # the common case (ready()/state): two plain commands, one round trip
+            task_id = task_ids[0]
+            done, meta = guarded(self.url, "read a result", functools.partial(
+                pipelined, self.client, ("LINDEX", self.keys.done(task_id), 0),
+                ("HGET", self.keys.result(task_id), "meta")))
+            data = done or meta
+            return {task_id: self.decode(data)} if data else {}
+        out: dict[str, dict[str, Any]] = {}
+        ids = list(task_ids)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            found = guarded(self.url, "read results", functools.partial(self._fetch, [self.keys.prefix, *chunk]))
+            out.update({t: self.decode(data) for t, data in zip(chunk, found, strict=True) if data})
+        return out
 
     def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from ..exceptions import ImproperlyConfigured
-from .base import Broker, DeadLetter, Delivery, Outgoing, safe_url
+from .base import Broker, DeadLetter, Delivery, Outgoing, implementation_for, safe_url
 
 # scheme -> "module:Class"; a new broker is one file plus one line here.
 BROKERS = {
@@ -22,14 +20,7 @@ BROKERS = {
 
 
 def create_broker(url: str, options: dict[str, Any] | None = None) -> Broker:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    target = BROKERS.get(scheme)
-    if target is None:
-        raise ImproperlyConfigured(
-            f"unsupported broker URL {safe_url(url)!r}: supported schemes are "
-            + ", ".join(f"{s}://" for s in BROKERS) + " (or no URL for the embedded SQLite file)")
-    module_name, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    cls = implementation_for(url, BROKERS, "broker URL", "or no URL for the embedded SQLite file")
     broker: Broker = cls(url, options)
     return broker
 

@@ -81,6 +81,8 @@ class AMQPBroker(Broker):
         self._by_generation: dict[int, _Link] = {}
         self._generations = itertools.count(1)
         self._lock = threading.Lock()
+        import atexit
+        atexit.register(self.close)  # a client's connection is closed, not dropped, when it exits
 
     # --- connections ---
 

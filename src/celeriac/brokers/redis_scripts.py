@@ -289,8 +289,9 @@ return n
 """
 
 # ARGV: prefix, then (task id, status, ttl_ms or 0, meta) per result.
-# A final state is never replaced by an in-flight one; final metas also go to the
-# 'done' list that waiting clients BLMOVE onto itself.
+# A final state is never replaced by an in-flight one. An in-flight meta lives in the
+# hash; a final meta lives (once) in the 'done' list that waiting clients BLMOVE onto
+# itself, and the hash keeps only its status.
 STORE_RESULTS = """
 local p = ARGV[1]
 local final = {SUCCESS = true, FAILURE = true, REVOKED = true}
@@ -299,15 +300,30 @@ for i = 2, #ARGV, 4 do
   local key = p .. ':r:' .. id
   local old = redis.call('HGET', key, 'status')
   if not (old and final[old] and not final[status]) then
-    redis.call('HSET', key, 'status', status, 'meta', meta)
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+    local done = p .. ':done:' .. id
+    redis.call('DEL', done)
     if final[status] then
-      local done = p .. ':done:' .. id
-      redis.call('DEL', done)
+      redis.call('HSET', key, 'status', status)
+      redis.call('HDEL', key, 'meta')
       redis.call('RPUSH', done, meta)
       if ttl > 0 then redis.call('PEXPIRE', done, ttl) end
+    else
+      redis.call('HSET', key, 'status', status, 'meta', meta)
     end
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
   end
 end
 return 1
+"""
+
+# ARGV: prefix, task id...  -> the meta of each (final or in-flight), or false
+FETCH_RESULTS = """
+local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local meta = redis.call('LINDEX', p .. ':done:' .. ARGV[i], 0)
+  if not meta then meta = redis.call('HGET', p .. ':r:' .. ARGV[i], 'meta') end
+  out[i - 1] = meta or false
+end
+return out
 """

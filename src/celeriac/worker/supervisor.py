@@ -130,7 +130,14 @@ class Worker:
             os._exit(1)
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+            self._close_quietly()
         os._exit(0)
+
+    def _close_quietly(self) -> None:
+        try:  # say goodbye to the broker (RabbitMQ logs connections that just vanish)
+            self.app.close()
+        except Exception:  # closing a connection that is already broken: nothing left to do
+            pass
 
     # --- life cycle ---
 
@@ -277,6 +284,7 @@ class Worker:
             logger.error("could not release this worker's messages (%s); they return once its lease "
                          "expires in %.0fs", exc, self.options.lease_timeout)
         signals.worker_shutdown.send(sender=self)
+        self._close_quietly()
         logger.info("%s stopped.", self.options.hostname)
 
     @staticmethod
