@@ -100,7 +100,7 @@ RABBIT_BIN = "/usr/lib/rabbitmq/bin"  # Debian's scripts that run as the calling
 class RabbitServer:
     """A private RabbitMQ node: own name, ports and data directory; stopped at the end."""
 
-    def __init__(self, consumer_timeout_ms: int | None = None) -> None:
+    def __init__(self, consumer_timeout_ms: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
         binary = Path(RABBIT_BIN) / "rabbitmq-server"
         if not binary.exists():
             found = shutil.which("rabbitmq-server")
@@ -112,6 +112,12 @@ class RabbitServer:
         lines = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users.guest = true"]
         if consumer_timeout_ms is not None:
             lines.append(f"consumer_timeout = {consumer_timeout_ms}")
+        self.tls_port = None
+        if tls is not None:  # (certificate, key): an extra TLS listener, verified by clients only
+            self.tls_port = free_port()
+            lines += [f"listeners.ssl.default = 127.0.0.1:{self.tls_port}", f"ssl_options.cacertfile = {tls[0]}",
+                      f"ssl_options.certfile = {tls[0]}", f"ssl_options.keyfile = {tls[1]}",
+                      "ssl_options.verify = verify_none", "ssl_options.fail_if_no_peer_cert = false"]
         (self.dir / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
         # Check consumer timeouts every second (default: every minute), so a test sees them.
         (self.dir / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 1000}]}].\n")

@@ -168,3 +168,32 @@ def test_tutorial_url_form_parses() -> None:
     assert (params.host, params.port, params.virtual_host, params.credentials.password) == \
         ("rabbit.example", 5673, "prod", "p@ss")
     assert params.heartbeat == 0  # liveness by TCP, so a long task never loses its message
+
+
+def test_amqps_tls(start_worker: Any, app_env: dict[str, str], tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from servers import RabbitServer
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make a certificate for the TLS test")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server = RabbitServer(tls=(cert, key))
+    try:
+        url = f"amqps://guest:guest@127.0.0.1:{server.tls_port}//?ssl_ca_certs={cert}"
+        results_url = f"sqlite:///{tmp_path / 'results.db'}"
+        worker = start_worker("-c", "1", env=dict(app_env, CELERIAC_BROKER_URL=url, CELERIAC_RESULT_BACKEND=results_url))
+        assert f"amqps://guest:**@127.0.0.1:{server.tls_port}//" in worker.output
+        monkeypatch.delenv("CELERIAC_BROKER_URL")
+        monkeypatch.delenv("CELERIAC_RESULT_BACKEND")
+        client = Celeriac("tls", broker=url, backend=results_url, set_as_current=False)
+        assert client.send_task("tasks_app.add", (40, 2)).get(timeout=15) == 42
+        unverified = Celeriac("x", broker=f"amqps://guest:guest@127.0.0.1:{server.tls_port}//", backend=results_url,
+                              set_as_current=False, task_publish_retry=False)
+        with pytest.raises(OperationalError):  # a self-signed server is refused without its CA
+            unverified.send_task("tasks_app.add", (1, 1))
+    finally:
+        server.close()

@@ -107,6 +107,9 @@ class AMQPBroker(Broker):
         }
         if scheme == "amqps":
             import ssl
+            from urllib.parse import parse_qsl
+            # TLS options from the URL query (?ssl_ca_certs=...) or from broker_use_ssl / transport options.
+            options = {**dict(parse_qsl(parts.query)), **options}
             context = ssl.create_default_context(cafile=options.get("ssl_ca_certs") or options.get("ca_certs"))
             if options.get("ssl_certfile"):
                 context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
