@@ -153,6 +153,8 @@ class Celeriac:
 
     def _import_autodiscovered(self) -> None:
         for packages, related_name in self._autodiscover:
+            if packages is None:  # Celery's Django set-up: every installed Django app
+                packages = _django_installed_apps()
             names = packages() if callable(packages) else (packages or [])
             for package in names:
                 try:
@@ -487,6 +489,19 @@ class _SharedTask:
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self._task(), item)
+
+
+def _django_installed_apps() -> list[str]:
+    try:
+        from django.apps import apps  # type: ignore[import-not-found]
+        from django.conf import settings  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    if not settings.configured:
+        return []
+    if apps.ready:
+        return [config.name for config in apps.get_app_configs()]
+    return [str(name) for name in settings.INSTALLED_APPS]
 
 
 def _is_coroutine_function(fn: Any) -> bool:

@@ -35,3 +35,24 @@ def test_in_process_worker_on_memory_broker() -> None:
             boom.delay().get(timeout=5)
     late = add.delay(5, 5)
     assert late.state == "PENDING"  # the worker stopped with the block
+
+
+def test_autodiscover_imports_tasks_modules_of_listed_packages(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    from pathlib import Path
+
+    root = Path(str(tmp_path))
+    for package, body in {"shop": "", "billing": ""}.items():
+        (root / package).mkdir()
+        (root / package / "__init__.py").write_text(body)
+    (root / "shop" / "tasks.py").write_text(
+        "from celeriac import shared_task\n@shared_task\ndef restock(n):\n    return n\n")
+    monkeypatch.syspath_prepend(str(root))
+    import celeriac.app as app_module
+    monkeypatch.setattr(app_module, "_shared_tasks", [])  # shared_task registers globally: keep it here
+    monkeypatch.setattr(app_module, "_all_apps", [])
+    name = uuid.uuid4().hex
+    app = Celeriac("disco", broker=f"memory://{name}", backend=f"memory://{name}", set_as_current=False)
+    app.autodiscover_tasks(["shop", "billing"], force=True)  # billing has no tasks module: skipped
+    assert "shop.tasks.restock" in app.tasks
+    assert "shop.tasks" in sys.modules
