@@ -13,6 +13,7 @@ Why this exists:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -22,7 +23,7 @@ import sqlite3
 import struct
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from .exceptions import ImproperlyConfigured, OperationalError
 
@@ -139,6 +140,9 @@ class SQLiteDatabase:
         self._conns: dict[tuple[int, int], sqlite3.Connection] = {}
         self._bells: dict[tuple[int, int], Doorbell] = {}
         self._schemas: set[str] = set()
+        self._schema_sql: dict[str, str] = {}
+        self._depth: dict[tuple[int, int], int] = {}
+        self._commits = 0
         self._schema_pid = os.getpid()
 
     def _key(self) -> tuple[int, int]:
@@ -172,20 +176,36 @@ class SQLiteDatabase:
             bell = self._bells[key] = Doorbell(self.path)
         return bell
 
-    def ensure_schema(self, name: str, statements: str) -> None:
+    def register_schema(self, name: str, statements: str) -> None:
+        """Tables a user of this file needs; created before the first transaction touches it.
+
+        Never inside a caller's transaction: a rollback would undo the tables while this
+        object believed them created.
+        """
+        self._schema_sql[name] = statements
+        if not self._depth.get(self._key()):
+            self._ensure_schemas()
+
+    def _ensure_schemas(self) -> None:
         if os.getpid() != self._schema_pid:
             self._schemas = set()
             self._schema_pid = os.getpid()
-        if name in self._schemas:
+        pending = [(n, sql) for n, sql in self._schema_sql.items() if n not in self._schemas]
+        if not pending or self._depth.get(self._key()):
             return
-
-        def create(conn: sqlite3.Connection) -> None:
-            for statement in statements.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-
-        self.write(create)
-        self._schemas.add(name)
+        conn = self.conn()
+        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            for _name, statements in pending:
+                for statement in statements.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            self._retry(lambda: conn.execute("COMMIT"))
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._schemas.update(n for n, _ in pending)
 
     def _retry(self, fn: Callable[[], T]) -> T:
         delay = 0.0001
@@ -206,13 +226,50 @@ class SQLiteDatabase:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.005)
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction around several writes (e.g. a batch's results and acks)."""
+        key = self._key()
+        if self._depth.get(key):
+            self._depth[key] += 1
+            try:
+                yield
+            finally:
+                self._depth[key] -= 1
+            return
+        self._ensure_schemas()
+        conn = self.conn()
+        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        self._depth[key] = 1
+        try:
+            yield
+            self._retry(lambda: conn.execute("COMMIT"))
+            self._committed()
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth[key] = 0
+
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction, waiting out other writers."""
+        self._ensure_schemas()
         conn = self.conn()
+        if self._depth.get(self._key()):  # inside transaction(): join it
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
         self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             result = fn(conn)
             self._retry(lambda: conn.execute("COMMIT"))
+            self._committed()
             return result
         except sqlite3.Error as exc:  # e.g. disk full: a clear error the callers know how to retry
             if conn.in_transaction:
@@ -223,7 +280,39 @@ class SQLiteDatabase:
                 conn.execute("ROLLBACK")
             raise
 
+    def _committed(self) -> None:
+        # Under load the WAL grows by tens of MB a second; a stat() every 256 commits is cheap.
+        self._commits += 1
+        if self._commits >= 256:
+            self._commits = 0
+            self.shrink_wal()
+
+    def shrink_wal(self, limit: int = 16 * 1024 * 1024, wait_ms: int = 100) -> bool:
+        """Reset a WAL that outgrew `limit` bytes; True when it was truncated.
+
+        With readers always overlapping (clients waiting, workers claiming), SQLite's passive
+        auto-checkpoint never finds the moment to restart the WAL, and it grows without
+        bound. A TRUNCATE checkpoint waits (briefly) for readers to move to the latest
+        snapshot, copies every frame back and empties the file.
+        """
+        try:
+            size = os.path.getsize(self.path + "-wal")
+        except OSError:
+            return False
+        if size <= limit:
+            return False
+        conn = self.conn()
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return not busy
+        except sqlite3.Error:
+            return False
+        finally:
+            conn.execute("PRAGMA busy_timeout=0")
+
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._ensure_schemas()
         conn = self.conn()
         try:
             return self._retry(lambda: fn(conn))

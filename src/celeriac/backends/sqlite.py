@@ -31,14 +31,11 @@ class SQLiteResultStore(ResultStore):
         super().__init__(url, **kwargs)
         self.path = sqlite_path_from_url(url)
         self.db = SQLiteDatabase.for_path(self.path, self.options)
-
-    def _schema(self) -> None:
-        self.db.ensure_schema("results", SCHEMA)
+        self.db.register_schema("results", SCHEMA)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
             return
-        self._schema()
         now = time.time()
         rows = [(r.task_id, r.status, r.data, None if r.expires_in is None else now + r.expires_in)
                 for r in results]
@@ -50,7 +47,6 @@ class SQLiteResultStore(ResultStore):
             f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows))
 
     def _fetch(self, task_ids: Sequence[str]) -> list[tuple[str, bytes]]:
-        self._schema()
         now = time.time()
         if len(task_ids) == 1:
             return self.db.read(lambda c: c.execute(
@@ -88,12 +84,10 @@ class SQLiteResultStore(ResultStore):
             bell.wait(min(remaining, 1.0))
 
     def forget(self, task_ids: Sequence[str]) -> None:
-        self._schema()
         self.db.write(lambda c: c.executemany(
             "DELETE FROM celeriac_results WHERE task_id = ?", [(t,) for t in task_ids]))
 
     def cleanup(self) -> int:
-        self._schema()
         now = time.time()
         return int(self.db.write(lambda c: c.execute(
             "DELETE FROM celeriac_results WHERE expires IS NOT NULL AND expires < ?", (now,)).rowcount))

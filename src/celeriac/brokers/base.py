@@ -66,6 +66,8 @@ class Broker(ABC):
     """Small on purpose: publish, fetch (a lease), ack, release, dead-letter, liveness."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    # True when transaction() really groups writes (and rolls all back on failure).
+    transactional: ClassVar[bool] = False
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         self.url = url
@@ -142,6 +144,15 @@ class Broker(ABC):
     @abstractmethod
     def live_workers(self) -> dict[str, dict[str, Any]]:
         """Workers whose lease is current, with what they said in their heartbeat."""
+
+    def transaction(self) -> Any:
+        """A context in which several writes commit together, where the broker can (SQLite:
+        a batch's results and acks in one transaction when they share the file)."""
+        import contextlib
+        return contextlib.nullcontext()
+
+    def housekeeping(self) -> None:
+        """Periodic upkeep, run by each worker's supervisor every heartbeat (optional)."""
 
     def close(self) -> None:
         """Release connections (optional)."""

@@ -55,18 +55,18 @@ CREATE TABLE IF NOT EXISTS celeriac_dead (
 
 class SQLiteBroker(Broker):
     schemes = ("sqlite",)
+    transactional = True
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options)
         self.path = sqlite_path_from_url(url)
         self.db = SQLiteDatabase.for_path(self.path, self.options)
+        self.db.register_schema("broker", SCHEMA)
 
     def _write(self, fn: Any) -> Any:
-        self.db.ensure_schema("broker", SCHEMA)
         return self.db.write(fn)
 
     def _read(self, fn: Any) -> Any:
-        self.db.ensure_schema("broker", SCHEMA)
         return self.db.read(fn)
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
@@ -146,6 +146,7 @@ class SQLiteBroker(Broker):
             return
         ids = [(int(d.tag),) for d in deliveries]
         self._write(lambda c: c.executemany("DELETE FROM celeriac_messages WHERE id = ?", ids))
+
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -251,6 +252,12 @@ class SQLiteBroker(Broker):
             return conn.execute(f"DELETE FROM celeriac_dead{where}", params).rowcount
 
         return int(self._write(move))
+
+    def transaction(self) -> Any:
+        return self.db.transaction()
+
+    def housekeeping(self) -> None:
+        self.db.shrink_wal()
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
         rows = self._read(lambda c: c.execute(

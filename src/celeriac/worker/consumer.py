@@ -74,21 +74,12 @@ class Batch:
         while len(self) or self.publishes:
             try:
                 broker, backend = self.app.broker, self.app.backend
-                if self.publishes:
-                    broker.publish(self.publishes)
-                    self.publishes = []
-                if self.results:
-                    backend.store(self.results)
-                    self.results = []
-                if self.dead:
-                    broker.dead_letter(self.dead)
-                    self.dead = []
-                if self.releases:
-                    broker.release(self.releases)
-                    self.releases = []
-                if self.acks:
-                    broker.ack(self.acks)
-                    self.acks = []
+                if broker.transactional:  # one commit for the batch; forget nothing until it lands
+                    with broker.transaction():
+                        self._write_all(broker, backend, forget_as_written=False)
+                    self._forget()
+                else:
+                    self._write_all(broker, backend, forget_as_written=True)
             except OperationalError as exc:
                 if stopping():
                     logger.error("could not write %d outcome(s) before stopping (%s); their messages "
@@ -98,6 +89,21 @@ class Batch:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.since = 0.0
+
+    def _write_all(self, broker: Any, backend: Any, forget_as_written: bool) -> None:
+        # Order matters: retries are published and results stored before their messages are acked.
+        steps: list[tuple[str, Callable[[Any], None]]] = [
+            ("publishes", broker.publish), ("results", backend.store), ("dead", broker.dead_letter),
+            ("releases", broker.release), ("acks", broker.ack)]
+        for name, write in steps:
+            items = getattr(self, name)
+            if items:
+                write(items)
+                if forget_as_written:
+                    setattr(self, name, [])
+
+    def _forget(self) -> None:
+        self.publishes, self.results, self.dead, self.releases, self.acks = [], [], [], [], []
 
 
 class Consumer:

@@ -214,6 +214,7 @@ class Worker:
                 recovered = self.app.broker.recover()
                 if recovered:
                     logger.warning("gave back %d message(s) held by workers that died", recovered)
+                self.app.broker.housekeeping()
             if now - self._last_cleanup >= self._cleanup_interval:
                 self._last_cleanup = now
                 removed = self.app.backend.cleanup()
