@@ -142,7 +142,6 @@ class SQLiteDatabase:
         self._schemas: set[str] = set()
         self._schema_sql: dict[str, str] = {}
         self._depth: dict[tuple[int, int], int] = {}
-        self._commits = 0
         self._schema_pid = os.getpid()
 
     def _key(self) -> tuple[int, int]:
@@ -244,7 +243,6 @@ class SQLiteDatabase:
         try:
             yield
             self._retry(lambda: conn.execute("COMMIT"))
-            self._committed()
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -269,7 +267,6 @@ class SQLiteDatabase:
         try:
             result = fn(conn)
             self._retry(lambda: conn.execute("COMMIT"))
-            self._committed()
             return result
         except sqlite3.Error as exc:  # e.g. disk full: a clear error the callers know how to retry
             if conn.in_transaction:
@@ -280,14 +277,7 @@ class SQLiteDatabase:
                 conn.execute("ROLLBACK")
             raise
 
-    def _committed(self) -> None:
-        # Under load the WAL grows by tens of MB a second; a stat() every 256 commits is cheap.
-        self._commits += 1
-        if self._commits >= 256:
-            self._commits = 0
-            self.shrink_wal()
-
-    def shrink_wal(self, limit: int = 16 * 1024 * 1024, wait_ms: int = 100) -> bool:
+    def shrink_wal(self, limit: int = 32 * 1024 * 1024, wait_ms: int = 50) -> bool:
         """Reset a WAL that outgrew `limit` bytes; True when it was truncated.
 
         With readers always overlapping (clients waiting, workers claiming), SQLite's passive

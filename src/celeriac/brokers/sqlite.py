@@ -257,6 +257,8 @@ class SQLiteBroker(Broker):
         return self.db.transaction()
 
     def housekeeping(self) -> None:
+        # Run by worker supervisors (which execute no task) every heartbeat, so the pause of
+        # a TRUNCATE checkpoint never lands inside a client's call or a task's round trip.
         self.db.shrink_wal()
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
