@@ -83,7 +83,8 @@ def tasks(app_env: dict[str, str]) -> Iterator[Any]:
 def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     workers: list[WorkerProcess] = []
 
-    def start(*args: str, ready: bool = True, app: str = "tasks_app", env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(*args: str, ready: bool = True, app: str = "tasks_app",
+              env: dict[str, str] | None = None) -> WorkerProcess:
         worker = WorkerProcess(tmp_path, env or app_env, *args, app=app)
         workers.append(worker)
         if ready:

@@ -29,6 +29,21 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def trace_lines(path: Path) -> list[str]:
+    """The words a test task appended to a trace file (one run per line)."""
+    return path.read_text().split() if path.exists() else []
+
+
+def count_success(results: list[Any]) -> int:
+    """How many of these results are SUCCESS right now (-1 while the store is unreachable)."""
+    from celeriac.exceptions import OperationalError
+    try:
+        metas = results[0].app.backend.get_many([r.id for r in results])
+    except OperationalError:
+        return -1
+    return sum(1 for m in metas.values() if m["status"] == "SUCCESS")
+
+
 def celeriac_bin() -> str:
     return str(Path(sys.executable).with_name("celeriac"))
 

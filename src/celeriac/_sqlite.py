@@ -255,27 +255,12 @@ class SQLiteDatabase:
             self._depth[key] = 0
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one write transaction, waiting out other writers."""
-        self._ensure_schemas()
-        conn = self.conn()
-        if self._depth.get(self._key()):  # inside transaction(): join it
+        """Run ``fn`` in one write transaction (or inside the caller's), waiting out other writers."""
+        with self.transaction():
             try:
-                return fn(conn)
+                return fn(self.conn())
             except sqlite3.Error as exc:
                 raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
-        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
-        try:
-            result = fn(conn)
-            self._retry(lambda: conn.execute("COMMIT"))
-            return result
-        except sqlite3.Error as exc:  # e.g. disk full: a clear error the callers know how to retry
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def shrink_wal(self, limit: int = 32 * 1024 * 1024, wait_ms: int = 50) -> bool:
         """Reset a WAL that outgrew `limit` bytes; True when it was truncated.

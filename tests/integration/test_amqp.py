@@ -9,10 +9,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from celeriac import Celeriac, states
+from celeriac import Celeriac
 from celeriac.brokers import Outgoing
 from celeriac.exceptions import OperationalError
-from helpers import wait_until
+from helpers import count_success, trace_lines, wait_until
 
 
 @pytest.fixture
@@ -20,13 +20,6 @@ def broker_kind() -> str:
     return "amqp"
 
 
-def _lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
-
-
-def _count_success(results: list[Any]) -> int:
-    metas = results[0].app.backend.get_many([r.id for r in results])
-    return sum(1 for m in metas.values() if m["status"] == states.SUCCESS)
 
 
 @pytest.fixture
@@ -102,14 +95,14 @@ def test_rabbitmq_restart_under_load(tasks: Any, start_worker: Any, rabbit_serve
     trace = tmp_path / "trace"
     workers = [start_worker("-c", "2", "-n", "a@host"), start_worker("-c", "2", "-n", "b@host")]
     results = [tasks.work.delay(str(trace), i, 0.005) for i in range(3000)]
-    wait_until(lambda: len(_lines(trace)) >= 500, 60, message="500 done before the restart")
+    wait_until(lambda: len(trace_lines(trace)) >= 500, 60, message="500 done before the restart")
     rabbit_server.stop()
-    done_during_outage = len(_lines(trace))
+    done_during_outage = len(trace_lines(trace))
     assert done_during_outage < 3000, "the outage came too late to test anything"
     time.sleep(1)
     rabbit_server.start()
-    wait_until(lambda: _count_success(results) == 3000, 180, interval=0.25, message="3000 SUCCESS after restart")
-    assert sorted(set(map(int, _lines(trace)))) == list(range(3000))
+    wait_until(lambda: count_success(results) == 3000, 180, interval=0.25, message="3000 SUCCESS after restart")
+    assert sorted(set(map(int, trace_lines(trace)))) == list(range(3000))
     for worker in workers:
         assert worker.proc.poll() is None, worker.output[-3000:]
 
@@ -138,7 +131,8 @@ def test_url_with_user_password_and_vhost(rabbit_server: Any, start_worker: Any,
     try:
         url = f"amqp://app:pa55word@127.0.0.1:{rabbit_server.port}/celeriac-test"
         results_url = f"sqlite:///{tmp_path / 'results.db'}"
-        worker = start_worker("-c", "1", env=dict(app_env, CELERIAC_BROKER_URL=url, CELERIAC_RESULT_BACKEND=results_url))
+        env = dict(app_env, CELERIAC_BROKER_URL=url, CELERIAC_RESULT_BACKEND=results_url)
+        worker = start_worker("-c", "1", env=env)
         assert "pa55word" not in worker.output and f"amqp://app:**@127.0.0.1:{rabbit_server.port}/celeriac-test" \
             in worker.output
         monkeypatch.delenv("CELERIAC_BROKER_URL")
@@ -185,7 +179,8 @@ def test_amqps_tls(start_worker: Any, app_env: dict[str, str], tmp_path: Path,
     try:
         url = f"amqps://guest:guest@127.0.0.1:{server.tls_port}//?ssl_ca_certs={cert}"
         results_url = f"sqlite:///{tmp_path / 'results.db'}"
-        worker = start_worker("-c", "1", env=dict(app_env, CELERIAC_BROKER_URL=url, CELERIAC_RESULT_BACKEND=results_url))
+        env = dict(app_env, CELERIAC_BROKER_URL=url, CELERIAC_RESULT_BACKEND=results_url)
+        worker = start_worker("-c", "1", env=env)
         assert f"amqps://guest:**@127.0.0.1:{server.tls_port}//" in worker.output
         monkeypatch.delenv("CELERIAC_BROKER_URL")
         monkeypatch.delenv("CELERIAC_RESULT_BACKEND")

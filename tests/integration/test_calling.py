@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def test_countdown_and_eta_run_no_earlier(tasks: Any, start_worker: Any, tmp_pat
     start_worker("-c", "2")
     sent = time.time()
     by_countdown = tasks.add.apply_async((1, 1), countdown=2)
-    by_eta = tasks.add.apply_async((2, 2), eta=datetime.now(timezone.utc) + timedelta(seconds=2))
+    by_eta = tasks.add.apply_async((2, 2), eta=datetime.now(UTC) + timedelta(seconds=2))
     assert by_countdown.get(timeout=15) == 2
     assert by_eta.get(timeout=15) == 4
     done_countdown = by_countdown.date_done.timestamp()
@@ -48,7 +48,7 @@ def test_countdown_and_eta_run_no_earlier(tasks: Any, start_worker: Any, tmp_pat
 
 def test_expired_task_is_revoked_and_not_run(tasks: Any, start_worker: Any, tmp_path: Path) -> None:
     marker = tmp_path / "expired"
-    result = tasks.record.apply_async((str(marker), "x"), expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+    result = tasks.record.apply_async((str(marker), "x"), expires=datetime.now(UTC) - timedelta(seconds=1))
     start_worker("-c", "1")
     wait_until(lambda: result.state == states.REVOKED, 10, message="REVOKED")
     assert not marker.exists()

@@ -13,7 +13,7 @@ import pytest
 
 from celeriac import Celeriac, states
 from celeriac.exceptions import OperationalError
-from helpers import celeriac_bin, wait_until
+from helpers import celeriac_bin, count_success, trace_lines, wait_until
 
 
 @pytest.fixture
@@ -21,43 +21,33 @@ def broker_kind() -> str:
     return "redis"
 
 
-def _lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
-
-
-def _count_success(results: list[Any]) -> int:
-    try:
-        metas = results[0].app.backend.get_many([r.id for r in results])
-    except OperationalError:
-        return -1  # the server is down right now
-    return sum(1 for m in metas.values() if m["status"] == states.SUCCESS)
 
 
 def test_kill_9_worker_mid_run_of_2000(tasks: Any, start_worker: Any, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     results = [tasks.work.delay(str(trace), i, 0.001) for i in range(2000)]
     first = start_worker("-c", "2")
-    wait_until(lambda: len(_lines(trace)) >= 300, 30, message="300 done")
+    wait_until(lambda: len(trace_lines(trace)) >= 300, 30, message="300 done")
     first.kill(signal.SIGKILL)
     first.proc.wait(10)
-    assert len(_lines(trace)) < 2000
+    assert len(trace_lines(trace)) < 2000
     start_worker("-c", "2")
-    wait_until(lambda: _count_success(results) == 2000, 120, interval=0.2, message="2000 SUCCESS")
-    assert sorted(set(map(int, _lines(trace)))) == list(range(2000))
+    wait_until(lambda: count_success(results) == 2000, 120, interval=0.2, message="2000 SUCCESS")
+    assert sorted(set(map(int, trace_lines(trace)))) == list(range(2000))
 
 
 def test_redis_restart_under_load(tasks: Any, start_worker: Any, redis_server: Any, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     workers = [start_worker("-c", "2", "-n", "a@host"), start_worker("-c", "2", "-n", "b@host")]
     results = [tasks.work.delay(str(trace), i, 0.005) for i in range(5000)]
-    wait_until(lambda: len(_lines(trace)) >= 800, 60, message="800 done before the restart")
+    wait_until(lambda: len(trace_lines(trace)) >= 800, 60, message="800 done before the restart")
     redis_server.stop()
     time.sleep(2)
-    done_during_outage = len(_lines(trace))
+    done_during_outage = len(trace_lines(trace))
     assert done_during_outage < 5000, "the outage came too late to test anything"
     redis_server.start()
-    wait_until(lambda: _count_success(results) == 5000, 180, interval=0.25, message="5000 SUCCESS after restart")
-    assert sorted(set(map(int, _lines(trace)))) == list(range(5000))
+    wait_until(lambda: count_success(results) == 5000, 180, interval=0.25, message="5000 SUCCESS after restart")
+    assert sorted(set(map(int, trace_lines(trace)))) == list(range(5000))
     for worker in workers:
         assert worker.proc.poll() is None, worker.output[-3000:]
         assert "cannot fetch from redis://127.0.0.1" in worker.output or "retrying" in worker.output
@@ -70,8 +60,8 @@ def test_delayed_tasks_move_exactly_once_with_several_workers(tasks: Any, start_
         start_worker("-c", "2", "-n", f"{name}@host")
     sent = time.time()
     results = [tasks.work.apply_async((str(trace), i, 0), countdown=2) for i in range(300)]
-    wait_until(lambda: _count_success(results) == 300, 30, interval=0.1, message="300 delayed tasks done")
-    values = list(map(int, _lines(trace)))
+    wait_until(lambda: count_success(results) == 300, 30, interval=0.1, message="300 delayed tasks done")
+    values = list(map(int, trace_lines(trace)))
     assert sorted(values) == list(range(300)), "a delayed task ran twice or never"
     assert min(r.date_done.timestamp() for r in results) >= sent + 2
 

@@ -60,7 +60,7 @@ def test_decorator_retry_with_per_attempt_countdown_and_handler(tasks: Any, star
     attempts = [line.split() for line in marker.read_text().splitlines()]
     assert [a[0] for a in attempts] == ["0", "1", "2", "3"]
     gaps = [float(attempts[i + 1][1]) - float(attempts[i][1]) for i in range(3)]
-    for gap, wanted in zip(gaps, [0.05, 0.1, 0.15]):
+    for gap, wanted in zip(gaps, [0.05, 0.1, 0.15], strict=True):
         assert gap >= wanted - 0.01, gaps
     handler = Path(str(marker) + ".handler").read_text().splitlines()
     assert handler == ["0 ConnectionError", "1 ConnectionError", "2 ConnectionError"]

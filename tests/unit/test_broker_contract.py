@@ -10,11 +10,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from celeriac.brokers import Broker, Outgoing, create_broker
+from helpers import wait_until
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
 
@@ -46,15 +47,6 @@ def broker(url: str) -> Iterator[Broker]:
     b.close()
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(0.005)
 
 
 def pub(broker: Broker, queue: str, *payloads: bytes, priority: int = 0, eta: float | None = None) -> None:

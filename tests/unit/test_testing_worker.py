@@ -37,7 +37,8 @@ def test_in_process_worker_on_memory_broker() -> None:
     assert late.state == "PENDING"  # the worker stopped with the block
 
 
-def test_autodiscover_imports_tasks_modules_of_listed_packages(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autodiscover_imports_tasks_modules_of_listed_packages(tmp_path: object,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
     from pathlib import Path
 
