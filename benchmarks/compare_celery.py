@@ -149,6 +149,21 @@ CONFIG_AMQP = {
 # ---------------------------------------------------------------- small helpers
 
 
+def workload_text(args: argparse.Namespace, result_wait: str) -> str:
+    """The workload paragraph of the report: the same phases in every transport mode."""
+    return (
+        f"Workload (same client code for both, benchmarks/peer_client.py): N = {args.n:,} no-op tasks "
+        f"`add.delay(i, i)` sent one by one with no worker running (**enqueue/s**); then the worker (`-c "
+        f"{args.concurrency}`) is started and all N results are read in order with a non-blocking `ready()` and a "
+        f"2 ms sleep when not ready, every value checked (**tasks/s** = N / (last result readable − worker start), "
+        f"worker start-up included); then 10 untimed warm-ups and {args.lat} sequential "
+        f"`add.delay(k, 1).get(timeout=10)` round trips on the idle worker (**p50 / p99**, nearest rank; each "
+        f"system's default result wait{result_wait}). **RSS / PSS** = sum over the worker's process tree (main "
+        f"process + pool children) from /proc/<pid>/smaps_rollup, 0.5 s after the last round trip; RSS counts pages "
+        f"shared by forked children once per process, PSS splits them. Worker stopped with SIGTERM (SIGKILL after "
+        f"{STOP_GRACE:.0f} s). Run order alternates per round.")
+
+
 def log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -691,16 +706,7 @@ def report(args: argparse.Namespace, port: int, rounds: list[tuple[list[str], di
           f"127.0.0.1:{port} (`--save '' --appendonly no`); broker and result backend of both systems are "
           f"`redis://127.0.0.1:{port}/0`; FLUSHALL before each system. Client, worker and Redis share the cores.", "",
           f"Versions: {vers('celeriac')}; {vers('Celery')}.", "",
-          f"Workload (same client code for both, benchmarks/peer_client.py): N = {args.n:,} no-op tasks "
-          f"`add.delay(i, i)` sent one by one with no worker running (**enqueue/s**); then the worker (`-c "
-          f"{args.concurrency}`) is started and all N results are read in order with a non-blocking `ready()` and a "
-          f"2 ms sleep when not ready, every value checked (**tasks/s** = N / (last result readable − worker start), "
-          f"worker start-up included); then 10 untimed warm-ups and {args.lat} sequential "
-          f"`add.delay(k, 1).get(timeout=10)` round trips on the idle worker (**p50 / p99**, nearest rank; each "
-          f"system's default result wait). **RSS / PSS** = sum over the worker's process tree (main process + pool "
-          f"children) from /proc/<pid>/smaps_rollup, 0.5 s after the last round trip; RSS counts pages shared by "
-          f"forked children once per process, PSS splits them. Worker stopped with SIGTERM (SIGKILL after "
-          f"{STOP_GRACE:.0f} s). Run order alternates per round.", ""]
+          workload_text(args, ""), ""]
     for i, (order, rows) in enumerate(rounds, 1):
         md += [f"## Round {i} (run order: {', '.join(order)})", "",
                f"Throughput, latency and worker memory; {RATIO_CAPTION}", ""]
@@ -799,15 +805,7 @@ def report_amqp(args: argparse.Namespace, port: int, rounds: list[tuple[list[str
           f"worker, RabbitMQ and Redis share the cores. The node was stopped by SIGTERM to its process group "
           f"{'(needed SIGKILL)' if stop.get('sigkill') else '(no SIGKILL needed)'}.", "",
           f"Versions: {vers('celeriac')}; {vers('Celery')}.", "",
-          f"Workload (same client code for both, benchmarks/peer_client.py): N = {args.n:,} no-op tasks "
-          f"`add.delay(i, i)` sent one by one with no worker running (**enqueue/s**); then the worker (`-c "
-          f"{args.concurrency}`) is started and all N results are read in order with a non-blocking `ready()` and a "
-          f"2 ms sleep when not ready, every value checked (**tasks/s** = N / (last result readable − worker start), "
-          f"worker start-up included); then 10 untimed warm-ups and {args.lat} sequential "
-          f"`add.delay(k, 1).get(timeout=10)` round trips on the idle worker (**p50 / p99**, nearest rank; each "
-          f"system's default result wait on Redis). **RSS / PSS** = sum over the worker's process tree (main process + "
-          f"pool children) from /proc/<pid>/smaps_rollup, 0.5 s after the last round trip. Worker stopped with SIGTERM "
-          f"(SIGKILL after {STOP_GRACE:.0f} s). Run order alternates per round.", ""]
+          workload_text(args, " on Redis"), ""]
     for i, (order, rows) in enumerate(rounds, 1):
         md += [f"## Round {i}, RabbitMQ broker (run order: {', '.join(order)})", "",
                f"Throughput, latency and worker memory; {RATIO_CAPTION}", ""]

@@ -44,6 +44,20 @@ def count_success(results: list[Any]) -> int:
     return sum(1 for m in metas.values() if m["status"] == "SUCCESS")
 
 
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, made with openssl; skips the test when openssl is missing."""
+    import shutil
+
+    import pytest
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make a certificate for the TLS test")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 def celeriac_bin() -> str:
     return str(Path(sys.executable).with_name("celeriac"))
 

@@ -12,7 +12,7 @@ import pytest
 from celeriac import Celeriac
 from celeriac.brokers import Outgoing
 from celeriac.exceptions import OperationalError
-from helpers import count_success, trace_lines, wait_until
+from helpers import count_success, self_signed_cert, trace_lines, wait_until
 
 
 @pytest.fixture
@@ -166,15 +166,8 @@ def test_tutorial_url_form_parses() -> None:
 
 def test_amqps_tls(start_worker: Any, app_env: dict[str, str], tmp_path: Path,
                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
     from servers import RabbitServer
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed: cannot make a certificate for the TLS test")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path)
     server = RabbitServer(tls=(cert, key))
     try:
         url = f"amqps://guest:guest@127.0.0.1:{server.tls_port}//?ssl_ca_certs={cert}"

@@ -13,7 +13,7 @@ import pytest
 
 from celeriac import Celeriac, states
 from celeriac.exceptions import OperationalError
-from helpers import celeriac_bin, count_success, trace_lines, wait_until
+from helpers import celeriac_bin, count_success, self_signed_cert, trace_lines, wait_until
 
 
 @pytest.fixture
@@ -144,15 +144,8 @@ def test_dead_letters_visible_with_the_cli(tasks: Any, start_worker: Any, app_en
 
 def test_rediss_tls_url(tasks: Any, start_worker: Any, app_env: dict[str, str], tmp_path: Path,
                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
     from servers import free_port
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed: cannot make a certificate for the TLS test")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path)
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
                                "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
