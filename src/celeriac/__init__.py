@@ -13,10 +13,13 @@ __version__ = "0.1.0"
 
 from . import states  # noqa: E402
 from .app import Celeriac, Celery, current_app, shared_task  # noqa: E402
-from .result import AsyncResult, EagerResult  # noqa: E402
+from .canvas import (Signature, chain, chord, chunks, group, maybe_signature, signature,  # noqa: E402
+                     subtask, xmap, xstarmap)
+from .result import AsyncResult, EagerResult, GroupResult  # noqa: E402
 from .task import Task  # noqa: E402
 
 __all__ = [
-    "AsyncResult", "Celeriac", "Celery", "EagerResult", "Task", "current_app", "shared_task", "states",
-    "__version__",
+    "AsyncResult", "Celeriac", "Celery", "EagerResult", "GroupResult", "Signature", "Task", "chain", "chord",
+    "chunks", "current_app", "group", "maybe_signature", "shared_task", "signature", "states", "subtask",
+    "xmap", "xstarmap", "__version__",
 ]

@@ -111,6 +111,8 @@ class Celeriac:
             _default_app = self
         for fn, options in _shared_tasks:
             self._create_task(fn, dict(options))
+        from .builtins import register_builtins
+        register_builtins(self)
 
     _TRANSPORT_SETTINGS = frozenset({
         "broker_url", "result_backend", "broker_transport_options", "broker_use_ssl", "redis_backend_use_ssl",
@@ -327,17 +329,46 @@ class Celeriac:
                   shadow: str | None = None, _task: BaseTask[Any, Any] | None = None,
                   **options: Any) -> ResultHandle[Any]:
         """Send a task by name; the code need not be importable here."""
+        task_id = task_id or str(uuid.uuid4())
+        outgoing, msg = self.prepare_task(
+            name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta, expires=expires,
+            priority=priority, queue=queue, link=link, link_error=link_error, headers=headers,
+            ignore_result=ignore_result, serializer=serializer, retries=retries, root_id=root_id,
+            parent_id=parent_id, group_id=group_id, group_index=group_index, soft_time_limit=soft_time_limit,
+            time_limit=time_limit, shadow=shadow, _task=_task, **options)
+        self.publish([outgoing], what=f"task {name}[{task_id}]")
+        if signals.after_task_publish.receivers:
+            signals.after_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
+                                            routing_key=outgoing.queue, exchange="")
+        return AsyncResult(task_id, app=self, task_name=name)
+
+    def prepare_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
+                     countdown: float | None = None, eta: Any = None,
+                     expires: float | datetime | None = None, priority: int | None = None,
+                     queue: str | None = None, link: Any = None, link_error: Any = None,
+                     headers: dict[str, Any] | None = None, ignore_result: bool | None = None,
+                     serializer: str | None = None, retries: int = 0, root_id: str | None = None,
+                     parent_id: str | None = None, group_id: str | None = None, group_index: int | None = None,
+                     soft_time_limit: float | None = None, time_limit: float | None = None,
+                     shadow: str | None = None, chain: Any = None, chord: Any = None,
+                     _task: BaseTask[Any, Any] | None = None, **options: Any) -> tuple[Outgoing, protocol.TaskMessage]:
+        """Encode one task call as a broker message, without sending it (groups send many at once)."""
         task = _task if _task is not None else self.tasks.get(name)
         task_id = task_id or str(uuid.uuid4())
         current = current_task_and_request()
-        if current is not None and not current[1].called_directly:
-            parent_id = parent_id or current[1].id
+        if current is not None and not current[1].called_directly and current[1].id != task_id:
+            # Started from inside a running task: tie it into that task's tree.
+            if parent_id is None:
+                parent_id = current[1].id
+                current[1].children.append(task_id)
             root_id = root_id or current[1].root_id or current[1].id
         route = self.route_for(name, args, kwargs, options, task) if self.conf.task_routes else {}
         # As in Celery: apply_async(queue=) beats the task's own queue, which beats task_routes.
         queue = queue or (task.queue if task else None) or route.get("queue") or self.conf.task_default_queue
         priority = _first(priority, task.priority if task else None, route.get("priority"),
                           self.conf.task_default_priority)
+        if expires is None and task is not None:
+            expires = task.expires
         now = time.time()
         eta_epoch = None
         if countdown is not None:
@@ -359,20 +390,15 @@ class Celeriac:
             serializer=serializer or (task.serializer if task and task.serializer else None)
             or self.conf.task_serializer,
             eta=protocol.to_iso(datetime.fromtimestamp(eta_epoch, UTC)) if eta_epoch else None,
-            expires=expires_iso, retries=retries, root_id=root_id, parent_id=parent_id,
+            expires=expires_iso, retries=retries, root_id=root_id or task_id, parent_id=parent_id,
             group_id=group_id, group_index=group_index, origin=_origin(), timelimit=timelimit,
             ignore_result=ignore_result, callbacks=_encode_sigs(link), errbacks=_encode_sigs(link_error),
-            chain=options.get("chain"), chord=options.get("chord"), priority=int(priority), queue=queue,
+            chain=chain or None, chord=dict(chord) if chord else None, priority=int(priority), queue=queue,
             extra_headers=headers, shadow=shadow)
         if signals.before_task_publish.receivers:
             signals.before_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
                                              properties=msg.properties, routing_key=queue, exchange="")
-        self.publish([Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch)],
-                     what=f"task {name}[{task_id}]")
-        if signals.after_task_publish.receivers:
-            signals.after_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
-                                            routing_key=queue, exchange="")
-        return AsyncResult(task_id, app=self, task_name=name)
+        return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch), msg
 
     def publish(self, messages: Sequence[Outgoing], what: str = "messages") -> None:
         """Publish with the publish retry policy; a clear OperationalError when the broker is gone."""
@@ -427,7 +453,8 @@ class Celeriac:
             result = protocol.exception_to_dict(result)
         meta: dict[str, Any] = {
             "task_id": task_id, "status": status, "result": result, "traceback": traceback,
-            "children": [], "date_done": datetime.now(UTC).isoformat()
+            "children": list(getattr(request, "children", None) or []),
+            "date_done": datetime.now(UTC).isoformat()
             if status in states.READY_STATES else None,
             "name": task.name if task else (request.task if request else None),
             "retries": request.retries if request else 0,

@@ -127,4 +127,16 @@ class Reject(CeleriacError):
 
 
 class ChordError(CeleriacError):
-    """A task in the header of a chord failed."""
+    """A task in the header of a chord failed (the message names it), so the body did not run."""
+
+
+class IncompleteStream(CeleriacError):
+    """A result's children are asked for before the task has finished."""
+
+
+class Replaced(Ignore):
+    """Raised by `Task.replace()`: this task's place (and result id) now belongs to another."""
+
+    def __init__(self, value: Any = None) -> None:
+        super().__init__("replaced")
+        self.value = value

@@ -13,6 +13,7 @@ from .exceptions import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from .app import Celeriac
+    from .canvas import Signature, chunks
     from .protocol import ExceptionInfo
     from .result import AsyncResult, EagerResult
 
@@ -49,8 +50,10 @@ class Context:
     delivery_info: dict[str, Any] = {}
     headers: dict[str, Any] | None = None
     properties: dict[str, Any] = {}
+    replaced_by: Any = None
 
     def __init__(self, **fields: Any) -> None:
+        self.children: list[Any] = []
         self.__dict__.update(fields)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -102,6 +105,7 @@ class Task(Generic[P, R]):
     queue: str | None = None
     serializer: str | None = None
     expires: float | datetime | None = None
+    builtin: bool = False  # celeriac's own workflow helpers (celery.map, ...)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"task {self.name!r} has no run() method")
@@ -138,6 +142,52 @@ class Task(Generic[P, R]):
         from .worker.execute import apply_eagerly
         return apply_eagerly(self, tuple(args or ()), dict(kwargs or {}), task_id=task_id or str(uuid.uuid4()),
                              retries=retries, throw=throw, options=options)
+
+    # --- signatures ---
+
+    def s(self, *args: Any, **kwargs: Any) -> "Signature":
+        """A signature of a call to this task: `add.s(2, 2)`; in a chain, the parent's result goes first."""
+        from .canvas import Signature
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> "Signature":
+        """An immutable signature: it ignores the result of the task before it."""
+        from .canvas import Signature
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> "Signature":
+        """A signature with options: `add.signature((2, 2), countdown=10)`."""
+        from .canvas import Signature
+        immutable = bool(options.pop("immutable", False))
+        return Signature(self, args, kwargs, options, immutable=immutable)
+
+    subtask = signature
+
+    def map(self, it: Any) -> "Signature":
+        """One task that calls this one with each item in turn: `square.map([1, 2, 3])`."""
+        from .canvas import xmap
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Any) -> "Signature":
+        """One task that calls `self(*item)` for each item: `add.starmap([(1, 2), (3, 4)])`."""
+        from .canvas import xstarmap
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Any, n: int) -> "chunks":
+        """Split calls into parts of `n` calls, one message each: `add.chunks(zip(a, b), 10)`."""
+        from .canvas import chunks
+        return chunks(self.s(), it, n, app=self.app)
+
+    def replace(self, sig: Any) -> NoReturn:
+        """End this task and put `sig` in its place: its result becomes this task's result, and
+        whatever was to run after this task (chain, chord, callbacks) runs after it."""
+        from .canvas import replacement_messages, signature
+        from .exceptions import Replaced
+        request = self.request
+        if request.called_directly or request.is_eager:
+            raise Replaced(signature(sig, app=self.app).apply().get())
+        request.replaced_by = replacement_messages(self.app, sig, request)
+        raise Replaced()
 
     def AsyncResult(self, task_id: str) -> "AsyncResult[R]":  # noqa: N802 - Celery's name
         from .result import AsyncResult

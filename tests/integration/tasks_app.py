@@ -159,3 +159,46 @@ def work(path: str, value: int, seconds: float = 0.01) -> int:
     with open(path, "a") as f:
         f.write(f"{value}\n")
     return value
+
+
+# --- canvas ---
+
+@app.task
+def tsum(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@app.task
+def record_body(numbers: list[int], path: str) -> int:
+    """A chord body that leaves one line per execution: proves it ran exactly once."""
+    with open(path, "a") as f:
+        f.write(f"body {len(numbers)} {sum(numbers)} {os.getpid()}\n")
+    return sum(numbers)
+
+
+@app.task
+def record_error(request: Any, exc: BaseException, traceback: Any, path: str) -> None:
+    """A new-style errback (request, exc, traceback): runs in the worker that saw the failure."""
+    with open(path, "a") as f:
+        f.write(f"{request.id} {type(exc).__name__} {exc}\n")
+
+
+@app.task
+def record_failed_id(task_id: str, path: str) -> None:
+    """An old-style errback: it is sent with the failed task's id."""
+    with open(path, "a") as f:
+        f.write(f"{task_id}\n")
+
+
+@app.task(bind=True)
+def replaced(self: Task[Any, Any], x: int) -> None:
+    from celeriac import chain as chain_
+    self.replace(chain_(add.s(x, 1), mul.s(10)))
+
+
+@app.task
+def spawn_group(n: int) -> int:
+    """Builds and launches a workflow from inside a running task."""
+    from celeriac import group as group_
+    group_(add.s(i, i) for i in range(n)).apply_async()
+    return n

@@ -24,6 +24,36 @@ class StoredResult:
     expires_in: float | None
 
 
+@dataclass(slots=True)
+class ChordPart:
+    """A chord header task that reached a final state."""
+
+    group_id: str
+    index: int
+    size: int
+    task_id: str
+    status: str
+    data: bytes  # the serialized meta of its outcome
+    body: dict[str, Any]  # the chord body signature (travels with the header message, not stored)
+    root_id: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status != states.SUCCESS
+
+
+@dataclass(slots=True)
+class FiredChord:
+    """A chord that is complete (or has a failed header) and whose body is now this worker's job."""
+
+    part: ChordPart  # the part whose recording completed it
+    metas: list[dict[str, Any]]  # every recorded header outcome, in header order
+
+
+def group_key(group_id: str) -> str:
+    return f"celeriac-group-{group_id}"
+
+
 class ResultStore(ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
 
@@ -81,6 +111,40 @@ class ResultStore(ABC):
                 return meta
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, 0.1)
+
+    # --- chords: counted atomically by the store, never by a polling task ---
+
+    def chord_parts_done(self, parts: Sequence[ChordPart]) -> list[FiredChord]:
+        """Record finished header tasks; returns the chords whose body this caller must start.
+
+        Members are counted by header index, so a header that runs twice (redelivered after a
+        crash) counts once. A chord fires when its last member is recorded, or at its first
+        failure; the store remembers which task fired it, and only that task (for example
+        the same header re-run because its worker died before publishing the body) is told
+        again. Everyone else is told nothing.
+        """
+        if not parts:
+            return []
+        return [FiredChord(part, [self.decode(data) for _index, data in sorted(items, key=lambda x: x[0])])
+                for part, items in self._record_chord_parts(parts)]
+
+    @abstractmethod
+    def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
+        """Store the parts; for each chord that fires for this caller: (part, [(index, meta)])."""
+
+    # --- saved groups (GroupResult.save/restore) ---
+
+    def save_group(self, group_id: str, children: list[Any]) -> None:
+        meta = {"task_id": group_key(group_id), "status": states.SUCCESS, "result": children,
+                "date_done": None, "children": [], "name": "celeriac.group"}
+        self.store([self.encode(meta)])
+
+    def restore_group(self, group_id: str) -> list[Any] | None:
+        meta = self.get(group_key(group_id))
+        return None if meta is None else list(meta.get("result") or [])
+
+    def forget_group(self, group_id: str) -> None:
+        self.forget([group_key(group_id)])
 
     @abstractmethod
     def forget(self, task_ids: Sequence[str]) -> None:

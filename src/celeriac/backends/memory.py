@@ -7,9 +7,11 @@ import time
 from typing import Any, Sequence
 
 from .. import states
-from .base import ResultStore, StoredResult
+from .base import ChordPart, ResultStore, StoredResult
 
 _STORES: dict[str, tuple[threading.Condition, dict[str, tuple[str, bytes, float | None]]]] = {}
+# name -> group id -> (parts by index, task id that fired it)
+_CHORDS: dict[str, dict[str, tuple[dict[int, bytes], list[str | None]]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -21,6 +23,7 @@ class MemoryResultStore(ResultStore):
         name = url.split("://", 1)[1] if "://" in url else ""
         with _LOCK:
             self._cond, self._data = _STORES.setdefault(name, (threading.Condition(), {}))
+            self._chords = _CHORDS.setdefault(name, {})
 
     def store(self, results: Sequence[StoredResult]) -> None:
         now = time.time()
@@ -48,6 +51,18 @@ class MemoryResultStore(ResultStore):
                     break
                 self._cond.wait(remaining)
         return self.get(task_id)
+
+    def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
+        fired = []
+        with self._cond:
+            for part in parts:
+                members, fired_by = self._chords.setdefault(part.group_id, ({}, [None]))
+                members[part.index] = part.data
+                if fired_by[0] is None and (part.failed or len(members) >= part.size):
+                    fired_by[0] = part.task_id
+                if fired_by[0] == part.task_id:
+                    fired.append((part, sorted(members.items())))
+        return fired
 
     def forget(self, task_ids: Sequence[str]) -> None:
         with self._cond:

@@ -12,9 +12,9 @@ import time
 from typing import Any, Sequence
 
 from .._redis import Keys, Script, client_for, guarded, key_prefix, pipelined
-from ..brokers.redis_scripts import FETCH_RESULTS, STORE_RESULTS
+from ..brokers.redis_scripts import CHORD_PARTS, FETCH_RESULTS, STORE_RESULTS
 from ..exceptions import OperationalError
-from .base import ResultStore, StoredResult
+from .base import ChordPart, ResultStore, StoredResult
 
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
 
@@ -28,6 +28,7 @@ class RedisResultStore(ResultStore):
         self.keys = Keys(key_prefix(self.options))
         self._store = Script(self.client, STORE_RESULTS)
         self._fetch = Script(self.client, FETCH_RESULTS)
+        self._chord_parts = Script(self.client, CHORD_PARTS)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -80,6 +81,14 @@ class RedisResultStore(ResultStore):
             if data is not None:
                 return self.decode(data)
             backoff = 0.05
+
+    def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
+        args: list[Any] = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0]
+        for part in parts:
+            args += [part.group_id, part.index, part.size, part.task_id, 1 if part.failed else 0, part.data]
+        reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
+        return [(parts[int(number) - 1], [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)])
+                for number, flat in reply]
 
     def forget(self, task_ids: Sequence[str]) -> None:
         keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t))]

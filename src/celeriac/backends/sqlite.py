@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from .. import states
 from .._sqlite import SQLiteDatabase, sqlite_path_from_url
-from .base import ResultStore, StoredResult
+from .base import ChordPart, ResultStore, StoredResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_results (
@@ -17,7 +17,19 @@ CREATE TABLE IF NOT EXISTS celeriac_results (
     meta BLOB NOT NULL,
     expires REAL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS celeriac_results_expires ON celeriac_results(expires) WHERE expires IS NOT NULL
+CREATE INDEX IF NOT EXISTS celeriac_results_expires ON celeriac_results(expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
+    group_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    meta BLOB NOT NULL,
+    PRIMARY KEY (group_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_chords (
+    group_id TEXT PRIMARY KEY,
+    done INTEGER NOT NULL,
+    fired_by TEXT,
+    expires REAL
+) WITHOUT ROWID
 """
 
 _READY = tuple(states.READY_STATES)
@@ -83,11 +95,46 @@ class SQLiteResultStore(ResultStore):
             # database sits on a file system that does not report writes.
             bell.wait(min(remaining, 1.0))
 
+    def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
+        expires = None if self.expires is None else time.time() + self.expires
+
+        def record(c: sqlite3.Connection) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
+            fired = []
+            for part in parts:
+                new = c.execute("INSERT OR IGNORE INTO celeriac_chord_parts(group_id, idx, meta) VALUES (?, ?, ?)",
+                                (part.group_id, part.index, part.data)).rowcount
+                if not new:  # the same header again (redelivered): keep its latest outcome, count it once
+                    c.execute("UPDATE celeriac_chord_parts SET meta = ? WHERE group_id = ? AND idx = ?",
+                              (part.data, part.group_id, part.index))
+                done, fired_by = c.execute(
+                    "INSERT INTO celeriac_chords(group_id, done, fired_by, expires) VALUES (?, ?, NULL, ?) "
+                    "ON CONFLICT(group_id) DO UPDATE SET done = done + excluded.done, expires = excluded.expires "
+                    "RETURNING done, fired_by", (part.group_id, new, expires)).fetchone()
+                if fired_by is None and (part.failed or done >= part.size):
+                    c.execute("UPDATE celeriac_chords SET fired_by = ? WHERE group_id = ?",
+                              (part.task_id, part.group_id))
+                    fired_by = part.task_id
+                if fired_by == part.task_id:
+                    fired.append((part, [(int(i), bytes(m)) for i, m in c.execute(
+                        "SELECT idx, meta FROM celeriac_chord_parts WHERE group_id = ? ORDER BY idx",
+                        (part.group_id,))]))
+            return fired
+
+        return self.db.write(record)
+
     def forget(self, task_ids: Sequence[str]) -> None:
         self.db.write(lambda c: c.executemany(
             "DELETE FROM celeriac_results WHERE task_id = ?", [(t,) for t in task_ids]))
 
     def cleanup(self) -> int:
         now = time.time()
-        return int(self.db.write(lambda c: c.execute(
-            "DELETE FROM celeriac_results WHERE expires IS NOT NULL AND expires < ?", (now,)).rowcount))
+
+        def clean(c: sqlite3.Connection) -> int:
+            gone = c.execute("DELETE FROM celeriac_results WHERE expires IS NOT NULL AND expires < ?", (now,)).rowcount
+            chords = [(g,) for (g,) in c.execute(
+                "SELECT group_id FROM celeriac_chords WHERE expires IS NOT NULL AND expires < ?", (now,))]
+            c.executemany("DELETE FROM celeriac_chord_parts WHERE group_id = ?", chords)
+            c.executemany("DELETE FROM celeriac_chords WHERE group_id = ?", chords)
+            return int(gone)
+
+        return self.db.write(clean)

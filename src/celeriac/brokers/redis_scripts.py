@@ -327,3 +327,34 @@ for i = 2, #ARGV do
 end
 return out
 """
+
+# ARGV: prefix, ttl ms, then per part: group id, index, size, task id, failed (0/1), meta
+# -> per fired chord: {part number (1-based), {index, meta, index, meta, ...}}
+# Members are a hash by header index (a re-run header counts once); 'fired' remembers which
+# task fired the chord, and only that task is told again.
+CHORD_PARTS = """
+local p, ttl = ARGV[1], tonumber(ARGV[2])
+local out = {}
+local n = 0
+for i = 3, #ARGV, 6 do
+  n = n + 1
+  local gid, idx, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local tid, failed, meta = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local parts, state = p .. ':chord:' .. gid .. ':parts', p .. ':chord:' .. gid
+  if redis.call('HSET', parts, idx, meta) == 1 then redis.call('HINCRBY', state, 'done', 1) end
+  local done = tonumber(redis.call('HGET', state, 'done') or '0')
+  local fired = redis.call('HGET', state, 'fired')
+  if not fired and (failed == '1' or done >= size) then
+    redis.call('HSET', state, 'fired', tid)
+    fired = tid
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', parts, ttl)
+    redis.call('PEXPIRE', state, ttl)
+  end
+  if fired == tid then
+    table.insert(out, {n, redis.call('HGETALL', parts)})
+  end
+end
+return out
+"""

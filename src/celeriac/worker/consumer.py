@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from .. import protocol, signals, states
 from ..brokers import Delivery, Outgoing
 from ..backends import StoredResult
-from ..exceptions import (ContentDisallowed, DecodeError, EncodeError, NotRegistered, OperationalError,
+from ..backends.base import ChordPart
+from ..exceptions import (ContentDisallowed, DecodeError, NotRegistered, OperationalError,
                           TaskRevokedError, WorkerLostError)
 from ..task import Context, Task
+from . import workflow
 from .execute import Outcome, trace
 
 if TYPE_CHECKING:
@@ -56,10 +58,11 @@ class Batch:
     acks: list[Delivery] = field(default_factory=list)
     dead: list[tuple[Delivery, str]] = field(default_factory=list)
     releases: list[Delivery] = field(default_factory=list)
+    chord_parts: list[ChordPart] = field(default_factory=list)
     since: float = 0.0
 
     def __len__(self) -> int:
-        return len(self.acks) + len(self.dead) + len(self.releases) + len(self.results)
+        return len(self.acks) + len(self.dead) + len(self.releases) + len(self.results) + len(self.chord_parts)
 
     def mark(self) -> None:
         if not self.since:
@@ -91,10 +94,12 @@ class Batch:
         self.since = 0.0
 
     def _write_all(self, broker: Any, backend: Any, forget_as_written: bool) -> None:
-        # Order matters: retries are published and results stored before their messages are acked.
+        # Order matters: follow-up messages are published and results stored before their
+        # messages are acked; chord members are recorded after their results, and a chord
+        # they complete has its body published before the completing header is acked.
         steps: list[tuple[str, Callable[[Any], None]]] = [
-            ("publishes", broker.publish), ("results", backend.store), ("dead", broker.dead_letter),
-            ("releases", broker.release), ("acks", broker.ack)]
+            ("publishes", broker.publish), ("results", backend.store), ("chord_parts", self._record_chords),
+            ("dead", broker.dead_letter), ("releases", broker.release), ("acks", broker.ack)]
         for name, write in steps:
             items = getattr(self, name)
             if items:
@@ -102,8 +107,24 @@ class Batch:
                 if forget_as_written:
                     setattr(self, name, [])
 
+    def _record_chords(self, parts: list[ChordPart]) -> None:
+        app = self.app
+        publishes: list[Outgoing] = []
+        results: list[StoredResult] = []
+
+        def store(task_id: str, state: str, value: Any, traceback: str | None, name: str | None) -> None:
+            results.append(workflow.encode_outcome(app, task_id, state, value, name=name, traceback=traceback))
+
+        for fired in app.backend.chord_parts_done(parts):
+            workflow.fire_chord(app, fired, publishes, store)
+        if publishes:
+            app.broker.publish(publishes)
+        if results:
+            app.backend.store(results)
+
     def _forget(self) -> None:
         self.publishes, self.results, self.dead, self.releases, self.acks = [], [], [], [], []
+        self.chord_parts = []
 
 
 class Consumer:
@@ -189,7 +210,9 @@ class Consumer:
                       f"{self.max_deliveries}): it probably kills its worker process")
             logger.error("task %s[%s] goes to the dead-letter queue: %s", name, task_id, reason)
             batch.dead.append((delivery, reason))
-            self._store(batch, task_id, states.FAILURE, WorkerLostError(reason), name=name)
+            lost = WorkerLostError(reason)
+            record = self._store(batch, task_id, states.FAILURE, lost, name=name)
+            self._fail_undecoded(batch, msg, task_id, name, delivery, lost, record)
             return
         task = self.app.tasks.get(name)
         if task is None:
@@ -207,7 +230,9 @@ class Consumer:
         expires = headers.get("expires")
         if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
             logger.info("task %s[%s] expired at %s and is discarded (state REVOKED)", name, task_id, expires)
-            self._store(batch, task_id, states.REVOKED, TaskRevokedError("expired"), name=name, request=request)
+            error = TaskRevokedError(f"task {name}[{task_id}] expired at {expires}")
+            record = self._store(batch, task_id, states.REVOKED, error, name=name, request=request)
+            self.fail_workflow(batch, request, states.REVOKED, error, record)
             batch.acks.append(delivery)
             if signals.task_revoked.receivers:
                 signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=True)
@@ -254,26 +279,30 @@ class Consumer:
             logger.error("Received unregistered task of type %r (task id %s): the worker does not know it. "
                          "Is the module that defines it imported by the worker (-A / include=)? "
                          "The task is marked FAILURE with NotRegistered.", name, task_id)
-        self._store(batch, task_id, states.FAILURE, NotRegistered(name), name=name)
+        record = self._store(batch, task_id, states.FAILURE, NotRegistered(name), name=name)
+        self._fail_undecoded(batch, msg, task_id, name, delivery, NotRegistered(name), record)
         batch.acks.append(delivery)
         if signals.task_unknown.receivers:
             signals.task_unknown.send(sender=None, name=name, id=task_id, message=msg, exc=NotRegistered(name))
 
+    def _fail_undecoded(self, batch: Batch, msg: protocol.TaskMessage, task_id: str, name: str,
+                        delivery: Delivery, error: BaseException, record: StoredResult) -> None:
+        try:
+            args, kwargs, embed = protocol.decode_body(msg, self.accept)
+        except (DecodeError, ContentDisallowed):
+            return
+        request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
+        self.fail_workflow(batch, request, states.FAILURE, error, record)
+
     def _store(self, batch: Batch, task_id: str, status: str, result: Any, *, name: str | None = None,
                request: Context | None = None, task: Task[Any, Any] | None = None,
-               traceback: str | None = None) -> None:
-        meta = self.app.result_meta(task_id, status, result, traceback=traceback, request=request,
-                                    task=task, hostname=self.hostname)
-        if name and not meta.get("name"):
-            meta["name"] = name
-        try:
-            batch.results.append(self.app.backend.encode(meta))
-        except EncodeError as exc:
-            # The return value cannot be stored: record that instead, so get() does not hang.
-            logger.error("task %s[%s]: result cannot be serialized: %s", meta.get("name"), task_id, exc)
-            meta.update(status=states.FAILURE, result=protocol.exception_to_dict(exc), traceback=None)
-            batch.results.append(self.app.backend.encode(meta))
+               traceback: str | None = None) -> StoredResult:
+        # A value that cannot be encoded is stored as that failure, so get() does not hang.
+        record = workflow.encode_outcome(self.app, task_id, status, result, name=name or (task.name if task else None),
+                                         request=request, traceback=traceback, hostname=self.hostname)
+        batch.results.append(record)
         batch.mark()
+        return record
 
     # --- outcome -> result + ack ---
 
@@ -283,19 +312,26 @@ class Consumer:
         ignore = request.ignore_result or bool(task.ignore_result)
         state = outcome.state
         self.processed += 1
+        flows = workflow.in_workflow(request)
+        record: StoredResult | None = None
         if state == states.SUCCESS:
             if logger.isEnabledFor(logging.INFO):
                 logger.info("Task %s[%s] succeeded in %.6fs: %s", task.name, task_id, runtime,
                             protocol._saferepr(outcome.retval, 256))
+            if flows:
+                workflow.after_success(self.app, request, outcome.retval, batch.publishes, self._storer(batch))
             if not ignore:
-                self._store(batch, task_id, state, outcome.retval, request=request, task=task)
+                record = self._store(batch, task_id, state, outcome.retval, request=request, task=task)
         elif state == states.FAILURE:
-            assert outcome.einfo is not None
+            assert outcome.einfo is not None and outcome.exc is not None
             logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, outcome.exc,
                          outcome.einfo.traceback.rstrip())
             if not ignore or task.store_errors_even_if_ignored:
-                self._store(batch, task_id, state, outcome.exc, request=request, task=task,
-                            traceback=outcome.einfo.traceback)
+                record = self._store(batch, task_id, state, outcome.exc, request=request, task=task,
+                                     traceback=outcome.einfo.traceback)
+            if flows:
+                workflow.after_failure(self.app, request, state, outcome.exc, outcome.einfo.traceback,
+                                       batch.publishes, self._storer(batch))
         elif state == states.RETRY:
             assert outcome.retry is not None and outcome.einfo is not None
             logger.info("Task %s[%s] retry: %s", task.name, task_id, outcome.retry)
@@ -314,8 +350,33 @@ class Consumer:
                 signals.task_rejected.send(sender=task, message=delivery, exc=reject)
             batch.mark()
             return
+        elif state == states.IGNORED and request.replaced_by:
+            # Task.replace(): the replacement goes out with this message's ack.
+            batch.publishes.extend(request.replaced_by)
+        if flows and state in (states.SUCCESS, states.FAILURE):
+            value = outcome.retval if state == states.SUCCESS else outcome.exc
+            part = workflow.chord_part(self.app, request, record, state, value,
+                                       outcome.einfo.traceback if outcome.einfo else None, self.hostname)
+            if part is not None:
+                batch.chord_parts.append(part)
         batch.acks.append(delivery)
         batch.mark()
+
+    def _storer(self, batch: Batch) -> workflow.StoreFn:
+        def store(task_id: str, state: str, value: Any, traceback: str | None, name: str | None) -> None:
+            self._store(batch, task_id, state, value, name=name, traceback=traceback)
+        return store
+
+    def fail_workflow(self, batch: Batch, request: Context, state: str, exc: BaseException,
+                      record: StoredResult | None) -> None:
+        """A task that ends without running (expired, unregistered, poison): its workflow goes on
+        as if it failed, so nothing downstream waits forever."""
+        if not workflow.in_workflow(request):
+            return
+        workflow.after_failure(self.app, request, state, exc, None, batch.publishes, self._storer(batch))
+        part = workflow.chord_part(self.app, request, record, state, exc, None, self.hostname)
+        if part is not None:
+            batch.chord_parts.append(part)
 
 
 def _pid() -> int:
