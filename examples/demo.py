@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +42,9 @@ def main() -> int:
         return 1
     failures = 0
     try:
-        from tasks import add, divide, fetch, fetch_many, unreliable
+        from celeriac import chord, group
+
+        from tasks import add, divide, fetch, fetch_many, mul, unreliable, xsum
 
         def show(label: str, result: object) -> None:
             print(f"client | {label:<48} -> {result}")
@@ -57,10 +59,10 @@ def main() -> int:
         value = r.get(timeout=10)
         show("add.apply_async((4, 4), countdown=2)", f"{value} after {time.monotonic() - started:.1f}s")
 
-        r = add.apply_async((1, 1), eta=datetime.now(timezone.utc) + timedelta(seconds=1))
+        r = add.apply_async((1, 1), eta=datetime.now(UTC) + timedelta(seconds=1))
         show("add.apply_async((1, 1), eta=now+1s)", r.get(timeout=10))
 
-        r = add.apply_async((5, 5), expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+        r = add.apply_async((5, 5), expires=datetime.now(UTC) - timedelta(seconds=1))
         time.sleep(1)
         show("add.apply_async(expires=in the past).state", r.state)
 
@@ -87,6 +89,11 @@ def main() -> int:
         show("100 async tasks of 0.5 s each", f"sum {total} in {time.monotonic() - started:.2f}s")
 
         show("add.apply((2, 3)).get() (in this process)", add.apply((2, 3)).get())
+
+        show("(add.s(2, 2) | add.s(4) | mul.s(8)).delay()", (add.s(2, 2) | add.s(4) | mul.s(8)).delay().get(timeout=10))
+        show("group(add.s(i, i) for i in range(10))()", group(add.s(i, i) for i in range(10))().get(timeout=10))
+        show("chord(add.s(i, i) for i in range(100))(xsum.s())",
+             chord(add.s(i, i) for i in range(100))(xsum.s()).get(timeout=20))
     except Exception as exc:  # the demo reports, then stops the worker either way
         failures += 1
         print(f"client | demo step failed: {exc!r}")

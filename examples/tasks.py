@@ -25,6 +25,16 @@ def add(x: int, y: int) -> int:
 
 
 @app.task
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task
+def xsum(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@app.task
 def divide(x: float, y: float) -> float:
     return x / y  # divide(1, 0) fails: FAILURE, and get() raises ZeroDivisionError
 

@@ -64,6 +64,7 @@ class Doorbell:
         except (OSError, AttributeError):
             self._fd = None  # not Linux, or out of inotify instances: fall back to polling
         self._sleep = 0.001
+        self._settle = 0.0
 
     @classmethod
     def _load_libc(cls) -> Any:
@@ -109,6 +110,15 @@ class Doorbell:
             time.sleep(min(timeout, self._sleep))
             self._sleep = min(self._sleep * 2, 0.05)
             return
+        if self._settle:
+            # An event woke the caller but it did not see the change yet: SQLite appends the
+            # WAL frames (the event) before it publishes the commit in the shared-memory index
+            # (no event). Look again soon, a few times, before waiting for the next event.
+            pause = min(timeout, self._settle)
+            self._settle = self._settle * 2 if self._settle < 0.016 else 0.0
+            if self._poll.poll(max(1, int(pause * 1000 + 0.999))) and self._drain():
+                self._settle = 0.001
+            return
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -116,6 +126,7 @@ class Doorbell:
                 return
             if self._poll.poll(max(1, int(remaining * 1000 + 0.999))):
                 if self._drain():
+                    self._settle = 0.001
                     return
 
 

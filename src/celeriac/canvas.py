@@ -236,7 +236,17 @@ class Signature(dict):  # type: ignore[type-arg]
         if options:
             sig = sig._with_tail({k: options.pop(k) for k in TAIL_OPTIONS if k in options})
         result = sig.freeze()
+        from .task import current_task_and_request
+        current = current_task_and_request()
+        running = current[1] if current is not None and not current[1].called_directly else None
+        known_children = len(running.children) if running is not None else 0
         messages = sig.messages(app, tuple(args or ()), dict(kwargs or {}), {**options, **timing})
+        if running is not None and type(sig) is not Signature:
+            # Started from a running task: the workflow is one child (a group as a GroupResult,
+            # a chain as its first step), not one child per message.
+            from .result import child_entry
+            del running.children[known_children:]
+            running.children.append(child_entry(_root_of(result)))
         app.publish(messages, what=f"{sig.describe()}")
         return result
 

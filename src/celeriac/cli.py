@@ -152,7 +152,7 @@ def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
         ("concurrency", f"{options.concurrency} ({pool_name})"),
         ("queues", ", ".join(options.queues)),
     ]
-    names = sorted(app.tasks)
+    names = sorted(name for name, task in app.tasks.items() if not task.builtin)
     lines = [f" -------------- {title}"] + [f" - {key + ':':<13}{value}" for key, value in rows]
     lines += ["", " [tasks]"] + [f"   . {name}" for name in names]
     if not names:

@@ -227,6 +227,14 @@ class Consumer:
             self._store(batch, task_id, states.FAILURE, exc, name=name)
             return
         request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
+        if headers.get(workflow.CHORD_BODY_HEADER) and self._already_final(task_id):
+            # A second copy of a chord body: the header that fired it was re-run after a crash
+            # between publishing the body and its own ack. The body already ran; this copy must not.
+            logger.warning("task %s[%s] is the body of chord %s and has already run; duplicate dropped",
+                           name, task_id, headers.get(workflow.CHORD_BODY_HEADER))
+            batch.acks.append(delivery)
+            batch.mark()
+            return
         expires = headers.get("expires")
         if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
             logger.info("task %s[%s] expired at %s and is discarded (state REVOKED)", name, task_id, expires)
@@ -284,6 +292,10 @@ class Consumer:
         batch.acks.append(delivery)
         if signals.task_unknown.receivers:
             signals.task_unknown.send(sender=None, name=name, id=task_id, message=msg, exc=NotRegistered(name))
+
+    def _already_final(self, task_id: str) -> bool:
+        meta = self.app.backend.get(task_id)
+        return meta is not None and meta.get("status") in states.READY_STATES
 
     def _fail_undecoded(self, batch: Batch, msg: protocol.TaskMessage, task_id: str, name: str,
                         delivery: Delivery, error: BaseException, record: StoredResult) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from ..exceptions import Ignore, Reject, Retry
+from ..exceptions import Ignore, Reject, Replaced, Retry
 from ..protocol import ExceptionInfo
 from ..task import Context, Task, _current
 
@@ -176,6 +176,9 @@ def apply_eagerly(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str,
         args = tuple(retry_options.get("args", args))
         kwargs = dict(retry_options.get("kwargs", kwargs))
         retries += 1
+    if outcome.state == states.IGNORED and isinstance(outcome.exc, Replaced):
+        # Task.replace() in eager mode ran the replacement already: its value is this task's.
+        outcome = Outcome(states.SUCCESS, outcome.exc.value)
     propagate = app.conf.task_eager_propagates if throw is None else throw
     if outcome.state == states.FAILURE and propagate:
         assert outcome.exc is not None

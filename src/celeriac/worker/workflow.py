@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.worker")
 
+# Marks the messages that start a chord body, so that a duplicate copy is recognised.
+CHORD_BODY_HEADER = "celeriac_chord"
+
 # (task id, state, exception or value, traceback, task name) -> a result to store
 StoreFn = Callable[[str, str, Any, "str | None", "str | None"], None]
 
@@ -121,7 +124,9 @@ def fire_chord(app: "Celeriac", fired: FiredChord, publishes: list["Outgoing"], 
     if failed is None and len(fired.metas) >= part.size:
         values = [m.get("result") for m in fired.metas]
         try:
-            publishes.extend(body.messages(app, (values,), {}, {"parent_id": part.task_id, "root_id": root_id}))
+            publishes.extend(body.messages(app, (values,), {}, {
+                "parent_id": part.task_id, "root_id": root_id,
+                "headers": {**(body.options.get("headers") or {}), CHORD_BODY_HEADER: part.group_id}}))
             return
         except Exception as exc:
             error: BaseException = ChordError(f"chord {part.group_id}: the body cannot be sent: {exc}")
