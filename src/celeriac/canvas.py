@@ -357,7 +357,13 @@ maybe_signature = signature
 
 
 def _sigs(items: Iterable[Any], app: "Celeriac | None") -> list[Signature]:
-    return [s if isinstance(s, Signature) else Signature.from_dict(s, app=app) for s in items]
+    out = []
+    for item in items:
+        sig = item if isinstance(item, Signature) else Signature.from_dict(item, app=app)
+        if sig._app is None and app is not None:  # parts of a workflow use the workflow's app
+            sig._app = app
+        out.append(sig)
+    return out
 
 
 def _unwrap_tasks(tasks: tuple[Any, ...]) -> list[Any]:
@@ -366,8 +372,8 @@ def _unwrap_tasks(tasks: tuple[Any, ...]) -> list[Any]:
     return list(tasks)
 
 
-def _accumulate() -> Signature:
-    return Signature("celery.accumulate", kwargs={"index": 0})
+def _accumulate(app: "Celeriac | None") -> Signature:
+    return Signature("celery.accumulate", kwargs={"index": 0}, app=app)
 
 
 def _single_result(sig: Signature) -> Signature:
@@ -375,7 +381,7 @@ def _single_result(sig: Signature) -> Signature:
     if isinstance(sig, chunks):
         sig = sig._as_group()
     if isinstance(sig, group):
-        return chord(sig, _accumulate(), app=sig._app)
+        return chord(sig, _accumulate(sig._app), app=sig._app)
     return sig
 
 
@@ -487,7 +493,10 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
         result: Any = None
         values: tuple[Any, ...] = tuple(args or ())
+        errbacks = _as_list(self.options.get("link_error")) + _as_list(options.pop("link_error", None))
         for i, step in enumerate(self._steps()):
+            if errbacks:
+                step = step.clone(link_error=errbacks)
             result = step.apply(values, kwargs if i == 0 else None, **options)
             if not result.successful():
                 return result
@@ -527,6 +536,12 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def __iter__(self) -> Any:
         return iter(self.tasks)
+
+    def _with_tail(self, options: dict[str, Any]) -> Signature:
+        if any(options.get(k) is not None for k in ("chord", "group_id", "group_index")):
+            # A member of a chord or group has one result: the group's list, via accumulate.
+            return _single_result(self)._with_tail(options)
+        return super()._with_tail(options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -582,7 +597,9 @@ class group(Signature):  # noqa: N801 - Celery's name
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> "GroupResult":
         from .result import GroupResult
         group_id = self.options.get("task_id") or str(uuid.uuid4())
-        return GroupResult(group_id, [m.apply(args, kwargs, **options) for m in self._members()], app=self.app)
+        errbacks = _as_list(self.options.get("link_error")) + _as_list(options.pop("link_error", None))
+        members = [m.clone(link_error=errbacks) if errbacks else m for m in self._members()]
+        return GroupResult(group_id, [m.apply(args, kwargs, **options) for m in members], app=self.app)
 
 
 @Signature.register_type
@@ -693,8 +710,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         failed = next((r for r in header_result.results if not r.successful()), None)
         if failed is not None:
             error = ChordError(f"Dependency {failed.id} raised {getattr(failed, 'result', None)!r}")
-            for errback in _as_list(self.body.options.get("link_error")):
-                run_errback(self.app, signature(errback, app=self.app), str(failed.id), error, None, publish=None)
+            body_id = str(self.body.clone().freeze().id)  # as in the worker: the body's id carries the failure
+            for errback in _as_list(self.body.options.get("link_error")) + _as_list(self.options.get("link_error")):
+                run_errback(self.app, signature(errback, app=self.app), body_id, error, None, publish=None)
             raise error
         return self.body.apply((header_result.get(),))
 
@@ -731,6 +749,13 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
+
+    def clone(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Self:
+        copy = super().clone(args, kwargs, **options)
+        frozen = getattr(self, "_group", None)
+        if frozen is not None and not args and not kwargs and not options:
+            copy._group = frozen.clone()  # keep the ids freeze() handed out
+        return copy
 
     def _as_group(self) -> _Group:
         # One group per chunks object, so that freeze() and messages() agree on the ids.
@@ -772,8 +797,12 @@ def xstarmap(task: Any, it: Iterable[Any], app: "Celeriac | None" = None) -> Sig
 def _root_of(result: Any) -> Any:
     """The first result of a (frozen) workflow: where its parent link belongs."""
     seen = 0
-    while getattr(result, "parent", None) is not None and seen < 10_000:
-        result = result.parent
+    while seen < 10_000:
+        # The in-memory link only (not AsyncResult.parent, which would read the result store).
+        parent = result.__dict__.get("_parent", result.__dict__.get("parent"))
+        if parent is None:
+            return result
+        result = parent
         seen += 1
     return result
 

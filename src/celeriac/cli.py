@@ -110,10 +110,15 @@ def _app(ctx: click.Context) -> Celeriac:
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume (default: celery).")
 @click.option("-n", "--hostname", default=None, help="Node name (default: celeriac@HOST).")
 @click.option("--prefetch-multiplier", type=int, default=None, help="Messages fetched at once per slot.")
+@click.option("--time-limit", type=float, default=None,
+              help="Hard time limit in seconds for tasks without their own (task_time_limit).")
+@click.option("--soft-time-limit", type=float, default=None,
+              help="Soft time limit in seconds for tasks without their own (task_soft_time_limit).")
 @click.pass_context
 @friendly_errors
 def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None, queues: str | None,
-           hostname: str | None, prefetch_multiplier: int | None) -> None:
+           hostname: str | None, prefetch_multiplier: int | None, time_limit: float | None,
+           soft_time_limit: float | None) -> None:
     """Start a worker: `celeriac -A tasks worker --loglevel=info`."""
     from .log import setup_worker_logging
     from .worker.supervisor import Worker, WorkerOptions, default_hostname
@@ -122,6 +127,10 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
         raise AppLoadError("the worker needs your app: celeriac -A tasks worker (tasks.py defines `app`)")
     app = _app(ctx)
     conf = app.conf
+    if time_limit is not None:
+        conf.task_time_limit = time_limit
+    if soft_time_limit is not None:
+        conf.task_soft_time_limit = soft_time_limit
     setup_worker_logging(loglevel, conf.worker_log_format)
     app.import_default_modules()
     app.finalize()

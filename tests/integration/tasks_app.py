@@ -202,3 +202,36 @@ def spawn_group(n: int) -> int:
     from celeriac import group as group_
     group_(add.s(i, i) for i in range(n)).apply_async()
     return n
+
+
+# --- time limits ---
+
+@app.task
+def spin() -> None:
+    """An endless pure-Python loop: only a hard time limit ends it."""
+    while True:
+        pass
+
+
+@app.task
+def sleepy(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke up"
+
+
+@app.task
+def cleans_up(path: str) -> str:
+    """Catches the soft limit and cleans up: the task's own answer stands."""
+    from celeriac.exceptions import SoftTimeLimitExceeded
+    try:
+        time.sleep(60)
+    except SoftTimeLimitExceeded:
+        Path(path).write_text("cleaned")
+        return "cleaned up"
+    return "slept"
+
+
+@app.task
+async def async_sleepy(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "woke up"

@@ -20,6 +20,8 @@ How the broker guarantees map onto RabbitMQ:
 
 from __future__ import annotations
 
+import decimal
+
 import collections
 import itertools
 import math
@@ -234,7 +236,7 @@ class AMQPBroker(Broker):
                                         content_type="application/octet-stream"), payload
         props = msg.properties
         return pika.BasicProperties(
-            headers=msg.headers, content_type=msg.content_type, content_encoding=msg.content_encoding,
+            headers=_amqp_table(msg.headers), content_type=msg.content_type, content_encoding=msg.content_encoding,
             delivery_mode=2, priority=priority, correlation_id=props.get("correlation_id"),
             reply_to=props.get("reply_to")), msg.body
 
@@ -326,8 +328,9 @@ class AMQPBroker(Broker):
         if "task" not in headers or "id" not in headers:
             return Delivery(tag, queue, body, redeliveries + 1, priority, owner)
         msg = protocol.TaskMessage(
-            headers, {"correlation_id": props.correlation_id, "reply_to": props.reply_to, "priority": priority,
-                      "delivery_info": {"exchange": method.exchange, "routing_key": queue}},
+            _from_amqp_table(headers),
+            {"correlation_id": props.correlation_id, "reply_to": props.reply_to, "priority": priority,
+             "delivery_info": {"exchange": method.exchange, "routing_key": queue}},
             body, props.content_type or protocol.JSON, props.content_encoding or "utf-8")
         return Delivery(tag, self._queue_of(method, link), protocol.pack(msg), redeliveries + 1, priority, owner)
 
@@ -357,6 +360,13 @@ class AMQPBroker(Broker):
                 run()
             else:  # e.g. the asyncio thread acking: the connection's own thread must send it
                 link.conn.add_callback_threadsafe(run)
+
+    def take_over_connections(self) -> None:
+        # The owning thread is frozen in a task and never serves its callbacks again; this
+        # thread sends the final acks itself, then the process exits.
+        me = threading.get_ident()
+        for link in self._by_generation.values():
+            link.thread = me
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         try:
@@ -475,3 +485,24 @@ class AMQPBroker(Broker):
         for key, link in list(self._links.items()):
             if key[0] == os.getpid():
                 self._drop(link)
+
+
+def _amqp_table(value: Any) -> Any:
+    """pika has no float field type: floats (time limits) travel as AMQP decimals."""
+    if isinstance(value, float):
+        return decimal.Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _amqp_table(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_amqp_table(v) for v in value]
+    return value
+
+
+def _from_amqp_table(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _from_amqp_table(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_amqp_table(v) for v in value]
+    return value

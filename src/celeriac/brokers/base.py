@@ -145,6 +145,10 @@ class Broker(ABC):
     def live_workers(self) -> dict[str, dict[str, Any]]:
         """Workers whose lease is current, with what they said in their heartbeat."""
 
+    def take_over_connections(self) -> None:
+        """This process is about to end while the thread that used this broker is stuck (a task
+        past its hard time limit): let the calling thread use its connections for a last ack."""
+
     def transaction(self) -> Any:
         """A context in which several writes commit together, where the broker can (SQLite:
         a batch's results and acks in one transaction when they share the file)."""

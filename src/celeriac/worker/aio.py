@@ -48,7 +48,7 @@ class AsyncRunner:
         return self._loop
 
     def submit(self, task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
-               delivery: Delivery) -> None:
+               delivery: Delivery, limits: tuple[float | None, float | None] = (None, None)) -> None:
         """Start the task on the loop; blocks while `limit` async tasks are already running."""
         loop = self._ensure_loop()
         self._slots.acquire()
@@ -56,13 +56,13 @@ class AsyncRunner:
             self.in_flight += 1
             if self.consumer is not None:
                 self.consumer.slot.async_running = self.in_flight
-        asyncio.run_coroutine_threadsafe(self._run(task, request, args, kwargs, delivery), loop)
+        asyncio.run_coroutine_threadsafe(self._run(task, request, args, kwargs, delivery, limits), loop)
 
     async def _run(self, task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   delivery: Delivery) -> None:
+                   delivery: Delivery, limits: tuple[float | None, float | None]) -> None:
         started = time.perf_counter()
         try:
-            outcome = await trace_async(task, request, args, kwargs)
+            outcome = await trace_async(task, request, args, kwargs, limits)
             assert self.consumer is not None and self._batch is not None
             self.consumer.finish(task, request, delivery, outcome, self._batch, time.perf_counter() - started)
             if not self._flush_scheduled:

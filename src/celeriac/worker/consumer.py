@@ -8,6 +8,7 @@ task (at-least-once) and never loses its outcome.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -17,10 +18,11 @@ from ..brokers import Delivery, Outgoing
 from ..backends import StoredResult
 from ..backends.base import ChordPart
 from ..exceptions import (ContentDisallowed, DecodeError, NotRegistered, OperationalError,
-                          TaskRevokedError, WorkerLostError)
+                          TaskRevokedError, TimeLimitExceeded, WorkerLostError)
 from ..task import Context, Task
 from . import workflow
-from .execute import Outcome, trace
+from .execute import Outcome, exception_info, trace
+from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
 
 if TYPE_CHECKING:
     from ..app import Celeriac
@@ -38,6 +40,7 @@ class SlotState(Protocol):
     tag: bytes
     started: float
     async_running: int
+    hard_deadline: float  # epoch seconds; 0 when the running task has no enforced hard limit
 
 
 @dataclass
@@ -46,6 +49,7 @@ class PlainSlot:
     tag: bytes = b""
     started: float = 0.0
     async_running: int = 0
+    hard_deadline: float = 0.0
 
 
 @dataclass
@@ -115,8 +119,11 @@ class Batch:
         def store(task_id: str, state: str, value: Any, traceback: str | None, name: str | None) -> None:
             results.append(workflow.encode_outcome(app, task_id, state, value, name=name, traceback=traceback))
 
-        for fired in app.backend.chord_parts_done(parts):
-            workflow.fire_chord(app, fired, publishes, store)
+        while parts:  # a chord that fails can fail a chord it belongs to: round after round
+            more: list[ChordPart] = []
+            for fired in app.backend.chord_parts_done(parts):
+                workflow.fire_chord(app, fired, publishes, store, more)
+            parts = more
         if publishes:
             app.broker.publish(publishes)
         if results:
@@ -144,6 +151,8 @@ class Consumer:
         self.track_started = bool(app.conf.task_track_started)
         self._unknown_logged: set[str] = set()
         self.processed = 0
+        self.limiter: Limiter = Limiter()
+        self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
 
     def stop(self) -> None:
         self.stopping = True
@@ -249,20 +258,51 @@ class Consumer:
         if track:
             self.app.backend.store([self.app.backend.encode(self.app.result_meta(
                 task_id, states.STARTED, {"pid": _pid(), "hostname": self.hostname}, request=request, task=task))])
+        limits = limits_for(task, request, self.app.conf)
         if task.is_async and self.async_runner is not None:
             batch.flush(lambda: self.stopping)  # do not hold earlier outcomes while the loop is busy
-            self.async_runner.submit(task, request, args, kwargs, delivery)
+            self.async_runner.submit(task, request, args, kwargs, delivery, limits)
             return
         self.slot.tag = delivery.tag.encode()
         self.slot.started = time.time()
         started = time.perf_counter()
         if task.is_async:  # thread pool without a loop: run it to completion here
             from .execute import _run_coroutine, trace_async
-            outcome = _run_coroutine(trace_async(task, request, args, kwargs))
+            outcome = _run_coroutine(trace_async(task, request, args, kwargs, limits))
         else:
-            outcome = trace(task, request, args, kwargs)
+            if limits[1] and self.limiter.enforces_hard:
+                self._running = (task, request, delivery)
+                self.slot.hard_deadline = self.slot.started + limits[1]
+            outcome = trace(task, request, args, kwargs, self.limiter, limits)
+            self._running = None
+            self.slot.hard_deadline = 0.0
         self.slot.tag = b""
         self.finish(task, request, delivery, outcome, batch, time.perf_counter() - started)
+
+    def on_hard_limit(self, hard: float) -> None:
+        """The running task is past its hard time limit (called by the limiter's watchdog thread):
+        record its FAILURE and ack its message, then end this pool process."""
+        running = self._running
+        if running is None:
+            return
+        task, request, delivery = running
+        exc = TimeLimitExceeded(f"task {task.name}[{request.id}] exceeded its hard time limit of {hard:g}s "
+                                "and was ended")
+        logger.error("Hard time limit (%gs) exceeded for %s[%s]; ending its pool process (a fresh one takes "
+                     "its place)", hard, task.name, request.id)
+        outcome = Outcome(states.FAILURE, exc=exc, einfo=exception_info(exc))
+        try:
+            from .execute import _after
+            _after(task, request, tuple(request.args or ()), dict(request.kwargs or {}), outcome)
+            self.app.broker.take_over_connections()
+            batch = Batch(self.app)
+            self.finish(task, request, delivery, outcome, batch, hard)
+            batch.flush()
+        except Exception:
+            logger.exception("could not record the time limit of %s[%s]; its message will be delivered again",
+                             task.name, request.id)
+        finally:
+            os._exit(HARD_LIMIT_EXIT_CODE)
 
     def _request(self, msg: protocol.TaskMessage, task_id: str, name: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], embed: dict[str, Any], delivery: Delivery) -> Context:
@@ -331,7 +371,8 @@ class Consumer:
                 logger.info("Task %s[%s] succeeded in %.6fs: %s", task.name, task_id, runtime,
                             protocol._saferepr(outcome.retval, 256))
             if flows:
-                workflow.after_success(self.app, request, outcome.retval, batch.publishes, self._storer(batch))
+                workflow.after_success(self.app, request, outcome.retval, batch.publishes, self._storer(batch),
+                                       batch.chord_parts)
             if not ignore:
                 record = self._store(batch, task_id, state, outcome.retval, request=request, task=task)
         elif state == states.FAILURE:
@@ -343,7 +384,7 @@ class Consumer:
                                      traceback=outcome.einfo.traceback)
             if flows:
                 workflow.after_failure(self.app, request, state, outcome.exc, outcome.einfo.traceback,
-                                       batch.publishes, self._storer(batch))
+                                       batch.publishes, self._storer(batch), batch.chord_parts)
         elif state == states.RETRY:
             assert outcome.retry is not None and outcome.einfo is not None
             logger.info("Task %s[%s] retry: %s", task.name, task_id, outcome.retry)
@@ -385,7 +426,8 @@ class Consumer:
         as if it failed, so nothing downstream waits forever."""
         if not workflow.in_workflow(request):
             return
-        workflow.after_failure(self.app, request, state, exc, None, batch.publishes, self._storer(batch))
+        workflow.after_failure(self.app, request, state, exc, None, batch.publishes, self._storer(batch),
+                               batch.chord_parts)
         part = workflow.chord_part(self.app, request, record, state, exc, None, self.hostname)
         if part is not None:
             batch.chord_parts.append(part)

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from ..exceptions import Ignore, Reject, Replaced, Retry
+from ..exceptions import Ignore, Reject, Replaced, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from ..protocol import ExceptionInfo
 from ..task import Context, Task, _current
 
 if TYPE_CHECKING:
     from ..result import EagerResult
+    from .limits import Limiter
 
 logger = logging.getLogger("celeriac.worker")
 _HOSTNAME = socket.gethostname()
@@ -103,13 +104,22 @@ def _after(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs
                                   state=outcome.state)
 
 
-def trace(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
-    """Run a sync task with its handlers; never raises."""
+def trace(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
+          limiter: "Limiter | None" = None, limits: tuple[float | None, float | None] = (None, None)) -> Outcome:
+    """Run a sync task with its handlers (and time limits); never raises."""
     token = _current.set((task, request))
     try:
         try:
             _before(task, request, args, kwargs)
-            outcome = Outcome(states.SUCCESS, task(*args, **kwargs))
+            if limiter is not None and (limits[0] or limits[1]):
+                limiter.start(*limits)
+                try:
+                    retval = task(*args, **kwargs)
+                finally:  # inside the try: a soft limit that fires while disarming is the task's outcome
+                    limiter.stop()
+            else:
+                retval = task(*args, **kwargs)
+            outcome = Outcome(states.SUCCESS, retval)
         except BaseException as exc:
             outcome = _classify(task, request, exc)
         _after(task, request, args, kwargs, outcome)
@@ -118,14 +128,45 @@ def trace(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs:
         _current.reset(token)
 
 
+async def run_with_limits(coro: Any, soft: float | None, hard: float | None) -> Any:
+    """Await an async task under time limits.
+
+    At the soft limit the task is cancelled (it sees `asyncio.CancelledError` at its current
+    await, like `asyncio.timeout`) and has until the hard limit to finish its clean-up; if it
+    does not return a value it fails with `SoftTimeLimitExceeded`. At the hard limit it fails
+    with `TimeLimitExceeded`, and a task that still ignores cancellation is abandoned.
+    """
+    inner = asyncio.ensure_future(coro)
+    first = soft or hard
+    done, _ = await asyncio.wait({inner}, timeout=first)
+    if done:
+        return inner.result()
+    inner.cancel()
+    if soft and hard and hard > soft:
+        done, _ = await asyncio.wait({inner}, timeout=hard - soft)
+        if done and not inner.cancelled():
+            try:
+                return inner.result()
+            except asyncio.CancelledError:
+                pass
+        if not done:
+            raise TimeLimitExceeded(f"hard time limit ({hard}s) exceeded")
+    elif not soft:
+        raise TimeLimitExceeded(f"hard time limit ({hard}s) exceeded")
+    raise SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded")
+
+
 async def trace_async(task: Task[Any, Any], request: Context, args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> Outcome:
+                      kwargs: dict[str, Any], limits: tuple[float | None, float | None] = (None, None)) -> Outcome:
     """Run an `async def` task with its handlers on the running loop; never raises."""
     token = _current.set((task, request))
     try:
         try:
             _before(task, request, args, kwargs)
-            outcome = Outcome(states.SUCCESS, await task(*args, **kwargs))
+            if limits[0] or limits[1]:
+                outcome = Outcome(states.SUCCESS, await run_with_limits(task(*args, **kwargs), *limits))
+            else:
+                outcome = Outcome(states.SUCCESS, await task(*args, **kwargs))
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and asyncio.current_task() is not None \
                     and asyncio.current_task().cancelling():  # type: ignore[union-attr]

@@ -25,6 +25,7 @@ from .. import signals
 from ..exceptions import OperationalError
 from .aio import AsyncRunner
 from .consumer import Consumer, PlainSlot
+from .limits import HARD_LIMIT_EXIT_CODE, ProcessLimiter, ThreadLimiter
 
 if TYPE_CHECKING:
     from ..app import Celeriac
@@ -38,7 +39,12 @@ class SharedSlot(ctypes.Structure):
     """Lives in shared memory: the child writes, the supervisor reads (no syscalls per task)."""
 
     _fields_ = [("ready", ctypes.c_int), ("tag", ctypes.c_char * 96), ("started", ctypes.c_double),
-                ("async_running", ctypes.c_int)]
+                ("async_running", ctypes.c_int), ("hard_deadline", ctypes.c_double)]
+
+
+# How long past a hard time limit the supervisor waits for the pool process's own watchdog
+# before it kills the process itself (a task stuck in C code that holds the GIL).
+HARD_LIMIT_GRACE = 2.0
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Worker:
             return PoolSlot(index, generation, owner, shared, process=process)
         plain = PlainSlot()
         consumer = self._consumer(owner, plain)
+        consumer.limiter = ThreadLimiter()
         thread = threading.Thread(target=self._thread_main, args=(consumer,), name=f"ThreadPoolWorker-{index + 1}",
                                   daemon=True)
         thread.start()
@@ -118,6 +125,7 @@ class Worker:
     def _child_main(self, owner: str, shared: Any) -> None:
         _die_with_parent(self._pid)
         consumer = self._consumer(owner, shared)
+        consumer.limiter = ProcessLimiter(consumer.on_hard_limit)
         signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
@@ -175,6 +183,7 @@ class Worker:
             logger.error("cannot reach the broker at %s: %s", broker.safe_url, exc)
             return 1
         signals.worker_init.send(sender=self)
+        self._warn_unenforceable_limits()
         if self.options.pool == "process":
             # Everything imported so far is shared copy-on-write with the children; keep the
             # cyclic GC from touching (and so copying) those pages in each child.
@@ -190,6 +199,16 @@ class Worker:
         finally:
             self._shutdown()
         return 0
+
+    def _warn_unenforceable_limits(self) -> None:
+        if self.options.pool == "process":
+            return
+        limited = sorted(t.name for t in self.app.tasks.values() if t.time_limit)
+        if self.app.conf.task_time_limit or limited:
+            logger.warning(
+                "hard time limits are not enforced in the thread pool (a thread cannot be ended): %s will "
+                "run past their time_limit; soft limits still apply. Use the process pool (-P process) to "
+                "enforce them.", ", ".join(limited) if limited else "all tasks")
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -207,6 +226,7 @@ class Worker:
         else:
             time.sleep(wait)
         self._reap()
+        self._kill_stuck_past_hard_limit()
         now = time.monotonic()
         try:
             if now - self._last_beat >= self.options.heartbeat_interval:
@@ -223,6 +243,17 @@ class Worker:
         except OperationalError as exc:
             logger.warning("broker or result store unreachable (%s); retrying", exc)
 
+    def _kill_stuck_past_hard_limit(self) -> None:
+        now = time.time()
+        for slot in self.slots:
+            deadline = slot.slot.hard_deadline
+            if slot.process is not None and deadline and now > deadline + HARD_LIMIT_GRACE and slot.process.is_alive():
+                logger.error("pool process %s is %.1fs past the hard time limit of message %s and did not end "
+                             "itself (stuck in code that holds the GIL?); killing it", slot.process.pid,
+                             now - deadline, bytes(slot.slot.tag).decode())
+                slot.slot.hard_deadline = 0.0
+                os.kill(slot.process.pid, signal.SIGKILL)
+
     def _reap(self) -> None:
         for i, slot in enumerate(self.slots):
             alive = slot.process.is_alive() if slot.process is not None else (
@@ -231,6 +262,13 @@ class Worker:
                 continue
             exitcode = slot.process.exitcode if slot.process is not None else None
             running = bytes(slot.slot.tag).decode() or None
+            if exitcode == HARD_LIMIT_EXIT_CODE:  # it recorded and acked its task itself
+                requeued = self._requeue(slot, None)
+                logger.warning("pool process %s ended after a hard time limit; %d prefetched message(s) back "
+                               "on the queue; starting a new one", slot.process.pid if slot.process else "?",
+                               requeued)
+                self.slots[i] = self._start_slot(slot.index, slot.generation + 1)
+                continue
             # Which of several running async tasks killed the process is unknown: all keep their count.
             requeued = self._requeue(slot, running, keep_all_counts=bool(slot.slot.async_running))
             logger.error("pool %s %s exited unexpectedly (exit code %s)%s; %d message(s) back on the queue; "

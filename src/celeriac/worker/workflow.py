@@ -50,7 +50,7 @@ def in_workflow(request: Context) -> bool:
 
 
 def after_success(app: "Celeriac", request: Context, retval: Any, publishes: list["Outgoing"],
-                  store: StoreFn) -> None:
+                  store: StoreFn, parts: list[ChordPart]) -> None:
     """Queue the callbacks and the next chain step, with `retval` as their first argument."""
     ids = {"parent_id": request.id, "root_id": request.root_id or request.id}
     try:
@@ -68,28 +68,59 @@ def after_success(app: "Celeriac", request: Context, retval: Any, publishes: lis
     except Exception as exc:  # e.g. a return value JSON cannot carry to the next step
         logger.error("task %s[%s] succeeded but what follows it cannot be sent (%s); the rest of the "
                      "workflow is marked FAILURE", request.task, request.id, exc)
-        mark_downstream(app, request, states.FAILURE, exc, None, store)
+        mark_downstream(app, [signature(step, app=app) for step in request.chain or []], request.root_id,
+                        states.FAILURE, exc, None, store, parts)
         return
     publishes.extend(out)
     request.children.extend(children)
 
 
 def after_failure(app: "Celeriac", request: Context, state: str, exc: BaseException, traceback: str | None,
-                  publishes: list["Outgoing"], store: StoreFn) -> None:
+                  publishes: list["Outgoing"], store: StoreFn, parts: list[ChordPart]) -> None:
     """Run the error callbacks; the rest of the chain never runs, and its results say why."""
     for errback in request.errbacks or []:
         run_errback(app, signature(errback, app=app), str(request.id), exc, traceback,
                     publish=publishes.extend, request=request)
-    mark_downstream(app, request, state, exc, traceback, store)
+    mark_downstream(app, [signature(step, app=app) for step in request.chain or []], request.root_id,
+                    state, exc, traceback, store, parts)
 
 
-def mark_downstream(app: "Celeriac", request: Context, state: str, exc: BaseException,
-                    traceback: str | None, store: StoreFn) -> None:
-    # Steps that will never run get the failure as their result, so that waiting on the
-    # last result of a chain raises instead of hanging.
-    for step in request.chain or []:
-        for task_id in signature(step, app=app).result_ids():
+def mark_downstream(app: "Celeriac", steps: list[Signature], root_id: str | None, state: str,
+                    exc: BaseException, traceback: str | None, store: StoreFn, parts: list[ChordPart]) -> None:
+    """Steps that will never run get the failure as their result, so that waiting on the last
+    result raises instead of hanging; and if the last of them was a member of a chord, the
+    chord is told that member failed (or it would wait for it forever)."""
+    for step in steps:
+        for task_id in step.result_ids():
             store(task_id, state, exc, traceback, None)
+    if steps:  # chain continuations are in reverse order: the first one is the chain's tail
+        part = _failed_membership(app, _tail_of(app, steps[0]), root_id, state, exc, traceback)
+        if part is not None:
+            parts.append(part)
+
+
+def _tail_of(app: "Celeriac", sig: Signature) -> Signature:
+    """The task whose result is this signature's result (where chord membership sits)."""
+    if isinstance(sig, chain) and sig.tasks:
+        return _tail_of(app, sig.tasks[-1])
+    if isinstance(sig, chord):
+        return _tail_of(app, sig.body)
+    continuation = sig.options.get("chain")
+    if continuation:
+        return _tail_of(app, signature(continuation[0], app=app))
+    return sig
+
+
+def _failed_membership(app: "Celeriac", tail: Signature, root_id: str | None, state: str, exc: BaseException,
+                       traceback: str | None) -> ChordPart | None:
+    options = tail.options
+    body, group_id, index = options.get("chord"), options.get("group_id"), options.get("group_index")
+    if not body or group_id is None or index is None:
+        return None
+    task_id = str(options.get("task_id") or "")
+    record = encode_outcome(app, task_id, state, exc, name=tail.name, traceback=traceback)
+    return ChordPart(str(group_id), int(index), int(dict(body).get("chord_size") or 0), task_id, state,
+                     record.data, dict(body), root_id)
 
 
 def chord_part(app: "Celeriac", request: Context, record: StoredResult | None, status: str,
@@ -114,7 +145,8 @@ def _errbacks_of(sig: Signature) -> list[Any]:
     return found
 
 
-def fire_chord(app: "Celeriac", fired: FiredChord, publishes: list["Outgoing"], store: StoreFn) -> None:
+def fire_chord(app: "Celeriac", fired: FiredChord, publishes: list["Outgoing"], store: StoreFn,
+               parts: list[ChordPart]) -> None:
     """Start the body of a complete chord, or fail it if a header failed."""
     part = fired.part
     body_dict = {k: v for k, v in part.body.items() if k != "chord_size"}
@@ -130,16 +162,24 @@ def fire_chord(app: "Celeriac", fired: FiredChord, publishes: list["Outgoing"], 
             return
         except Exception as exc:
             error: BaseException = ChordError(f"chord {part.group_id}: the body cannot be sent: {exc}")
+    elif failed is None:
+        # Told again, but incomplete with no failure: this header failed and fired the chord
+        # before, then ran again (redelivered) and succeeded. The chord's failure stands.
+        logger.info("chord %s: header %s re-ran after the chord had failed; nothing more to do",
+                    part.group_id, part.task_id)
+        return
     else:
-        assert failed is not None
         cause = failed.get("result")
         cause_text = repr(protocol.exception_from_dict(cause)) if isinstance(cause, dict) else repr(cause)
         error = ChordError(f"Dependency {failed.get('task_id')} raised {cause_text}")
     logger.error("chord %s failed: %s; its body %s does not run", part.group_id, error, body.name)
-    ids = body.result_ids() + [i for step in body.options.get("chain") or []
-                               for i in signature(step, app=app).result_ids()]
-    for task_id in ids:
-        store(task_id, states.FAILURE, error, None, None)
+    continuation = [signature(step, app=app) for step in body.options.get("chain") or []]
+    ids = body.result_ids() + [i for step in continuation for i in step.result_ids()]
+    # The body and what follows it never run: their results, and a chord they belong to, say so.
+    mark_downstream(app, continuation or [body], root_id, states.FAILURE, error, None, store, parts)
+    if continuation:
+        for task_id in body.result_ids():
+            store(task_id, states.FAILURE, error, None, None)
     tail_id = ids[0] if ids else part.group_id
     request = Context(id=tail_id, task=body.name, group=part.group_id, root_id=root_id, called_directly=False,
                       args=body.args, kwargs=body.kwargs)

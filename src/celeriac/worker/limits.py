@@ -1,0 +1,143 @@
+"""Time limits: the soft one raises inside the task, the hard one ends it.
+
+- Process pool: the soft limit is a SIGALRM in the pool process's main thread (where the
+  task runs), so `SoftTimeLimitExceeded` is raised at the next Python instruction, also
+  inside `time.sleep`. The hard limit is a watchdog thread in the same process: it writes
+  the task's FAILURE (`TimeLimitExceeded`) and acks its message, then ends the process;
+  the supervisor starts a fresh one. A task stuck in C code that never releases the GIL
+  keeps the watchdog from running: the supervisor then kills the process itself.
+- Thread pool: the soft limit is raised asynchronously in the task's thread (pure Python
+  code only; a thread blocked in a C call sees it when the call returns). A hard limit
+  cannot end a thread; the worker says so at start.
+- `async def` tasks: see execute.run_with_limits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..exceptions import SoftTimeLimitExceeded
+
+if TYPE_CHECKING:
+    from ..task import Context, Task
+
+HARD_LIMIT_EXIT_CODE = 75  # a pool process that ended itself after a hard time limit
+
+
+def limits_for(task: "Task[Any, Any]", request: "Context", conf: Any) -> tuple[float | None, float | None]:
+    """(soft, hard) in seconds: the message's own, else the task's, else the worker's settings."""
+    soft, hard = (list(request.timelimit or ()) + [None, None])[:2]
+    soft = _positive(soft if soft is not None else task.soft_time_limit
+                     if task.soft_time_limit is not None else conf.task_soft_time_limit)
+    hard = _positive(hard if hard is not None else task.time_limit
+                     if task.time_limit is not None else conf.task_time_limit)
+    return soft, hard
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+class Limiter:
+    """No limits enforced (base): what the memory-only test worker and eager mode use."""
+
+    enforces_hard = False
+
+    def start(self, soft: float | None, hard: float | None) -> None:
+        """Arm the limits for the task about to run in this thread."""
+
+    def stop(self) -> None:
+        """Disarm: the task finished."""
+
+
+class ProcessLimiter(Limiter):
+    enforces_hard = True
+
+    def __init__(self, on_hard_limit: Callable[[float], None]) -> None:
+        self._on_hard_limit = on_hard_limit
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._hard: float = 0.0
+        self._soft_armed = False
+        self._watchdog: threading.Thread | None = None
+        signal.signal(signal.SIGALRM, self._alarm)
+
+    def start(self, soft: float | None, hard: float | None) -> None:
+        if soft:
+            self._soft_armed = True
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        if hard:
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="celeriac-time-limit", daemon=True)
+                self._watchdog.start()
+            with self._cond:
+                self._deadline, self._hard = time.monotonic() + hard, hard
+                self._cond.notify()
+
+    def stop(self) -> None:
+        if self._soft_armed:
+            self._soft_armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if self._deadline is not None:
+            with self._cond:
+                self._deadline = None
+
+    def _alarm(self, _signum: int, _frame: Any) -> None:
+        if self._soft_armed:
+            self._soft_armed = False
+            raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while self._deadline is None:
+                    self._cond.wait()
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                hard = self._hard
+                self._deadline = None
+            self._on_hard_limit(hard)
+
+
+class ThreadLimiter(Limiter):
+    """Soft limits for tasks in pool threads; hard limits are not enforceable there."""
+
+    def __init__(self) -> None:
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self._armed = False
+
+    def start(self, soft: float | None, hard: float | None) -> None:
+        if not soft:
+            return
+        target = threading.get_ident()
+        with self._lock:
+            self._armed = True
+        self._timer = threading.Timer(soft, self._raise_in, args=(target,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _raise_in(self, thread_id: int) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            self._armed = False
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                       ctypes.py_object(SoftTimeLimitExceeded))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._armed = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
