@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_heartbeat_interval": 2.0,
     "worker_lease_timeout": 15.0,
     "worker_shutdown_timeout": 60.0,
+    "worker_revoke_expires": 10800.0,  # how long a revocation is kept (Celery's default: 3 hours)
+    "worker_revoke_sync_interval": 0.05,  # a revocation older than this is seen by every task start
     "worker_hijack_root_logger": True,
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_task_log_format": ("[%(asctime)s: %(levelname)s/%(processName)s] "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal as _signal
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
@@ -36,6 +37,17 @@ class Control:
 
     def revoke(self, task_id: str | Sequence[str], terminate: bool = False, signal: str | None = None,
                **kwargs: Any) -> None:
-        raise NotImplementedError(
-            "revoke() is not available yet in celeriac (tracked as the revocation issue); "
-            "use expires= on apply_async to keep a task from running late")
+        """Revoke tasks: a worker that has not started one never will (now or after a restart,
+        for `worker_revoke_expires` seconds); with terminate=True a running one is ended too
+        (signal "SIGTERM", the default: TaskRevokedError is raised inside it; "SIGKILL": its
+        pool process is killed). Its state becomes REVOKED."""
+        ids = [task_id] if isinstance(task_id, str) else [str(t) for t in task_id]
+        if not ids:
+            return
+        name = None
+        if terminate:
+            name = (signal or "SIGTERM").upper()
+            name = name if name.startswith("SIG") else f"SIG{name}"
+            if name not in _signal.Signals.__members__:
+                raise ValueError(f"unknown signal {signal!r} for revoke(terminate=True): use 'SIGTERM' or 'SIGKILL'")
+        self.app.backend.revoke(ids, float(self.app.conf.worker_revoke_expires or 10800.0), name)

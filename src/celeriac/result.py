@@ -212,8 +212,12 @@ class AsyncResult(Generic[R]):
         self.app.backend.forget([self.id])
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
-        """Revoke the task: a worker will not run it (it is marked REVOKED)."""
-        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+        """Revoke the task: a worker will not run it (it is marked REVOKED). For a chord's
+        result (whose parent here is the header's GroupResult), the header tasks too."""
+        ids = [self.id]
+        if isinstance(self._parent, GroupResult):
+            ids += [r.id for r in self._parent.results if r.id]
+        self.app.control.revoke(ids, terminate=terminate, signal=signal)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):

@@ -235,3 +235,11 @@ def cleans_up(path: str) -> str:
 async def async_sleepy(seconds: float) -> str:
     await asyncio.sleep(seconds)
     return "woke up"
+
+
+@app.task
+def spin_marked(path: str) -> None:
+    """Says it started, then loops forever in pure Python."""
+    Path(path).write_text("started")
+    while True:
+        pass

@@ -132,6 +132,16 @@ class ResultStore(ABC):
     def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
         """Store the parts; for each chord that fires for this caller: (part, [(index, meta)])."""
 
+    # --- revocations: durable, with a bounded lifetime, read incrementally by workers ---
+
+    @abstractmethod
+    def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
+        """Record revocations (signal: terminate running ones with it; None: only never start them)."""
+
+    @abstractmethod
+    def revoked_since(self, cursor: int) -> tuple[list[tuple[str, str | None]], int]:
+        """Revocations recorded after `cursor` that have not expired, and the new cursor (0: all)."""
+
     # --- saved groups (GroupResult.save/restore) ---
 
     def save_group(self, group_id: str, children: list[Any]) -> None:

@@ -12,6 +12,8 @@ from .base import ChordPart, ResultStore, StoredResult
 _STORES: dict[str, tuple[threading.Condition, dict[str, tuple[str, bytes, float | None]]]] = {}
 # name -> group id -> (parts by index, task id that fired it)
 _CHORDS: dict[str, dict[str, tuple[dict[int, bytes], list[str | None]]]] = {}
+# name -> [(seq, task id, signal, expires)]
+_REVOKED: dict[str, list[tuple[int, str, str | None, float]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -24,6 +26,7 @@ class MemoryResultStore(ResultStore):
         with _LOCK:
             self._cond, self._data = _STORES.setdefault(name, (threading.Condition(), {}))
             self._chords = _CHORDS.setdefault(name, {})
+            self._revoked = _REVOKED.setdefault(name, [])
 
     def store(self, results: Sequence[StoredResult]) -> None:
         now = time.time()
@@ -63,6 +66,21 @@ class MemoryResultStore(ResultStore):
                 if fired_by[0] == part.task_id:
                     fired.append((part, sorted(members.items())))
         return fired
+
+    def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
+        with self._cond:
+            seq = self._revoked[-1][0] if self._revoked else 0
+            now = time.time()
+            for offset, task_id in enumerate(task_ids, 1):
+                self._revoked.append((seq + offset, task_id, signal, now + expires_in))
+
+    def revoked_since(self, cursor: int) -> tuple[list[tuple[str, str | None]], int]:
+        now = time.time()
+        with self._cond:
+            self._revoked[:] = [r for r in self._revoked if r[3] >= now]
+            found = [(task_id, signal) for seq, task_id, signal, _ in self._revoked if seq > cursor]
+            last = self._revoked[-1][0] if self._revoked else cursor
+        return found, max(cursor, last)
 
     def forget(self, task_ids: Sequence[str]) -> None:
         with self._cond:

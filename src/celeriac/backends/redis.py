@@ -12,7 +12,7 @@ import time
 from typing import Any, Sequence
 
 from .._redis import Keys, Script, client_for, guarded, key_prefix, pipelined
-from ..brokers.redis_scripts import CHORD_PARTS, FETCH_RESULTS, STORE_RESULTS
+from ..brokers.redis_scripts import CHORD_PARTS, FETCH_RESULTS, REVOKE, REVOKED_SINCE, STORE_RESULTS
 from ..exceptions import OperationalError
 from .base import ChordPart, ResultStore, StoredResult
 
@@ -29,6 +29,8 @@ class RedisResultStore(ResultStore):
         self._store = Script(self.client, STORE_RESULTS)
         self._fetch = Script(self.client, FETCH_RESULTS)
         self._chord_parts = Script(self.client, CHORD_PARTS)
+        self._revoke = Script(self.client, REVOKE)
+        self._revoked_since = Script(self.client, REVOKED_SINCE)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -89,6 +91,21 @@ class RedisResultStore(ResultStore):
         reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
         return [(parts[int(number) - 1], [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)])
                 for number, flat in reply]
+
+    def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
+        now = int(time.time() * 1000)
+        args = [self.keys.prefix, now, now + int(expires_in * 1000), signal or "", *task_ids]
+        guarded(self.url, "record revocations", lambda: self._revoke(args))
+
+    def revoked_since(self, cursor: int) -> tuple[list[tuple[str, str | None]], int]:
+        args = [self.keys.prefix, int(time.time() * 1000), cursor]
+        members = guarded(self.url, "read revocations", lambda: self._revoked_since(args))
+        found: list[tuple[str, str | None]] = []
+        for raw in members:
+            seq, sig, task_id = (raw.decode() if isinstance(raw, bytes) else str(raw)).split("|", 2)
+            found.append((task_id, sig or None))
+            cursor = max(cursor, int(seq))
+        return found, cursor
 
     def forget(self, task_ids: Sequence[str]) -> None:
         keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t))]

@@ -24,6 +24,12 @@ CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
     meta BLOB NOT NULL,
     PRIMARY KEY (group_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_revoked (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    signal TEXT,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS celeriac_chords (
     group_id TEXT PRIMARY KEY,
     done INTEGER NOT NULL,
@@ -122,6 +128,19 @@ class SQLiteResultStore(ResultStore):
 
         return self.db.write(record)
 
+    def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
+        expires = time.time() + expires_in
+        self.db.write(lambda c: c.executemany(
+            "INSERT INTO celeriac_revoked(task_id, signal, expires) VALUES (?, ?, ?)",
+            [(t, signal, expires) for t in task_ids]))
+
+    def revoked_since(self, cursor: int) -> tuple[list[tuple[str, str | None]], int]:
+        now = time.time()
+        rows = self.db.read(lambda c: c.execute(
+            "SELECT seq, task_id, signal FROM celeriac_revoked WHERE seq > ? AND expires >= ? ORDER BY seq",
+            (cursor, now)).fetchall())
+        return [(str(t), s) for _seq, t, s in rows], max([cursor] + [int(r[0]) for r in rows])
+
     def forget(self, task_ids: Sequence[str]) -> None:
         self.db.write(lambda c: c.executemany(
             "DELETE FROM celeriac_results WHERE task_id = ?", [(t,) for t in task_ids]))
@@ -133,6 +152,7 @@ class SQLiteResultStore(ResultStore):
             gone = c.execute("DELETE FROM celeriac_results WHERE expires IS NOT NULL AND expires < ?", (now,)).rowcount
             chords = [(g,) for (g,) in c.execute(
                 "SELECT group_id FROM celeriac_chords WHERE expires IS NOT NULL AND expires < ?", (now,))]
+            c.execute("DELETE FROM celeriac_revoked WHERE expires < ?", (now,))
             c.executemany("DELETE FROM celeriac_chord_parts WHERE group_id = ?", chords)
             c.executemany("DELETE FROM celeriac_chords WHERE group_id = ?", chords)
             return int(gone)

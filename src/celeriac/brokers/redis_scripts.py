@@ -358,3 +358,28 @@ for i = 3, #ARGV, 6 do
 end
 return out
 """
+
+# ARGV: prefix, now ms, expires ms, signal ('' for none), task id...
+# Revocations: a zset by sequence number (what workers read incrementally) and a zset by
+# expiry (what is trimmed); members are "seq|signal|task id" so equal ids revoked twice stay apart.
+REVOKE = """
+local p, now, expires, sig = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+for i = 5, #ARGV do
+  local seq = redis.call('INCR', p .. ':revoked:seq')
+  local member = seq .. '|' .. sig .. '|' .. ARGV[i]
+  redis.call('ZADD', p .. ':revoked', seq, member)
+  redis.call('ZADD', p .. ':revoked:exp', expires, member)
+end
+return 1
+"""
+
+# ARGV: prefix, now ms, cursor -> {members after cursor...}; trims expired ones first
+REVOKED_SINCE = """
+local p, now, cursor = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local old = redis.call('ZRANGEBYSCORE', p .. ':revoked:exp', '-inf', '(' .. now)
+for _, member in ipairs(old) do
+  redis.call('ZREM', p .. ':revoked', member)
+  redis.call('ZREM', p .. ':revoked:exp', member)
+end
+return redis.call('ZRANGEBYSCORE', p .. ':revoked', '(' .. cursor, '+inf')
+"""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -23,6 +24,7 @@ from ..task import Context, Task
 from . import workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
+from .revocations import Revocations
 
 if TYPE_CHECKING:
     from ..app import Celeriac
@@ -41,6 +43,8 @@ class SlotState(Protocol):
     started: float
     async_running: int
     hard_deadline: float  # epoch seconds; 0 when the running task has no enforced hard limit
+    task_id: bytes  # of the running (sync) task: what revoke(terminate=True) looks for
+    thread_ident: int
 
 
 @dataclass
@@ -50,6 +54,8 @@ class PlainSlot:
     started: float = 0.0
     async_running: int = 0
     hard_deadline: float = 0.0
+    task_id: bytes = b""
+    thread_ident: int = 0
 
 
 @dataclass
@@ -152,6 +158,7 @@ class Consumer:
         self._unknown_logged: set[str] = set()
         self.processed = 0
         self.limiter: Limiter = Limiter()
+        self.revocations = Revocations(app)
         self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
 
     def stop(self) -> None:
@@ -161,6 +168,7 @@ class Consumer:
 
     def run(self) -> None:
         broker = self.app.broker
+        self.slot.thread_ident = threading.get_ident()
         self.slot.ready = 1
         backoff = 0.1
         fetch_failed = False
@@ -244,6 +252,15 @@ class Consumer:
             batch.acks.append(delivery)
             batch.mark()
             return
+        if self.revocations.is_revoked(task_id):
+            logger.info("task %s[%s] was revoked and is discarded (state REVOKED)", name, task_id)
+            error = TaskRevokedError(f"task {name}[{task_id}] was revoked")
+            record = self._store(batch, task_id, states.REVOKED, error, name=name, request=request)
+            self.fail_workflow(batch, request, states.REVOKED, error, record)
+            batch.acks.append(delivery)
+            if signals.task_revoked.receivers:
+                signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=False)
+            return
         expires = headers.get("expires")
         if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
             logger.info("task %s[%s] expired at %s and is discarded (state REVOKED)", name, task_id, expires)
@@ -264,6 +281,7 @@ class Consumer:
             self.async_runner.submit(task, request, args, kwargs, delivery, limits)
             return
         self.slot.tag = delivery.tag.encode()
+        self.slot.task_id = task_id.encode()[:64]
         self.slot.started = time.time()
         started = time.perf_counter()
         if task.is_async:  # thread pool without a loop: run it to completion here
@@ -277,6 +295,7 @@ class Consumer:
             self._running = None
             self.slot.hard_deadline = 0.0
         self.slot.tag = b""
+        self.slot.task_id = b""
         self.finish(task, request, delivery, outcome, batch, time.perf_counter() - started)
 
     def on_hard_limit(self, hard: float) -> None:
@@ -375,10 +394,13 @@ class Consumer:
                                        batch.chord_parts)
             if not ignore:
                 record = self._store(batch, task_id, state, outcome.retval, request=request, task=task)
-        elif state == states.FAILURE:
+        elif state in (states.FAILURE, states.REVOKED):
             assert outcome.einfo is not None and outcome.exc is not None
-            logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, outcome.exc,
-                         outcome.einfo.traceback.rstrip())
+            if state == states.REVOKED:
+                logger.warning("Task %s[%s] was terminated (revoked): %s", task.name, task_id, outcome.exc)
+            else:
+                logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, outcome.exc,
+                             outcome.einfo.traceback.rstrip())
             if not ignore or task.store_errors_even_if_ignored:
                 record = self._store(batch, task_id, state, outcome.exc, request=request, task=task,
                                      traceback=outcome.einfo.traceback)
@@ -406,7 +428,7 @@ class Consumer:
         elif state == states.IGNORED and request.replaced_by:
             # Task.replace(): the replacement goes out with this message's ack.
             batch.publishes.extend(request.replaced_by)
-        if flows and state in (states.SUCCESS, states.FAILURE):
+        if flows and state in (states.SUCCESS, states.FAILURE, states.REVOKED):
             value = outcome.retval if state == states.SUCCESS else outcome.exc
             part = workflow.chord_part(self.app, request, record, state, value,
                                        outcome.einfo.traceback if outcome.einfo else None, self.hostname)

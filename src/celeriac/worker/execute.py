@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from ..exceptions import Ignore, Reject, Replaced, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from ..exceptions import (Ignore, Reject, Replaced, Retry, SoftTimeLimitExceeded, TaskRevokedError,
+                          TimeLimitExceeded)
 from ..protocol import ExceptionInfo
 from ..task import Context, Task, _current
 
@@ -58,6 +59,8 @@ def _classify(task: Task[Any, Any], request: Context, exc: BaseException) -> Out
         return Outcome(states.RETRY, exc=cause, einfo=exception_info(cause), retry=exc)
     if isinstance(exc, Ignore):
         return Outcome(states.IGNORED, exc=exc)
+    if isinstance(exc, TaskRevokedError):  # revoke(terminate=True) ended it
+        return Outcome(states.REVOKED, exc=exc, einfo=exception_info(exc))
     if isinstance(exc, Reject):
         return Outcome(states.REJECTED, exc=exc)
     if task.autoretry_for and isinstance(exc, task.autoretry_for) and not (
@@ -111,7 +114,7 @@ def trace(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs:
     try:
         try:
             _before(task, request, args, kwargs)
-            if limiter is not None and (limits[0] or limits[1]):
+            if limiter is not None:
                 limiter.start(*limits)
                 try:
                     retval = task(*args, **kwargs)

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..exceptions import SoftTimeLimitExceeded
+from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError
 
 if TYPE_CHECKING:
     from ..task import Context, Task
@@ -47,15 +47,30 @@ def _positive(value: Any) -> float | None:
 
 
 class Limiter:
-    """No limits enforced (base): what the memory-only test worker and eager mode use."""
+    """No limits enforced (base): what eager mode uses. Also knows whether a task is running,
+    for `revoke(terminate=True)`, which raises TaskRevokedError inside it."""
 
     enforces_hard = False
+    in_task = False
 
     def start(self, soft: float | None, hard: float | None) -> None:
         """Arm the limits for the task about to run in this thread."""
+        self.in_task = True
 
     def stop(self) -> None:
         """Disarm: the task finished."""
+        self.in_task = False
+
+    def terminate(self, reason: str) -> None:
+        """End the running task with TaskRevokedError (called in its own thread, e.g. by a signal)."""
+        if self.in_task:
+            self.in_task = False
+            raise TaskRevokedError(reason)
+
+    def terminate_thread(self, thread_id: int, reason: str) -> None:
+        """Raise TaskRevokedError in another thread that runs a task (pure-Python code only)."""
+        if self.in_task and thread_id:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(TaskRevokedError))
 
 
 class ProcessLimiter(Limiter):
@@ -71,6 +86,7 @@ class ProcessLimiter(Limiter):
         signal.signal(signal.SIGALRM, self._alarm)
 
     def start(self, soft: float | None, hard: float | None) -> None:
+        self.in_task = True
         if soft:
             self._soft_armed = True
             signal.setitimer(signal.ITIMER_REAL, soft)
@@ -83,6 +99,7 @@ class ProcessLimiter(Limiter):
                 self._cond.notify()
 
     def stop(self) -> None:
+        self.in_task = False
         if self._soft_armed:
             self._soft_armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -118,6 +135,7 @@ class ThreadLimiter(Limiter):
         self._armed = False
 
     def start(self, soft: float | None, hard: float | None) -> None:
+        self.in_task = True
         if not soft:
             return
         target = threading.get_ident()
@@ -136,6 +154,7 @@ class ThreadLimiter(Limiter):
                                                        ctypes.py_object(SoftTimeLimitExceeded))
 
     def stop(self) -> None:
+        self.in_task = False
         with self._lock:
             self._armed = False
         if self._timer is not None:

@@ -26,6 +26,7 @@ from ..exceptions import OperationalError
 from .aio import AsyncRunner
 from .consumer import Consumer, PlainSlot
 from .limits import HARD_LIMIT_EXIT_CODE, ProcessLimiter, ThreadLimiter
+from .revocations import Revocations
 
 if TYPE_CHECKING:
     from ..app import Celeriac
@@ -39,7 +40,8 @@ class SharedSlot(ctypes.Structure):
     """Lives in shared memory: the child writes, the supervisor reads (no syscalls per task)."""
 
     _fields_ = [("ready", ctypes.c_int), ("tag", ctypes.c_char * 96), ("started", ctypes.c_double),
-                ("async_running", ctypes.c_int), ("hard_deadline", ctypes.c_double)]
+                ("async_running", ctypes.c_int), ("hard_deadline", ctypes.c_double),
+                ("task_id", ctypes.c_char * 64), ("thread_ident", ctypes.c_ulonglong)]
 
 
 # How long past a hard time limit the supervisor waits for the pool process's own watchdog
@@ -83,6 +85,10 @@ class Worker:
         self._last_beat = 0.0
         self._last_cleanup = time.monotonic()
         self._pid = os.getpid()
+        self.revocations = Revocations(app, interval=0.0)  # read on every tick (at most every 0.5 s)
+        self._terminated: set[int] = set()
+        # Terminations not carried out yet: the task may start a moment after the revoke is read.
+        self._to_terminate: dict[str, str] = {}
         # Expired results are deleted a few times per expiry period (at most every 5 minutes).
         expires = app.backend.expires
         self._cleanup_interval = 300.0 if not expires else max(0.5, min(300.0, expires / 4))
@@ -127,6 +133,8 @@ class Worker:
         consumer = self._consumer(owner, shared)
         consumer.limiter = ProcessLimiter(consumer.on_hard_limit)
         signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
+        # revoke(terminate=True): the supervisor asks the running task to end.
+        signal.signal(signal.SIGUSR1, lambda *_: consumer.limiter.terminate("terminated by revoke()"))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -227,6 +235,7 @@ class Worker:
             time.sleep(wait)
         self._reap()
         self._kill_stuck_past_hard_limit()
+        self._terminate_revoked()
         now = time.monotonic()
         try:
             if now - self._last_beat >= self.options.heartbeat_interval:
@@ -242,6 +251,34 @@ class Worker:
                     logger.info("removed %d expired result(s)", removed)
         except OperationalError as exc:
             logger.warning("broker or result store unreachable (%s); retrying", exc)
+
+    def _terminate_revoked(self) -> None:
+        """End running tasks revoked with terminate=True (read from the durable store)."""
+        for task_id, sig in self.revocations.refresh():
+            if sig:
+                self._to_terminate[task_id] = sig
+        while len(self._to_terminate) > 10_000:  # tasks that ran elsewhere: forget the oldest
+            self._to_terminate.pop(next(iter(self._to_terminate)))
+        if not self._to_terminate:
+            return
+        wanted = self._to_terminate
+        for slot in self.slots:
+            running = bytes(slot.slot.task_id).decode()
+            sig = wanted.pop(running, None) if running else None
+            if sig is None:
+                continue
+            if slot.process is not None and slot.process.is_alive():
+                if sig == "SIGKILL":
+                    logger.warning("revoke: killing pool process %s running task %s", slot.process.pid, running)
+                    self._terminated.add(slot.process.pid)
+                    os.kill(slot.process.pid, signal.SIGKILL)
+                else:
+                    logger.warning("revoke: terminating task %s in pool process %s", running, slot.process.pid)
+                    os.kill(slot.process.pid, signal.SIGUSR1)
+            elif slot.consumer is not None:
+                logger.warning("revoke: terminating task %s in pool thread %s (pure-Python code only)",
+                               running, slot.index)
+                slot.consumer.limiter.terminate_thread(int(slot.slot.thread_ident), "terminated by revoke()")
 
     def _kill_stuck_past_hard_limit(self) -> None:
         now = time.time()
@@ -271,6 +308,13 @@ class Worker:
                 continue
             # Which of several running async tasks killed the process is unknown: all keep their count.
             requeued = self._requeue(slot, running, keep_all_counts=bool(slot.slot.async_running))
+            if slot.process is not None and slot.process.pid in self._terminated:
+                self._terminated.discard(slot.process.pid)
+                logger.warning("pool process %s killed by revoke(terminate=True, signal='SIGKILL'); %d message(s) "
+                               "back on the queue (the revoked one is discarded when it comes back); starting a "
+                               "new one", slot.process.pid, requeued)
+                self.slots[i] = self._start_slot(slot.index, slot.generation + 1)
+                continue
             logger.error("pool %s %s exited unexpectedly (exit code %s)%s; %d message(s) back on the queue; "
                          "starting a new one", "process" if slot.process else "thread",
                          slot.process.pid if slot.process else slot.index, exitcode,
