@@ -52,6 +52,10 @@ DEFAULTS: dict[str, Any] = {
     "worker_heartbeat_interval": 2.0,
     "worker_lease_timeout": 15.0,
     "worker_shutdown_timeout": 60.0,
+    "task_default_rate_limit": None,
+    "task_rate_limit_scope": "worker",  # "worker" (Celery's meaning) or "global" (shared by all workers)
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,  # KiB of resident memory
     "worker_revoke_expires": 10800.0,  # how long a revocation is kept (Celery's default: 3 hours)
     "worker_revoke_sync_interval": 0.05,  # a revocation older than this is seen by every task start
     "worker_hijack_root_logger": True,

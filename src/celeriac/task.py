@@ -94,6 +94,7 @@ class Task(Generic[P, R]):
     retry_backoff_max: float = 600
     retry_jitter: bool = True
     rate_limit: str | None = None
+    rate_limit_scope: str | None = None  # "worker" (each worker on its own) or "global" (all together)
     time_limit: float | None = None
     soft_time_limit: float | None = None
     ignore_result: bool | None = None

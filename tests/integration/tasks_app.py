@@ -243,3 +243,15 @@ def spin_marked(path: str) -> None:
     Path(path).write_text("started")
     while True:
         pass
+
+
+# --- rate limits ---
+
+@app.task(rate_limit="20/s", rate_limit_scope="global")
+def limited_global(i: int) -> float:
+    return time.time()
+
+
+@app.task(rate_limit="20/s")
+def limited_per_worker(i: int) -> float:
+    return time.time()

@@ -142,6 +142,14 @@ class ResultStore(ABC):
     def revoked_since(self, cursor: int) -> tuple[list[tuple[str, str | None]], int]:
         """Revocations recorded after `cursor` that have not expired, and the new cursor (0: all)."""
 
+    # --- rate limits: one schedule of start times per key, reserved atomically ---
+
+    @abstractmethod
+    def reserve_rate_slot(self, key: str, interval: float) -> float:
+        """Reserve the next start time for `key`, `interval` seconds after the previous one;
+        returns how many seconds from now that is (0: start now). Reservations are kept
+        (a GCRA schedule), so many waiting tasks each get their own slot, once."""
+
     # --- saved groups (GroupResult.save/restore) ---
 
     def save_group(self, group_id: str, children: list[Any]) -> None:

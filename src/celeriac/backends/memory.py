@@ -14,6 +14,7 @@ _STORES: dict[str, tuple[threading.Condition, dict[str, tuple[str, bytes, float 
 _CHORDS: dict[str, dict[str, tuple[dict[int, bytes], list[str | None]]]] = {}
 # name -> [(seq, task id, signal, expires)]
 _REVOKED: dict[str, list[tuple[int, str, str | None, float]]] = {}
+_RATE: dict[str, dict[str, float]] = {}  # name -> key -> next free start time
 _LOCK = threading.Lock()
 
 
@@ -27,6 +28,7 @@ class MemoryResultStore(ResultStore):
             self._cond, self._data = _STORES.setdefault(name, (threading.Condition(), {}))
             self._chords = _CHORDS.setdefault(name, {})
             self._revoked = _REVOKED.setdefault(name, [])
+            self._rate = _RATE.setdefault(name, {})
 
     def store(self, results: Sequence[StoredResult]) -> None:
         now = time.time()
@@ -66,6 +68,13 @@ class MemoryResultStore(ResultStore):
                 if fired_by[0] == part.task_id:
                     fired.append((part, sorted(members.items())))
         return fired
+
+    def reserve_rate_slot(self, key: str, interval: float) -> float:
+        now = time.time()
+        with self._cond:
+            start = max(now, self._rate.get(key, 0.0))
+            self._rate[key] = start + interval
+        return start - now
 
     def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
         with self._cond:

@@ -12,7 +12,8 @@ import time
 from typing import Any, Sequence
 
 from .._redis import Keys, Script, client_for, guarded, key_prefix, pipelined
-from ..brokers.redis_scripts import CHORD_PARTS, FETCH_RESULTS, REVOKE, REVOKED_SINCE, STORE_RESULTS
+from ..brokers.redis_scripts import (CHORD_PARTS, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
+                                     STORE_RESULTS)
 from ..exceptions import OperationalError
 from .base import ChordPart, ResultStore, StoredResult
 
@@ -30,6 +31,7 @@ class RedisResultStore(ResultStore):
         self._fetch = Script(self.client, FETCH_RESULTS)
         self._chord_parts = Script(self.client, CHORD_PARTS)
         self._revoke = Script(self.client, REVOKE)
+        self._reserve_rate_slot = Script(self.client, RESERVE_RATE_SLOT)
         self._revoked_since = Script(self.client, REVOKED_SINCE)
 
     def store(self, results: Sequence[StoredResult]) -> None:
@@ -91,6 +93,11 @@ class RedisResultStore(ResultStore):
         reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
         return [(parts[int(number) - 1], [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)])
                 for number, flat in reply]
+
+    def reserve_rate_slot(self, key: str, interval: float) -> float:
+        args = [self.keys.prefix, key, int(interval * 1_000_000)]
+        micros = guarded(self.url, "reserve a rate-limit slot", lambda: self._reserve_rate_slot(args))
+        return max(0.0, int(micros) / 1_000_000)
 
     def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
         now = int(time.time() * 1000)

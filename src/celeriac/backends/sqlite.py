@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
     meta BLOB NOT NULL,
     PRIMARY KEY (group_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_rate (
+    key TEXT PRIMARY KEY,
+    next_free REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS celeriac_revoked (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -127,6 +131,17 @@ class SQLiteResultStore(ResultStore):
             return fired
 
         return self.db.write(record)
+
+    def reserve_rate_slot(self, key: str, interval: float) -> float:
+        def reserve(c: sqlite3.Connection) -> float:
+            now = time.time()
+            row = c.execute("SELECT next_free FROM celeriac_rate WHERE key = ?", (key,)).fetchone()
+            start = max(now, float(row[0]) if row else 0.0)
+            c.execute("INSERT INTO celeriac_rate(key, next_free) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                      "SET next_free = excluded.next_free", (key, start + interval))
+            return start - now
+
+        return float(self.db.write(reserve))
 
     def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
         expires = time.time() + expires_in

@@ -383,3 +383,16 @@ for _, member in ipairs(old) do
 end
 return redis.call('ZRANGEBYSCORE', p .. ':revoked', '(' .. cursor, '+inf')
 """
+
+# ARGV: prefix, key, interval (microseconds) -> microseconds until the reserved start.
+# On Redis' clock, so that workers on machines with different clocks share one schedule.
+RESERVE_RATE_SLOT = """
+local key = ARGV[1] .. ':rate:' .. ARGV[2]
+local interval = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local start = math.max(now, tonumber(redis.call('GET', key) or '0'))
+local keep_ms = math.floor((start - now + interval) / 1000) + 60000
+redis.call('SET', key, string.format('%.0f', start + interval), 'PX', keep_ms)
+return start - now
+"""

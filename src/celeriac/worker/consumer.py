@@ -24,6 +24,7 @@ from ..task import Context, Task
 from . import workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
+from .ratelimit import defer_if_limited
 from .revocations import Revocations
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class Consumer:
         self.processed = 0
         self.limiter: Limiter = Limiter()
         self.revocations = Revocations(app)
+        self.default_rate_limit = app.conf.task_default_rate_limit
         self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
 
     def stop(self) -> None:
@@ -271,6 +273,13 @@ class Consumer:
             if signals.task_revoked.receivers:
                 signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=True)
             return
+        if task.rate_limit is not None or self.default_rate_limit:
+            deferred = defer_if_limited(self.app, task, msg, delivery, self.worker_id)
+            if deferred is not None:  # over its rate: back to the broker with its reserved start time
+                batch.publishes.append(deferred)
+                batch.acks.append(delivery)
+                batch.mark()
+                return
         track = task.track_started if task.track_started is not None else self.track_started
         if track:
             self.app.backend.store([self.app.backend.encode(self.app.result_meta(
