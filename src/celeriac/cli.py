@@ -114,11 +114,17 @@ def _app(ctx: click.Context) -> Celeriac:
               help="Hard time limit in seconds for tasks without their own (task_time_limit).")
 @click.option("--soft-time-limit", type=float, default=None,
               help="Soft time limit in seconds for tasks without their own (task_soft_time_limit).")
+@click.option("--max-tasks-per-child", type=int, default=None,
+              help="Replace a pool process after it ran this many tasks (worker_max_tasks_per_child).")
+@click.option("--max-memory-per-child", type=int, default=None,
+              help="Replace a pool process once its resident memory exceeds this many KiB, after the "
+                   "task that took it there (worker_max_memory_per_child).")
 @click.pass_context
 @friendly_errors
 def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None, queues: str | None,
            hostname: str | None, prefetch_multiplier: int | None, time_limit: float | None,
-           soft_time_limit: float | None) -> None:
+           soft_time_limit: float | None, max_tasks_per_child: int | None,
+           max_memory_per_child: int | None) -> None:
     """Start a worker: `celeriac -A tasks worker --loglevel=info`."""
     from .log import setup_worker_logging
     from .worker.supervisor import Worker, WorkerOptions, default_hostname
@@ -144,7 +150,9 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
         concurrency=size, pool="thread" if pool_name == "solo" else pool_name, queues=queue_list,
         hostname=node, prefetch_multiplier=prefetch_multiplier or conf.worker_prefetch_multiplier,
         shutdown_timeout=float(conf.worker_shutdown_timeout), heartbeat_interval=float(conf.worker_heartbeat_interval),
-        lease_timeout=float(conf.worker_lease_timeout))
+        lease_timeout=float(conf.worker_lease_timeout),
+        max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child)
     app.broker  # noqa: B018 - fail here, with the URL, if the scheme is wrong
     app.backend  # noqa: B018
     print_banner(app, options, pool_name)

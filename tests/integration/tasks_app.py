@@ -255,3 +255,22 @@ def limited_global(i: int) -> float:
 @app.task(rate_limit="20/s")
 def limited_per_worker(i: int) -> float:
     return time.time()
+
+
+# --- pool process recycling ---
+
+_HOARD: list[bytes] = []
+
+
+@app.task
+def whoami(path: str, i: int) -> int:
+    with open(path, "a") as f:
+        f.write(f"{i}\n")
+    return os.getpid()
+
+
+@app.task
+def hog(megabytes: int) -> int:
+    """Keeps memory in this pool process: only replacing the process gives it back."""
+    _HOARD.append(b"x" * (megabytes * 1024 * 1024))  # written, so resident (calloc pages would not be)
+    return os.getpid()

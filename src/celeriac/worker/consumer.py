@@ -158,6 +158,9 @@ class Consumer:
         self.track_started = bool(app.conf.task_track_started)
         self._unknown_logged: set[str] = set()
         self.processed = 0
+        # (max tasks, max resident KiB) before a pool process is replaced; set by the supervisor.
+        self.recycle_limits: tuple[int | None, int | None] | None = None
+        self.recycled: str | None = None
         self.limiter: Limiter = Limiter()
         self.revocations = Revocations(app)
         self.default_rate_limit = app.conf.task_default_rate_limit
@@ -206,6 +209,8 @@ class Consumer:
                     batch.releases.extend(deliveries[index:])  # not started: back to the queue
                     break
                 self.handle(delivery, batch)
+                if self.recycle_limits and self._should_recycle():
+                    self.stop()  # the rest of the batch goes back, then this pool process is replaced
                 if batch.due():
                     batch.flush(lambda: self.stopping)
         finally:
@@ -306,6 +311,15 @@ class Consumer:
         self.slot.tag = b""
         self.slot.task_id = b""
         self.finish(task, request, delivery, outcome, batch, time.perf_counter() - started)
+
+    def _should_recycle(self) -> bool:
+        assert self.recycle_limits is not None
+        max_tasks, max_kib = self.recycle_limits
+        if max_tasks and self.processed >= max_tasks:
+            self.recycled = f"after {self.processed} tasks (--max-tasks-per-child {max_tasks})"
+        elif max_kib and (rss := _resident_kib()) > max_kib:
+            self.recycled = f"using {rss} KiB of memory (--max-memory-per-child {max_kib})"
+        return self.recycled is not None
 
     def on_hard_limit(self, hard: float) -> None:
         """The running task is past its hard time limit (called by the limiter's watchdog thread):
@@ -462,6 +476,16 @@ class Consumer:
         part = workflow.chord_part(self.app, request, record, state, exc, None, self.hostname)
         if part is not None:
             batch.chord_parts.append(part)
+
+
+def _resident_kib() -> int:
+    """This process's resident memory now (not its peak: a fresh process starts low)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        import resource
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _pid() -> int:

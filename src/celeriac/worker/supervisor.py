@@ -47,6 +47,7 @@ class SharedSlot(ctypes.Structure):
 # How long past a hard time limit the supervisor waits for the pool process's own watchdog
 # before it kills the process itself (a task stuck in C code that holds the GIL).
 HARD_LIMIT_GRACE = 2.0
+RECYCLED_EXIT_CODE = 76  # a pool process that ended itself after --max-tasks/memory-per-child
 
 
 @dataclass
@@ -70,6 +71,8 @@ class WorkerOptions:
     shutdown_timeout: float
     heartbeat_interval: float
     lease_timeout: float
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  # KiB
 
 
 class Worker:
@@ -139,6 +142,8 @@ class Worker:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signals.worker_process_init.send(sender=None)
+        limits = (self.options.max_tasks_per_child, self.options.max_memory_per_child)
+        consumer.recycle_limits = limits if any(limits) else None
         try:
             consumer.run()
         except Exception:
@@ -147,6 +152,9 @@ class Worker:
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
             self._close_quietly()
+        if consumer.recycled:
+            logger.info("pool process %s is replaced %s", os.getpid(), consumer.recycled)
+            os._exit(RECYCLED_EXIT_CODE)
         os._exit(0)
 
     def _close_quietly(self) -> None:
@@ -299,6 +307,10 @@ class Worker:
                 continue
             exitcode = slot.process.exitcode if slot.process is not None else None
             running = bytes(slot.slot.tag).decode() or None
+            if exitcode == RECYCLED_EXIT_CODE and not self._stop_requested:  # max tasks / memory per child
+                self._requeue(slot, None)
+                self.slots[i] = self._start_slot(slot.index, slot.generation + 1)
+                continue
             if exitcode == HARD_LIMIT_EXIT_CODE:  # it recorded and acked its task itself
                 requeued = self._requeue(slot, None)
                 logger.warning("pool process %s ended after a hard time limit; %d prefetched message(s) back "
