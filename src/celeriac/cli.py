@@ -1,4 +1,4 @@
-"""The `celeriac` command: worker, call, result, purge, dead-letters."""
+"""The `celeriac` command: worker, call, result, purge, dead-letters, inspect, control."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from typing import Any, Callable, TypeVar
 
 import click
@@ -351,3 +352,134 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
+
+
+# --- remote control ---
+
+_INSPECT = ("ping", "active", "reserved", "scheduled", "registered", "stats", "revoked", "active_queues")
+_CONTROL = ("revoke", "rate_limit", "time_limit", "shutdown", "pool_grow", "pool_shrink", "add_consumer",
+            "cancel_consumer")
+
+
+def _names(destination: str | None) -> list[str] | None:
+    return [d.strip() for d in destination.split(",") if d.strip()] if destination else None
+
+
+@main.command()
+@click.argument("what", type=click.Choice(_INSPECT))
+@click.option("-d", "--destination", default=None, help="Comma-separated worker names (default: all).")
+@click.option("-t", "--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait for replies.")
+@click.option("--json", "as_json", is_flag=True, help="Print the replies as JSON.")
+@click.pass_context
+@friendly_errors
+def inspect(ctx: click.Context, what: str, destination: str | None, timeout: float, as_json: bool) -> None:
+    """Ask the live workers: `celeriac -A tasks inspect active`."""
+    app = _app(ctx)
+    replies = getattr(app.control.inspect(_names(destination), timeout), what)()
+    _print_replies(what, replies, timeout, as_json)
+
+
+@main.command()
+@click.argument("command", type=click.Choice(_CONTROL))
+@click.argument("arguments", nargs=-1)
+@click.option("-d", "--destination", default=None, help="Comma-separated worker names (default: all).")
+@click.option("-t", "--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait for replies.")
+@click.option("--terminate", is_flag=True, help="revoke: also end the task if it is running.")
+@click.option("--signal", "signal_name", default="SIGTERM", show_default=True,
+              help="revoke --terminate: SIGTERM (raise in the task) or SIGKILL (kill its pool process).")
+@click.option("--json", "as_json", is_flag=True, help="Print the replies as JSON.")
+@click.pass_context
+@friendly_errors
+def control(ctx: click.Context, command: str, arguments: tuple[str, ...], destination: str | None, timeout: float,
+            terminate: bool, signal_name: str, as_json: bool) -> None:
+    """Tell the live workers what to do: `celeriac -A tasks control rate_limit tasks.add 10/s`.
+
+    \b
+    revoke TASK_ID...            [--terminate [--signal SIGKILL]]
+    rate_limit TASK RATE         (e.g. 10/s, 100/m; 0 removes it)
+    time_limit TASK SOFT [HARD]  (seconds)
+    shutdown                     (warm)
+    pool_grow [N] / pool_shrink [N]
+    add_consumer QUEUE / cancel_consumer QUEUE
+    """
+    app = _app(ctx)
+    names = _names(destination)
+    ctl = app.control
+
+    def need(count: int, usage: str) -> None:
+        if len(arguments) < count:
+            raise click.UsageError(f"usage: celeriac control {command} {usage}")
+
+    if command == "revoke":
+        need(1, "TASK_ID... [--terminate]")
+        ctl.revoke(list(arguments), terminate=terminate, signal=signal_name)
+        click.echo(f"Revoked {len(arguments)} task(s){' (running ones are ended)' if terminate else ''}; "
+                   "every worker honours it, also workers started later.")
+        return
+    if command == "rate_limit":
+        need(2, "TASK RATE")
+        replies = ctl.rate_limit(arguments[0], arguments[1], names, timeout=timeout)
+    elif command == "time_limit":
+        need(2, "TASK SOFT [HARD]")
+        hard = float(arguments[2]) if len(arguments) > 2 else None
+        replies = ctl.time_limit(arguments[0], float(arguments[1]), hard, names, timeout=timeout)
+    elif command in ("pool_grow", "pool_shrink"):
+        replies = getattr(ctl, command)(int(arguments[0]) if arguments else 1, names, timeout=timeout)
+    elif command in ("add_consumer", "cancel_consumer"):
+        need(1, "QUEUE")
+        replies = getattr(ctl, command)(arguments[0], names, timeout=timeout)
+    else:
+        replies = ctl.shutdown(names, timeout=timeout)
+    merged: dict[str, Any] = {}
+    for reply in replies:
+        merged.update(reply)
+    _print_replies(command, merged or None, timeout, as_json)
+
+
+def _print_replies(what: str, replies: dict[str, Any] | None, timeout: float, as_json: bool) -> None:
+    from rich.table import Table
+
+    if as_json:
+        click.echo(json.dumps(replies or {}, indent=2, sort_keys=True, default=str))
+        if not replies:
+            sys.exit(1)
+        return
+    if not replies:
+        click.echo(f"No worker replied within {timeout:g}s (is one running, on this broker?).", err=True)
+        sys.exit(1)
+    if what in ("active", "reserved"):
+        table = Table("worker", "task id", "task", "started" if what == "active" else "eta", "pid")
+        for worker, items in sorted(replies.items()):
+            if isinstance(items, dict):
+                table.add_row(worker, "-", str(items.get("error", items)), "", "")
+                continue
+            for item in items or []:
+                when = item.get("time_start") if what == "active" else item.get("eta")
+                if isinstance(when, (int, float)):
+                    when = time.strftime("%H:%M:%S", time.localtime(when))
+                table.add_row(worker, item.get("id", ""), item.get("name", ""), str(when or "-"),
+                              str(item.get("worker_pid", "")))
+            if not items:
+                table.add_row(worker, "(none)", "", "", "")
+    elif what == "stats":
+        table = Table("worker", "stat", "value")
+        for worker, stats in sorted(replies.items()):
+            for key, value in sorted(stats.items()):
+                table.add_row(worker, key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    elif what in ("registered", "revoked", "active_queues", "scheduled"):
+        table = Table("worker", {"registered": "task", "revoked": "task id", "active_queues": "queue",
+                                 "scheduled": "task"}[what])
+        for worker, items in sorted(replies.items()):
+            for item in items or []:
+                table.add_row(worker, item["name"] if isinstance(item, dict) else str(item))
+            if not items:
+                table.add_row(worker, "(none: ETA tasks wait in the broker)" if what == "scheduled" else "(none)")
+    else:
+        table = Table("worker", "reply")
+        for worker, reply in sorted(replies.items()):
+            text = reply.get("ok") or reply.get("error") if isinstance(reply, dict) else reply
+            table.add_row(worker, str(text))
+    for column in table.columns[:3]:
+        column.no_wrap = True
+    _console().print(table)
+    click.echo(f"{len(replies)} worker(s) replied.")

@@ -128,11 +128,12 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_dead_letters_visible_with_the_cli(tasks: Any, start_worker: Any, app_env: dict[str, str],
                                            tmp_path: Path) -> None:
-    start_worker("-c", "1")
+    worker = start_worker("-c", "1")
     poison = tasks.kill_self.delay()
     with pytest.raises(Exception, match="delivered 6 times"):
         poison.get(timeout=60)
     wait_until(tasks.app.broker.dead_letters, 10, message="a dead letter")
+    worker.terminate()  # or it takes the requeued poison again and dead-letters it anew
     listing = subprocess.run([celeriac_bin(), "-A", "tasks_app", "dead-letters"], cwd=tmp_path, env=app_env,
                              capture_output=True, text=True, timeout=30)
     assert "tasks_app.kill_self" in listing.stdout and poison.id in listing.stdout, listing.stdout

@@ -150,6 +150,24 @@ class ResultStore(ABC):
         returns how many seconds from now that is (0: start now). Reservations are kept
         (a GCRA schedule), so many waiting tasks each get their own slot, once."""
 
+    # --- remote control: a short-lived command log every worker reads, and reply lists ---
+
+    @abstractmethod
+    def control_send(self, command: dict[str, Any], expires_in: float) -> None:
+        """Append a command for the workers (each decides from `destination` if it is for it)."""
+
+    @abstractmethod
+    def control_since(self, cursor: int) -> tuple[list[dict[str, Any]], int]:
+        """Commands after `cursor` that have not expired, and the new cursor (-1: only the cursor)."""
+
+    @abstractmethod
+    def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
+        """Add one worker's reply to a command."""
+
+    @abstractmethod
+    def control_replies(self, reply_id: str) -> list[dict[str, Any]]:
+        """The replies to a command so far."""
+
     # --- saved groups (GroupResult.save/restore) ---
 
     def save_group(self, group_id: str, children: list[Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Sequence
@@ -15,6 +16,7 @@ _CHORDS: dict[str, dict[str, tuple[dict[int, bytes], list[str | None]]]] = {}
 # name -> [(seq, task id, signal, expires)]
 _REVOKED: dict[str, list[tuple[int, str, str | None, float]]] = {}
 _RATE: dict[str, dict[str, float]] = {}  # name -> key -> next free start time
+_CONTROL: dict[str, tuple[list[tuple[int, bytes, float]], dict[str, list[bytes]]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -29,6 +31,7 @@ class MemoryResultStore(ResultStore):
             self._chords = _CHORDS.setdefault(name, {})
             self._revoked = _REVOKED.setdefault(name, [])
             self._rate = _RATE.setdefault(name, {})
+            self._commands, self._replies = _CONTROL.setdefault(name, ([], {}))
 
     def store(self, results: Sequence[StoredResult]) -> None:
         now = time.time()
@@ -68,6 +71,27 @@ class MemoryResultStore(ResultStore):
                 if fired_by[0] == part.task_id:
                     fired.append((part, sorted(members.items())))
         return fired
+
+    def control_send(self, command: dict[str, Any], expires_in: float) -> None:
+        with self._cond:
+            seq = self._commands[-1][0] + 1 if self._commands else 1
+            self._commands.append((seq, json.dumps(command).encode(), time.time() + expires_in))
+
+    def control_since(self, cursor: int) -> tuple[list[dict[str, Any]], int]:
+        now = time.time()
+        with self._cond:
+            self._commands[:] = [c for c in self._commands if c[2] >= now]
+            last = self._commands[-1][0] if self._commands else 0
+            found = [json.loads(data) for seq, data, _ in self._commands if seq > cursor] if cursor >= 0 else []
+        return found, max(cursor, last)
+
+    def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
+        with self._cond:
+            self._replies.setdefault(reply_id, []).append(json.dumps(reply).encode())
+
+    def control_replies(self, reply_id: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return [json.loads(r) for r in self._replies.get(reply_id, [])]
 
     def reserve_rate_slot(self, key: str, interval: float) -> float:
         now = time.time()

@@ -8,11 +8,12 @@ the meta in the same reply, and leaves it there for any other waiter.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from typing import Any, Sequence
 
 from .._redis import Keys, Script, client_for, guarded, key_prefix, pipelined
-from ..brokers.redis_scripts import (CHORD_PARTS, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
+from ..brokers.redis_scripts import (CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
                                      STORE_RESULTS)
 from ..exceptions import OperationalError
 from .base import ChordPart, ResultStore, StoredResult
@@ -32,6 +33,7 @@ class RedisResultStore(ResultStore):
         self._chord_parts = Script(self.client, CHORD_PARTS)
         self._revoke = Script(self.client, REVOKE)
         self._reserve_rate_slot = Script(self.client, RESERVE_RATE_SLOT)
+        self._control_send = Script(self.client, CONTROL_SEND)
         self._revoked_since = Script(self.client, REVOKED_SINCE)
 
     def store(self, results: Sequence[StoredResult]) -> None:
@@ -93,6 +95,35 @@ class RedisResultStore(ResultStore):
         reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
         return [(parts[int(number) - 1], [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)])
                 for number, flat in reply]
+
+    def control_send(self, command: dict[str, Any], expires_in: float) -> None:
+        now = int(time.time() * 1000)
+        args = [self.keys.prefix, now, now + int(expires_in * 1000), json.dumps(command)]
+        guarded(self.url, "send a control command", lambda: self._control_send(args))
+
+    def control_since(self, cursor: int) -> tuple[list[dict[str, Any]], int]:
+        p = self.keys.prefix
+        if cursor < 0:
+            last = guarded(self.url, "read the control log", lambda: self.client.get(f"{p}:control:seq"))
+            return [], int(last or 0)
+        members = guarded(self.url, "read the control log", lambda: self.client.zrangebyscore(
+            f"{p}:control", f"({cursor}", "+inf"))
+        found = []
+        for raw in members:
+            seq, _, text = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
+            found.append(json.loads(text))
+            cursor = max(cursor, int(seq))
+        return found, cursor
+
+    def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
+        key = f"{self.keys.prefix}:reply:{reply_id}"
+        guarded(self.url, "reply to a control command", functools.partial(
+            pipelined, self.client, ("RPUSH", key, json.dumps(reply)), ("PEXPIRE", key, int(expires_in * 1000))))
+
+    def control_replies(self, reply_id: str) -> list[dict[str, Any]]:
+        key = f"{self.keys.prefix}:reply:{reply_id}"
+        return [json.loads(r) for r in guarded(self.url, "read control replies",
+                                                lambda: self.client.lrange(key, 0, -1))]
 
     def reserve_rate_slot(self, key: str, interval: float) -> float:
         args = [self.keys.prefix, key, int(interval * 1_000_000)]

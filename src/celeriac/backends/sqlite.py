@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from typing import Any, Sequence
@@ -24,6 +25,17 @@ CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
     meta BLOB NOT NULL,
     PRIMARY KEY (group_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_control (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS celeriac_replies (
+    reply_id TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS celeriac_replies_id ON celeriac_replies(reply_id);
 CREATE TABLE IF NOT EXISTS celeriac_rate (
     key TEXT PRIMARY KEY,
     next_free REAL NOT NULL
@@ -131,6 +143,36 @@ class SQLiteResultStore(ResultStore):
             return fired
 
         return self.db.write(record)
+
+    def control_send(self, command: dict[str, Any], expires_in: float) -> None:
+        now = time.time()
+
+        def send(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM celeriac_control WHERE expires < ?", (now,))
+            c.execute("DELETE FROM celeriac_replies WHERE expires < ?", (now,))
+            c.execute("INSERT INTO celeriac_control(command, expires) VALUES (?, ?)",
+                      (json.dumps(command), now + expires_in))
+
+        self.db.write(send)
+
+    def control_since(self, cursor: int) -> tuple[list[dict[str, Any]], int]:
+        now = time.time()
+        if cursor < 0:
+            last = self.db.read(lambda c: c.execute("SELECT MAX(seq) FROM celeriac_control").fetchone()[0])
+            return [], int(last or 0)
+        rows = self.db.read(lambda c: c.execute(
+            "SELECT seq, command FROM celeriac_control WHERE seq > ? AND expires >= ? ORDER BY seq",
+            (cursor, now)).fetchall())
+        return [json.loads(r[1]) for r in rows], max([cursor] + [int(r[0]) for r in rows])
+
+    def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
+        self.db.write(lambda c: c.execute("INSERT INTO celeriac_replies(reply_id, reply, expires) VALUES (?, ?, ?)",
+                                          (reply_id, json.dumps(reply), time.time() + expires_in)))
+
+    def control_replies(self, reply_id: str) -> list[dict[str, Any]]:
+        rows = self.db.read(lambda c: c.execute(
+            "SELECT reply FROM celeriac_replies WHERE reply_id = ? ORDER BY rowid", (reply_id,)).fetchall())
+        return [json.loads(r[0]) for r in rows]
 
     def reserve_rate_slot(self, key: str, interval: float) -> float:
         def reserve(c: sqlite3.Connection) -> float:

@@ -145,6 +145,11 @@ class Broker(ABC):
     def live_workers(self) -> dict[str, dict[str, Any]]:
         """Workers whose lease is current, with what they said in their heartbeat."""
 
+    def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
+        """(owner, payload) of the messages this worker holds (running or prefetched), for
+        `inspect reserved`; None where the broker cannot tell (RabbitMQ)."""
+        return None
+
     def take_over_connections(self) -> None:
         """This process is about to end while the thread that used this broker is stuck (a task
         past its hard time limit): let the calling thread use its connections for a last ack."""

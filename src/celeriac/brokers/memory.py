@@ -115,6 +115,10 @@ class MemoryBroker(Broker):
             s.cond.notify_all()
         return len(tags)
 
+    def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
+        with self._s.cond:
+            return [(owner, d.payload) for worker, owner, d in self._s.leased.values() if worker == worker_id]
+
     def requeue_owner(self, owner: str, running_tag: str | None, keep_all_counts: bool = False) -> int:
         with self._s.cond:
             return self._requeue_where(lambda _w, o: o == owner, running_tag, keep_all=keep_all_counts)

@@ -69,6 +69,18 @@ class RedisBroker(Broker):
                 guarded(self.url, "wait for messages",
                         functools.partial(self.client.blpop, signals, timeout=max(wait, 0.001)))
 
+    def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
+        client, keys = self.client, self.keys
+        out: list[tuple[str, bytes]] = []
+        owners = guarded(self.url, "inspect", functools.partial(client.smembers, keys.owners(worker_id)))
+        for raw_owner in owners:
+            owner = _text(raw_owner)
+            ids = guarded(self.url, "inspect", functools.partial(client.hkeys, keys.held(owner)))
+            if ids:
+                payloads = guarded(self.url, "inspect", functools.partial(client.hmget, keys.payload, ids))
+                out.extend((owner, bytes(p)) for p in payloads if p is not None)
+        return out
+
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._by_worker("ack", self._ack, deliveries)
 

@@ -396,3 +396,18 @@ local keep_ms = math.floor((start - now + interval) / 1000) + 60000
 redis.call('SET', key, string.format('%.0f', start + interval), 'PX', keep_ms)
 return start - now
 """
+
+# ARGV: prefix, now ms, expires ms, command (JSON): the control log, like the revocations.
+CONTROL_SEND = """
+local p, now, expires = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local old = redis.call('ZRANGEBYSCORE', p .. ':control:exp', '-inf', '(' .. now)
+for _, member in ipairs(old) do
+  redis.call('ZREM', p .. ':control', member)
+  redis.call('ZREM', p .. ':control:exp', member)
+end
+local seq = redis.call('INCR', p .. ':control:seq')
+local member = seq .. '|' .. ARGV[4]
+redis.call('ZADD', p .. ':control', seq, member)
+redis.call('ZADD', p .. ':control:exp', expires, member)
+return seq
+"""

@@ -261,6 +261,12 @@ class SQLiteBroker(Broker):
         # a TRUNCATE checkpoint never lands inside a client's call or a task's round trip.
         self.db.shrink_wal()
 
+    def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
+        rows = self._read(lambda c: c.execute(
+            "SELECT owner, payload FROM celeriac_messages WHERE worker = ? AND owner IS NOT NULL",
+            (worker_id,)).fetchall())
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
     def live_workers(self) -> dict[str, dict[str, Any]]:
         rows = self._read(lambda c: c.execute(
             "SELECT worker, info FROM celeriac_workers WHERE expires >= ?", (time.time(),)).fetchall())

@@ -25,6 +25,7 @@ from . import workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
 from .ratelimit import defer_if_limited
+from .remote import ProcessControl
 from .revocations import Revocations
 
 if TYPE_CHECKING:
@@ -45,7 +46,9 @@ class SlotState(Protocol):
     async_running: int
     hard_deadline: float  # epoch seconds; 0 when the running task has no enforced hard limit
     task_id: bytes  # of the running (sync) task: what revoke(terminate=True) looks for
+    task_name: bytes
     thread_ident: int
+    processed: int
 
 
 @dataclass
@@ -56,7 +59,9 @@ class PlainSlot:
     async_running: int = 0
     hard_deadline: float = 0.0
     task_id: bytes = b""
+    task_name: bytes = b""
     thread_ident: int = 0
+    processed: int = 0
 
 
 @dataclass
@@ -163,6 +168,7 @@ class Consumer:
         self.recycled: str | None = None
         self.limiter: Limiter = Limiter()
         self.revocations = Revocations(app)
+        self.remote: ProcessControl | None = None  # set by the supervisor
         self.default_rate_limit = app.conf.task_default_rate_limit
         self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
 
@@ -178,6 +184,8 @@ class Consumer:
         backoff = 0.1
         fetch_failed = False
         while not self.stopping:
+            if self.remote is not None:
+                self.remote.refresh()
             try:
                 if fetch_failed and not (self.async_runner and self.async_runner.in_flight):
                     # A fetch whose reply was lost may have leased messages we never saw: with
@@ -259,6 +267,8 @@ class Consumer:
             batch.acks.append(delivery)
             batch.mark()
             return
+        if self.remote is not None:
+            self.remote.refresh()
         if self.revocations.is_revoked(task_id):
             logger.info("task %s[%s] was revoked and is discarded (state REVOKED)", name, task_id)
             error = TaskRevokedError(f"task {name}[{task_id}] was revoked")
@@ -296,6 +306,7 @@ class Consumer:
             return
         self.slot.tag = delivery.tag.encode()
         self.slot.task_id = task_id.encode()[:64]
+        self.slot.task_name = name.encode()[:128]
         self.slot.started = time.time()
         started = time.perf_counter()
         if task.is_async:  # thread pool without a loop: run it to completion here
@@ -310,6 +321,7 @@ class Consumer:
             self.slot.hard_deadline = 0.0
         self.slot.tag = b""
         self.slot.task_id = b""
+        self.slot.task_name = b""
         self.finish(task, request, delivery, outcome, batch, time.perf_counter() - started)
 
     def _should_recycle(self) -> bool:
@@ -406,6 +418,7 @@ class Consumer:
         ignore = request.ignore_result or bool(task.ignore_result)
         state = outcome.state
         self.processed += 1
+        self.slot.processed += 1
         flows = workflow.in_workflow(request)
         record: StoredResult | None = None
         if state == states.SUCCESS:

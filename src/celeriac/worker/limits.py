@@ -28,8 +28,16 @@ if TYPE_CHECKING:
 HARD_LIMIT_EXIT_CODE = 75  # a pool process that ended itself after a hard time limit
 
 
+# Set by `celeriac control time_limit`: they win over everything else (task name -> (soft, hard)).
+TIME_LIMIT_OVERRIDES: dict[str, tuple[Any, Any]] = {}
+
+
 def limits_for(task: "Task[Any, Any]", request: "Context", conf: Any) -> tuple[float | None, float | None]:
-    """(soft, hard) in seconds: the message's own, else the task's, else the worker's settings."""
+    """(soft, hard) in seconds: a remote-control override, else the message's own, else the
+    task's, else the worker's settings."""
+    override = TIME_LIMIT_OVERRIDES.get(task.name)
+    if override is not None:
+        return _positive(override[0]), _positive(override[1])
     soft, hard = (list(request.timelimit or ()) + [None, None])[:2]
     soft = _positive(soft if soft is not None else task.soft_time_limit
                      if task.soft_time_limit is not None else conf.task_soft_time_limit)

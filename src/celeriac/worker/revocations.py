@@ -52,6 +52,9 @@ class Revocations:
             self._revoked = {k: v for k, v in self._revoked.items() if v[1] > now}
         return new
 
+    def known(self) -> list[str]:
+        return list(self._revoked)
+
     def is_revoked(self, task_id: str) -> bool:
         self.refresh()
         return task_id in self._revoked

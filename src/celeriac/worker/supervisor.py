@@ -26,6 +26,7 @@ from ..exceptions import OperationalError
 from .aio import AsyncRunner
 from .consumer import Consumer, PlainSlot
 from .limits import HARD_LIMIT_EXIT_CODE, ProcessLimiter, ThreadLimiter
+from .remote import ProcessControl, SupervisorControl
 from .revocations import Revocations
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ class SharedSlot(ctypes.Structure):
 
     _fields_ = [("ready", ctypes.c_int), ("tag", ctypes.c_char * 96), ("started", ctypes.c_double),
                 ("async_running", ctypes.c_int), ("hard_deadline", ctypes.c_double),
-                ("task_id", ctypes.c_char * 64), ("thread_ident", ctypes.c_ulonglong)]
+                ("task_id", ctypes.c_char * 64), ("task_name", ctypes.c_char * 128),
+                ("thread_ident", ctypes.c_ulonglong), ("processed", ctypes.c_long)]
 
 
 # How long past a hard time limit the supervisor waits for the pool process's own watchdog
@@ -89,6 +91,9 @@ class Worker:
         self._last_cleanup = time.monotonic()
         self._pid = os.getpid()
         self.revocations = Revocations(app, interval=0.0)  # read on every tick (at most every 0.5 s)
+        self.control = SupervisorControl(self)
+        self._retiring: list[PoolSlot] = []
+        self._retired_processed = 0
         self._terminated: set[int] = set()
         # Terminations not carried out yet: the task may start a moment after the revoke is read.
         self._to_terminate: dict[str, str] = {}
@@ -103,11 +108,40 @@ class Worker:
 
     def _consumer(self, owner: str, slot: Any) -> Consumer:
         runner = AsyncRunner(int(self.app.conf.worker_async_concurrency or 100))
-        consumer = Consumer(self.app, worker_id=self.worker_id, owner=owner, queues=self.options.queues,
+        consumer = Consumer(self.app, worker_id=self.worker_id, owner=owner, queues=list(self.options.queues),
                             prefetch=self.options.prefetch_multiplier, hostname=self.options.hostname,
                             slot=slot, async_runner=runner)
+        consumer.remote = ProcessControl(consumer, self.control.cursor,
+                                         float(self.app.conf.worker_revoke_sync_interval))
         runner.bind(consumer)
         return consumer
+
+    def processed_total(self) -> int:
+        return self._retired_processed + sum(int(s.slot.processed) for s in self.slots)
+
+    def grow(self, n: int) -> int:
+        for _ in range(max(0, n)):
+            index = max([s.index for s in self.slots] + [s.index for s in self._retiring] + [-1]) + 1
+            self.slots.append(self._start_slot(index, 0))
+        return len(self.slots)
+
+    def shrink(self, n: int) -> int:
+        """Warm-stop the newest slots (never the last one): they finish their task and give back the rest."""
+        for _ in range(max(0, min(n, len(self.slots) - 1))):
+            slot = self.slots.pop()
+            self._retiring.append(slot)
+            if slot.process is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, signal.SIGTERM)
+            elif slot.consumer is not None:
+                slot.consumer.stop()
+        return len(self.slots)
+
+    def _reap_retiring(self) -> None:
+        for slot in list(self._retiring):
+            if not self._alive(slot):
+                self._retiring.remove(slot)
+                self._retired_processed += int(slot.slot.processed)
+                self._requeue(slot, None)  # normally nothing is left: it gave its messages back
 
     def _start_slot(self, index: int, generation: int) -> PoolSlot:
         owner = self._owner(index, generation)
@@ -199,6 +233,7 @@ class Worker:
             logger.error("cannot reach the broker at %s: %s", broker.safe_url, exc)
             return 1
         signals.worker_init.send(sender=self)
+        self.control.start()
         self._warn_unenforceable_limits()
         if self.options.pool == "process":
             # Everything imported so far is shared copy-on-write with the children; keep the
@@ -242,8 +277,10 @@ class Worker:
         else:
             time.sleep(wait)
         self._reap()
+        self._reap_retiring()
         self._kill_stuck_past_hard_limit()
         self._terminate_revoked()
+        self.control.poll()
         now = time.monotonic()
         try:
             if now - self._last_beat >= self.options.heartbeat_interval:
@@ -345,19 +382,19 @@ class Worker:
     def _shutdown(self) -> None:
         signals.worker_shutting_down.send(sender=self, sig=getattr(self, "_stop_signal", "SIGTERM"),
                                           how="cold" if self._stop_requested > 1 else "warm", exitcode=0)
-        for slot in self.slots:
+        for slot in (self.slots + self._retiring):
             if slot.process is not None and slot.process.is_alive():
                 os.kill(slot.process.pid, signal.SIGTERM)
             elif slot.consumer is not None:
                 slot.consumer.stop()
         deadline = time.monotonic() + self.options.shutdown_timeout
         warned_cold = False
-        while any(self._alive(s) for s in self.slots):
+        while any(self._alive(s) for s in (self.slots + self._retiring)):
             if self._stop_requested > 1 or time.monotonic() > deadline:
                 if not warned_cold:
                     warned_cold = True
                     logger.warning("stopping pool at once; unfinished tasks will run again on another worker")
-                for slot in self.slots:
+                for slot in (self.slots + self._retiring):
                     if slot.process is not None and slot.process.is_alive():
                         os.kill(slot.process.pid, signal.SIGKILL)
                 if self.options.pool != "process":
@@ -368,7 +405,7 @@ class Worker:
                     self.heartbeat()
                 except OperationalError:
                     pass
-        for slot in self.slots:
+        for slot in (self.slots + self._retiring):
             if slot.process is not None:
                 slot.process.join(1)
         try:
