@@ -120,12 +120,14 @@ def _app(ctx: click.Context) -> Celeriac:
 @click.option("--max-memory-per-child", type=int, default=None,
               help="Replace a pool process once its resident memory exceeds this many KiB, after the "
                    "task that took it there (worker_max_memory_per_child).")
+@click.option("--autoscale", default=None, metavar="MAX,MIN",
+              help="Grow the pool up to MAX slots while messages wait, shrink it to MIN when idle.")
 @click.pass_context
 @friendly_errors
 def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None, queues: str | None,
            hostname: str | None, prefetch_multiplier: int | None, time_limit: float | None,
            soft_time_limit: float | None, max_tasks_per_child: int | None,
-           max_memory_per_child: int | None) -> None:
+           max_memory_per_child: int | None, autoscale: str | None) -> None:
     """Start a worker: `celeriac -A tasks worker --loglevel=info`."""
     from .log import setup_worker_logging
     from .worker.supervisor import Worker, WorkerOptions, default_hostname
@@ -143,6 +145,9 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     app.finalize()
     pool_name = {"prefork": "process", "threads": "thread"}.get(pool or "", pool or conf.worker_pool)
     size = 1 if pool_name == "solo" else (concurrency or conf.worker_concurrency or os.cpu_count() or 1)
+    scale = _autoscale_option(autoscale) if autoscale and pool_name != "solo" else None
+    if scale:
+        size = scale[1]
     host = default_hostname()
     node = (hostname or f"celeriac@{host}").replace("%h", host).replace("%n", host.split(".")[0])
     node = node if "@" in node else f"celeriac@{node}"
@@ -153,11 +158,22 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
         shutdown_timeout=float(conf.worker_shutdown_timeout), heartbeat_interval=float(conf.worker_heartbeat_interval),
         lease_timeout=float(conf.worker_lease_timeout),
         max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
-        max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child)
+        max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child, autoscale=scale)
     app.broker  # noqa: B018 - fail here, with the URL, if the scheme is wrong
     app.backend  # noqa: B018
     print_banner(app, options, pool_name)
     sys.exit(Worker(app, options).run())
+
+
+def _autoscale_option(value: str) -> tuple[int, int]:
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        most, least = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use MAX,MIN, e.g. --autoscale 10,2", param_hint="--autoscale") from None
+    if least < 1 or most < least:
+        raise click.BadParameter(f"{value!r}: need MAX >= MIN >= 1", param_hint="--autoscale")
+    return most, least
 
 
 def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:

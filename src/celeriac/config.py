@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "task_default_rate_limit": None,
     "task_rate_limit_scope": "worker",  # "worker" (Celery's meaning) or "global" (shared by all workers)
     "worker_max_tasks_per_child": None,
+    "worker_autoscaler_keepalive": 30.0,  # seconds a slot stays idle before --autoscale removes it
     "worker_max_memory_per_child": None,  # KiB of resident memory
     "worker_revoke_expires": 10800.0,  # how long a revocation is kept (Celery's default: 3 hours)
     "worker_revoke_sync_interval": 0.05,  # a revocation older than this is seen by every task start

@@ -46,8 +46,8 @@ class Control:
 
     def _expected_replies(self, destination: Sequence[str] | None) -> int:
         try:
-            live = self.app.broker.live_workers()
-        except Exception:  # a broker without heartbeats: wait for the whole timeout
+            live = self.live_workers()
+        except Exception:  # heartbeats unreadable: wait for the whole timeout
             return 0
         names = {str(info.get("hostname")) for info in live.values()}
         return len([n for n in names if not destination or n in destination])
@@ -115,7 +115,9 @@ class Control:
         return self.app.broker.queue_sizes(queues)
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
-        return self.app.broker.live_workers()
+        """Workers alive now (from their heartbeats), with what they said about themselves."""
+        broker = self.app.broker
+        return broker.live_workers() if broker.tracks_workers else self.app.backend.live_workers()
 
     def revoke(self, task_id: str | Sequence[str], terminate: bool = False, signal: str | None = None,
                **kwargs: Any) -> None:

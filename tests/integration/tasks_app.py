@@ -14,6 +14,7 @@ from celeriac.decorators import retry
 app = Celeriac("tasks_app")
 app.conf.worker_heartbeat_interval = 0.5
 app.conf.worker_lease_timeout = 3.0
+app.conf.worker_autoscaler_keepalive = 1.0  # --autoscale tests: shrink after 1 s idle, not 30
 
 
 @app.task

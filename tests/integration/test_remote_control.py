@@ -25,8 +25,7 @@ def test_inspect_two_workers(tasks: Any, start_worker: Any, tmp_path: Path, brok
     start_worker("-c", "1", "-n", "b@host")
     inspect = tasks.app.control.inspect(timeout=2.0)
 
-    # What is running and waiting, first, while it runs (RabbitMQ has no heartbeat list, so
-    # each question there waits for the whole timeout).
+    # What is running and waiting, first, while it runs.
     trace = tmp_path / "trace"
     long = [tasks.sleep_then_record.delay(str(trace), f"t{i}", 8) for i in range(4)]
     wait_until(lambda: (trace.read_text().count("start") if trace.exists() else 0) == 2, 20, message="2 running")
@@ -101,3 +100,14 @@ def test_no_worker_replies(tasks: Any, app_env: dict[str, str]) -> None:
     assert tasks.app.control.inspect(timeout=0.3).ping() is None
     out = _cli(app_env, "inspect", "ping", "--timeout", "0.3")
     assert out.returncode == 1 and "No worker replied within 0.3s" in out.stderr
+
+
+def test_live_workers_from_heartbeats(tasks: Any, start_worker: Any) -> None:
+    worker = start_worker("-c", "1", "-n", "beat@host")
+    live = tasks.app.control.live_workers()
+    assert [info["hostname"] for info in live.values()] == ["beat@host"]
+    started = time.monotonic()
+    assert tasks.app.control.inspect(timeout=5.0).ping() == {"beat@host": {"ok": "pong"}}
+    assert time.monotonic() - started < 3.0  # every live worker answered: no waiting out the timeout
+    worker.terminate()
+    assert tasks.app.control.live_workers() == {}  # a clean stop says goodbye at once

@@ -168,6 +168,16 @@ class ResultStore(ABC):
     def control_replies(self, reply_id: str) -> list[dict[str, Any]]:
         """The replies to a command so far."""
 
+    # --- who is alive, for brokers that keep no worker list of their own (RabbitMQ) ---
+
+    @abstractmethod
+    def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
+        """Say this worker is alive for `ttl` seconds (info None: it is gone)."""
+
+    @abstractmethod
+    def live_workers(self) -> dict[str, dict[str, Any]]:
+        """Workers whose last heartbeat has not expired, with their info."""
+
     # --- saved groups (GroupResult.save/restore) ---
 
     def save_group(self, group_id: str, children: list[Any]) -> None:

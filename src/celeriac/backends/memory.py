@@ -17,6 +17,7 @@ _CHORDS: dict[str, dict[str, tuple[dict[int, bytes], list[str | None]]]] = {}
 _REVOKED: dict[str, list[tuple[int, str, str | None, float]]] = {}
 _RATE: dict[str, dict[str, float]] = {}  # name -> key -> next free start time
 _CONTROL: dict[str, tuple[list[tuple[int, bytes, float]], dict[str, list[bytes]]]] = {}
+_BEATS: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -32,6 +33,7 @@ class MemoryResultStore(ResultStore):
             self._revoked = _REVOKED.setdefault(name, [])
             self._rate = _RATE.setdefault(name, {})
             self._commands, self._replies = _CONTROL.setdefault(name, ([], {}))
+            self._beats = _BEATS.setdefault(name, {})
 
     def store(self, results: Sequence[StoredResult]) -> None:
         now = time.time()
@@ -71,6 +73,18 @@ class MemoryResultStore(ResultStore):
                 if fired_by[0] == part.task_id:
                     fired.append((part, sorted(members.items())))
         return fired
+
+    def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
+        with self._cond:
+            if info is None:
+                self._beats.pop(worker_id, None)
+            else:
+                self._beats[worker_id] = (time.time() + ttl, dict(info))
+
+    def live_workers(self) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        with self._cond:
+            return {w: info for w, (until, info) in self._beats.items() if until >= now}
 
     def control_send(self, command: dict[str, Any], expires_in: float) -> None:
         with self._cond:

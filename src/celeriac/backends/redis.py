@@ -96,6 +96,28 @@ class RedisResultStore(ResultStore):
         return [(parts[int(number) - 1], [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)])
                 for number, flat in reply]
 
+    def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
+        p = self.keys.prefix
+        if info is None:
+            commands: tuple[tuple[Any, ...], ...] = (("ZREM", f"{p}:beats", worker_id),
+                                                    ("HDEL", f"{p}:beats:info", worker_id))
+        else:
+            until = int((time.time() + ttl) * 1000)
+            commands = (("ZADD", f"{p}:beats", until, worker_id),
+                        ("HSET", f"{p}:beats:info", worker_id, json.dumps(info)))
+        guarded(self.url, "record a worker heartbeat", functools.partial(pipelined, self.client, *commands))
+
+    def live_workers(self) -> dict[str, dict[str, Any]]:
+        p = self.keys.prefix
+        now = int(time.time() * 1000)
+        ids = guarded(self.url, "list workers", functools.partial(self.client.zrangebyscore, f"{p}:beats", now, "+inf"))
+        if not ids:
+            return {}
+        infos = guarded(self.url, "list workers", functools.partial(self.client.hmget, f"{p}:beats:info", ids))
+        return {(i.decode() if isinstance(i, bytes) else str(i)): json.loads(info) for i, info in zip(ids, infos,
+                                                                                                      strict=True)
+                if info}
+
     def control_send(self, command: dict[str, Any], expires_in: float) -> None:
         now = int(time.time() * 1000)
         args = [self.keys.prefix, now, now + int(expires_in * 1000), json.dumps(command)]

@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
     meta BLOB NOT NULL,
     PRIMARY KEY (group_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_worker_beats (
+    worker_id TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS celeriac_control (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     command TEXT NOT NULL,
@@ -143,6 +148,20 @@ class SQLiteResultStore(ResultStore):
             return fired
 
         return self.db.write(record)
+
+    def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
+        if info is None:
+            self.db.write(lambda c: c.execute("DELETE FROM celeriac_worker_beats WHERE worker_id = ?", (worker_id,)))
+            return
+        self.db.write(lambda c: c.execute(
+            "INSERT INTO celeriac_worker_beats(worker_id, info, expires) VALUES (?, ?, ?) ON CONFLICT(worker_id) "
+            "DO UPDATE SET info = excluded.info, expires = excluded.expires",
+            (worker_id, json.dumps(info), time.time() + ttl)))
+
+    def live_workers(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.read(lambda c: c.execute(
+            "SELECT worker_id, info FROM celeriac_worker_beats WHERE expires >= ?", (time.time(),)).fetchall())
+        return {str(r[0]): json.loads(r[1]) for r in rows}
 
     def control_send(self, command: dict[str, Any], expires_in: float) -> None:
         now = time.time()

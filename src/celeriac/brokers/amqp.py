@@ -73,6 +73,7 @@ class _Link:
 
 class AMQPBroker(Broker):
     schemes = ("amqp", "amqps", "pyamqp")
+    tracks_workers = False
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options)
@@ -414,7 +415,7 @@ class AMQPBroker(Broker):
         return 0  # the dead child's connection closed: RabbitMQ requeued its messages
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
-        return {}  # needs worker events (heartbeats over a fanout exchange): not available yet
+        return {}  # RabbitMQ keeps no worker list: workers beat into the result store instead
 
     # --- administration ---
 

@@ -68,6 +68,9 @@ class Broker(ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     # True when transaction() really groups writes (and rolls all back on failure).
     transactional: ClassVar[bool] = False
+    # Whether heartbeat()/live_workers() keep a list of live workers (RabbitMQ cannot: its
+    # workers then also beat into the result store, so that `inspect` and monitors see them).
+    tracks_workers: ClassVar[bool] = True
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         self.url = url

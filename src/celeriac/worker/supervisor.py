@@ -75,6 +75,7 @@ class WorkerOptions:
     lease_timeout: float
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None  # KiB
+    autoscale: tuple[int, int] | None = None  # (max, min) pool slots
 
 
 class Worker:
@@ -93,6 +94,8 @@ class Worker:
         self.revocations = Revocations(app, interval=0.0)  # read on every tick (at most every 0.5 s)
         self.control = SupervisorControl(self)
         self._retiring: list[PoolSlot] = []
+        self._last_scale_check = 0.0
+        self._idle_since = time.monotonic()
         self._retired_processed = 0
         self._terminated: set[int] = set()
         # Terminations not carried out yet: the task may start a moment after the revoke is read.
@@ -217,6 +220,8 @@ class Worker:
         info = {"hostname": self.options.hostname, "pid": os.getpid(), "pool": self.options.pool,
                 "concurrency": self.options.concurrency, "queues": self.options.queues}
         self.app.broker.heartbeat(self.worker_id, self.options.lease_timeout, info)
+        if not self.app.broker.tracks_workers:
+            self.app.backend.worker_heartbeat(self.worker_id, self.options.lease_timeout, info)
         self._last_beat = time.monotonic()
 
     def run(self) -> int:
@@ -281,6 +286,8 @@ class Worker:
         self._kill_stuck_past_hard_limit()
         self._terminate_revoked()
         self.control.poll()
+        if self.options.autoscale:
+            self._autoscale()
         now = time.monotonic()
         try:
             if now - self._last_beat >= self.options.heartbeat_interval:
@@ -324,6 +331,35 @@ class Worker:
                 logger.warning("revoke: terminating task %s in pool thread %s (pure-Python code only)",
                                running, slot.index)
                 slot.consumer.limiter.terminate_thread(int(slot.slot.thread_ident), "terminated by revoke()")
+
+    def _autoscale(self) -> None:
+        """Grow while every slot is busy and messages wait; shrink a slot idle for the keepalive."""
+        now = time.monotonic()
+        if now - self._last_scale_check < 1.0:
+            return
+        self._last_scale_check = now
+        assert self.options.autoscale is not None
+        most, least = self.options.autoscale
+        busy = sum(1 for s in self.slots if bytes(s.slot.task_id) or s.slot.async_running)
+        if busy:
+            self._idle_since = now
+        try:
+            sizes = self.app.broker.queue_sizes(self.options.queues)
+        except OperationalError:
+            return
+        waiting = sum(int(v.get("ready", 0)) for v in sizes.values())
+        if waiting and busy >= len(self.slots) and len(self.slots) < most:
+            grow = min(most - len(self.slots), max(1, waiting))
+            logger.info("autoscale: %d message(s) waiting and every slot busy; growing the pool to %d",
+                        waiting, len(self.slots) + grow)
+            self.grow(grow)
+            self._idle_since = now
+        elif not waiting and len(self.slots) > least and busy < len(self.slots) \
+                and now - self._idle_since >= float(self.app.conf.worker_autoscaler_keepalive):
+            logger.info("autoscale: idle for %.0fs; shrinking the pool to %d", now - self._idle_since,
+                        len(self.slots) - 1)
+            self.shrink(1)
+            self._idle_since = now
 
     def _kill_stuck_past_hard_limit(self) -> None:
         now = time.time()
@@ -409,6 +445,8 @@ class Worker:
             if slot.process is not None:
                 slot.process.join(1)
         try:
+            if not self.app.broker.tracks_workers:
+                self.app.backend.worker_heartbeat(self.worker_id, 0, None)
             released = self.app.broker.unregister(self.worker_id)
             if released:
                 logger.warning("gave back %d unfinished message(s) to the queue", released)
