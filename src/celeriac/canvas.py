@@ -583,6 +583,9 @@ class group(Signature):  # noqa: N801 - Celery's name
             opts.pop(key, None)
         out: list[Outgoing] = []
         for index, member in enumerate(self._members()):
+            if type(member) is Signature:  # the common case, without a copy per member (big groups)
+                out.extend(member.messages(app, args, kwargs, {**opts, "group_id": group_id, "group_index": index}))
+                continue
             member.freeze()
             placed = member._with_tail({"group_id": group_id, "group_index": index})
             out.extend(placed.messages(app, args, kwargs, dict(opts)))
@@ -692,8 +695,12 @@ class chord(Signature):  # noqa: N801 - Celery's name
         body_dict["chord_size"] = len(members)
         out: list[Outgoing] = []
         for index, member in enumerate(members):
+            placement = {"group_id": group_id, "group_index": index, "chord": body_dict}
+            if type(member) is Signature:  # the common case, without a copy per member (big chords)
+                out.extend(member.messages(app, args, kwargs, {**opts, **placement}))
+                continue
             member.freeze()
-            placed = member._with_tail({"group_id": group_id, "group_index": index, "chord": body_dict})
+            placed = member._with_tail(placement)
             out.extend(placed.messages(app, args, kwargs, dict(opts)))
         return out
 

@@ -110,11 +110,12 @@ class Batch:
         self.since = 0.0
 
     def _write_all(self, broker: Any, backend: Any, forget_as_written: bool) -> None:
-        # Order matters: follow-up messages are published and results stored before their
-        # messages are acked; chord members are recorded after their results, and a chord
-        # they complete has its body published before the completing header is acked.
+        # Order matters: results are stored first, so that whoever a follow-up message reaches
+        # (the next step of a chain, a callback) already finds this task's outcome and children;
+        # follow-ups are published and chord members recorded before the messages are acked, and
+        # a chord they complete has its body published before the completing header is acked.
         steps: list[tuple[str, Callable[[Any], None]]] = [
-            ("publishes", broker.publish), ("results", backend.store), ("chord_parts", self._record_chords),
+            ("results", backend.store), ("publishes", broker.publish), ("chord_parts", self._record_chords),
             ("dead", broker.dead_letter), ("releases", broker.release), ("acks", broker.ack)]
         for name, write in steps:
             items = getattr(self, name)
