@@ -385,16 +385,33 @@ def _single_result(sig: Signature) -> Signature:
     return sig
 
 
+class _TaskList(Signature):
+    """Chains and groups: signatures whose parts are a list in kwargs["tasks"]."""
+
+    def _from_json(self, d: dict[str, Any], app: "Celeriac | None") -> None:
+        Signature.__init__(self, d, app=app)
+        self["kwargs"]["tasks"] = _sigs(self["kwargs"].get("tasks", ()), app)
+
+    @property
+    def tasks(self) -> list[Signature]:
+        found = self["kwargs"]["tasks"]
+        if any(not isinstance(s, Signature) for s in found):
+            found[:] = _sigs(found, self._app)
+        return found  # type: ignore[no-any-return]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+
 @Signature.register_type
-class chain(Signature):  # noqa: N801 - Celery's name
+class chain(_TaskList):  # noqa: N801 - Celery's name
     """Tasks run one after another, each result passed to the next (``a.s() | b.s()``)."""
 
     subtask_type_name = "chain"
 
     def __init__(self, *tasks: Any, app: "Celeriac | None" = None, **options: Any) -> None:
         if len(tasks) == 1 and isinstance(tasks[0], dict) and tasks[0].get("subtask_type") == "chain":
-            super().__init__(tasks[0], app=app)
-            self["kwargs"]["tasks"] = _sigs(self["kwargs"].get("tasks", ()), app)
+            self._from_json(tasks[0], app)
             return
         steps: list[Signature] = []
         for step in _sigs(_unwrap_tasks(tasks), app):
@@ -405,22 +422,12 @@ class chain(Signature):  # noqa: N801 - Celery's name
         app = app or next((s._app for s in steps if s._app is not None), None)
         super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain", app=app)
 
-    @property
-    def tasks(self) -> list[Signature]:
-        found = self["kwargs"]["tasks"]
-        if any(not isinstance(s, Signature) for s in found):
-            found[:] = _sigs(found, self._app)
-        return found  # type: ignore[no-any-return]
-
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, chain) and not other.options:
             return chain(*self.tasks, *other.tasks, app=self._app, **self.options)
         if isinstance(other, Signature):
             return chain(*self.tasks, other, app=self._app, **self.options)
         return NotImplemented
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
 
     def _steps(self) -> list[Signature]:
         """The steps to run; a group followed by anything becomes a chord (Celery's upgrade)."""
@@ -508,28 +515,20 @@ _chain = chain
 
 
 @Signature.register_type
-class group(Signature):  # noqa: N801 - Celery's name
+class group(_TaskList):  # noqa: N801 - Celery's name
     """Tasks run in parallel; the result is a GroupResult with their results in order."""
 
     subtask_type_name = "group"
 
     def __init__(self, *tasks: Any, app: "Celeriac | None" = None, **options: Any) -> None:
         if len(tasks) == 1 and isinstance(tasks[0], dict) and tasks[0].get("subtask_type") == "group":
-            super().__init__(tasks[0], app=app)
-            self["kwargs"]["tasks"] = _sigs(self["kwargs"].get("tasks", ()), app)
+            self._from_json(tasks[0], app)
             return
         members = _sigs(_unwrap_tasks(tasks), app)
         if len(members) == 1 and type(members[0]) is group:  # group(group(...)) is that group
             members = members[0].tasks
         app = app or next((s._app for s in members if s._app is not None), None)
         super().__init__("celery.group", (), {"tasks": members}, options, subtask_type="group", app=app)
-
-    @property
-    def tasks(self) -> list[Signature]:
-        found = self["kwargs"]["tasks"]
-        if any(not isinstance(s, Signature) for s in found):
-            found[:] = _sigs(found, self._app)
-        return found  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -542,9 +541,6 @@ class group(Signature):  # noqa: N801 - Celery's name
             # A member of a chord or group has one result: the group's list, via accumulate.
             return _single_result(self)._with_tail(options)
         return super()._with_tail(options)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
 
     def _members(self) -> list[Signature]:
         members = self.tasks

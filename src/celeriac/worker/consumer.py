@@ -271,23 +271,11 @@ class Consumer:
         if self.remote is not None:
             self.remote.refresh()
         if self.revocations.is_revoked(task_id):
-            logger.info("task %s[%s] was revoked and is discarded (state REVOKED)", name, task_id)
-            error = TaskRevokedError(f"task {name}[{task_id}] was revoked")
-            record = self._store(batch, task_id, states.REVOKED, error, name=name, request=request)
-            self.fail_workflow(batch, request, states.REVOKED, error, record)
-            batch.acks.append(delivery)
-            if signals.task_revoked.receivers:
-                signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=False)
+            self._discard(batch, delivery, task, request, "was revoked", expired=False)
             return
         expires = headers.get("expires")
         if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
-            logger.info("task %s[%s] expired at %s and is discarded (state REVOKED)", name, task_id, expires)
-            error = TaskRevokedError(f"task {name}[{task_id}] expired at {expires}")
-            record = self._store(batch, task_id, states.REVOKED, error, name=name, request=request)
-            self.fail_workflow(batch, request, states.REVOKED, error, record)
-            batch.acks.append(delivery)
-            if signals.task_revoked.receivers:
-                signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=True)
+            self._discard(batch, delivery, task, request, f"expired at {expires}", expired=True)
             return
         if task.rate_limit is not None or self.default_rate_limit:
             deferred = defer_if_limited(self.app, task, msg, delivery, self.worker_id)
@@ -387,6 +375,17 @@ class Consumer:
         batch.acks.append(delivery)
         if signals.task_unknown.receivers:
             signals.task_unknown.send(sender=None, name=name, id=task_id, message=msg, exc=NotRegistered(name))
+
+    def _discard(self, batch: Batch, delivery: Delivery, task: Task[Any, Any], request: Context, why: str,
+                 expired: bool) -> None:
+        """A revoked or expired task: not run, REVOKED, and its workflow told (as for a failure)."""
+        logger.info("task %s[%s] %s and is discarded (state REVOKED)", task.name, request.id, why)
+        error = TaskRevokedError(f"task {task.name}[{request.id}] {why}")
+        record = self._store(batch, str(request.id), states.REVOKED, error, name=task.name, request=request)
+        self.fail_workflow(batch, request, states.REVOKED, error, record)
+        batch.acks.append(delivery)
+        if signals.task_revoked.receivers:
+            signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=expired)
 
     def _already_final(self, task_id: str) -> bool:
         meta = self.app.backend.get(task_id)
