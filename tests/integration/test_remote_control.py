@@ -29,12 +29,18 @@ def test_inspect_two_workers(tasks: Any, start_worker: Any, tmp_path: Path, brok
     trace = tmp_path / "trace"
     long = [tasks.sleep_then_record.delay(str(trace), f"t{i}", 8) for i in range(4)]
     wait_until(lambda: (trace.read_text().count("start") if trace.exists() else 0) == 2, 20, message="2 running")
-    active = inspect.active()
+    def both_running() -> dict[str, Any] | None:
+        # Waiting ends once every worker with a current heartbeat answered; on a loaded machine a
+        # heartbeat can be overdue (tasks_app's lease is 3 s), and that worker's answer is missed.
+        replies = inspect.active() or {}
+        return replies if sum(len(items) for items in replies.values()) == 2 else None
+
+    active = wait_until(both_running, 30, message="both running tasks in inspect active")
     running = sorted(item["id"] for items in active.values() for item in items)
     assert len(running) == 2 and set(running) <= {r.id for r in long}
     assert all(item["name"] == "tasks_app.sleep_then_record" for items in active.values() for item in items)
-    table = _cli(app_env, "inspect", "active", "--timeout", "2")
-    assert "tasks_app.sleep_then_record" in table.stdout and "2 worker(s) replied." in table.stdout
+    wait_until(lambda: "2 worker(s) replied." in (out := _cli(app_env, "inspect", "active", "--timeout", "2").stdout)
+               and out.count("tasks_app.sleep_then_record") == 2, 30, message="the CLI's table of both tasks")
     reserved = inspect.reserved()
     if broker_kind == "amqp":  # RabbitMQ cannot list what a consumer holds
         assert all("error" in value for value in reserved.values())
