@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
-from helpers import INTEGRATION, WorkerProcess  # noqa: E402
+from helpers import INTEGRATION, WorkerProcess, result_store_url  # noqa: E402
 
 BROKERS = ["sqlite", "redis", "amqp"]
 
@@ -94,3 +94,20 @@ def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+RESULT_STORES = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(params=RESULT_STORES)
+def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh result store, once per kind: the result-store contract tests."""
+    return result_store_url(str(request.param), tmp_path, request)
+
+
+@pytest.fixture
+def any_store(any_store_url: str) -> Iterator[Any]:
+    from celeriac.backends import create_result_store
+    store = create_result_store(any_store_url)
+    yield store
+    store.close()

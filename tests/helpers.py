@@ -58,6 +58,21 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def result_store_url(kind: str, tmp_path: Path, request: Any) -> str:
+    """A fresh result store of this kind: memory, sqlite (a file in tmp_path) or redis (the
+    session's private server, flushed)."""
+    if kind == "memory":
+        import uuid
+        return f"memory://store-{uuid.uuid4().hex}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    server = request.getfixturevalue("redis_server")
+    if not server.ping():
+        server.start()
+    server.flush()
+    return str(server.url)
+
+
 def celeriac_bin() -> str:
     return str(Path(sys.executable).with_name("celeriac"))
 

@@ -46,7 +46,11 @@ class Doorbell:
     _EVENT = struct.Struct("iIII")
     _libc: Any = None
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, version: Callable[[], int] | None = None) -> None:
+        # `version` reads PRAGMA data_version on the waiting thread's connection: it changes
+        # when another connection's commit becomes visible to this one.
+        self._version = version
+        self._armed_version: int | None = None
         self._names = {os.path.basename(path).encode(), (os.path.basename(path) + "-wal").encode(),
                        (os.path.basename(path) + "-journal").encode()}
         self._fd: int | None = None
@@ -64,7 +68,6 @@ class Doorbell:
         except (OSError, AttributeError):
             self._fd = None  # not Linux, or out of inotify instances: fall back to polling
         self._sleep = 0.001
-        self._settle = 0.0
 
     @classmethod
     def _load_libc(cls) -> Any:
@@ -81,6 +84,8 @@ class Doorbell:
         self._sleep = 0.001
         if self._fd is not None:
             self._drain()
+            if self._version is not None:
+                self._armed_version = self._version()
 
     def _drain(self) -> bool:
         assert self._fd is not None
@@ -110,24 +115,24 @@ class Doorbell:
             time.sleep(min(timeout, self._sleep))
             self._sleep = min(self._sleep * 2, 0.05)
             return
-        if self._settle:
-            # An event woke the caller but it did not see the change yet: SQLite appends the
-            # WAL frames (the event) before it publishes the commit in the shared-memory index
-            # (no event). Look again soon, a few times, before waiting for the next event.
-            pause = min(timeout, self._settle)
-            self._settle = self._settle * 2 if self._settle < 0.016 else 0.0
-            if self._poll.poll(max(1, int(pause * 1000 + 0.999))) and self._drain():
-                self._settle = 0.001
-            return
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self._poll.poll(max(1, int(remaining * 1000 + 0.999))):
-                if self._drain():
-                    self._settle = 0.001
-                    return
+            if self._poll.poll(max(1, int(remaining * 1000 + 0.999))) and self._drain():
+                self._until_visible(deadline)
+                return
+
+    def _until_visible(self, deadline: float) -> None:
+        """SQLite appends a commit's WAL frames (the inotify event) before it publishes the
+        commit in the shared-memory index (no event): wait, briefly, until this connection
+        can see a new commit, so the caller re-checks once and at the right moment."""
+        if self._version is None or self._armed_version is None:
+            return
+        settle_until = min(deadline, time.monotonic() + 0.05)
+        while self._version() == self._armed_version and time.monotonic() < settle_until:
+            time.sleep(0.0005)
 
 
 class SQLiteDatabase:
@@ -183,8 +188,11 @@ class SQLiteDatabase:
         key = self._key()
         bell = self._bells.get(key)
         if bell is None:
-            bell = self._bells[key] = Doorbell(self.path)
+            bell = self._bells[key] = Doorbell(self.path, self._data_version)
         return bell
+
+    def _data_version(self) -> int:
+        return int(self.read(lambda c: c.execute("PRAGMA data_version").fetchone()[0]))
 
     def register_schema(self, name: str, statements: str) -> None:
         """Tables a user of this file needs; created before the first transaction touches it.

@@ -318,29 +318,14 @@ class Celeriac:
                 return {"queue": found} if isinstance(found, str) else dict(found)
         return {}
 
-    def send_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
-                  countdown: float | None = None, eta: datetime | None = None,
-                  expires: float | datetime | None = None, priority: int | None = None,
-                  queue: str | None = None, link: Any = None, link_error: Any = None,
-                  headers: dict[str, Any] | None = None, ignore_result: bool | None = None,
-                  serializer: str | None = None, retries: int = 0, root_id: str | None = None,
-                  parent_id: str | None = None, group_id: str | None = None, group_index: int | None = None,
-                  soft_time_limit: float | None = None, time_limit: float | None = None,
-                  shadow: str | None = None, _task: BaseTask[Any, Any] | None = None,
-                  **options: Any) -> ResultHandle[Any]:
-        """Send a task by name; the code need not be importable here."""
-        task_id = task_id or str(uuid.uuid4())
-        outgoing, msg = self.prepare_task(
-            name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta, expires=expires,
-            priority=priority, queue=queue, link=link, link_error=link_error, headers=headers,
-            ignore_result=ignore_result, serializer=serializer, retries=retries, root_id=root_id,
-            parent_id=parent_id, group_id=group_id, group_index=group_index, soft_time_limit=soft_time_limit,
-            time_limit=time_limit, shadow=shadow, _task=_task, **options)
-        self.publish([outgoing], what=f"task {name}[{task_id}]")
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> ResultHandle[Any]:
+        """Send a task by name; the code need not be importable here. Options: see prepare_task."""
+        outgoing, msg = self.prepare_task(name, args, kwargs, **options)
+        self.publish([outgoing], what=f"task {name}[{msg.task_id}]")
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
                                             routing_key=outgoing.queue, exchange="")
-        return AsyncResult(task_id, app=self, task_name=name)
+        return AsyncResult(msg.task_id, app=self, task_name=name)
 
     def prepare_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
                      countdown: float | None = None, eta: Any = None,

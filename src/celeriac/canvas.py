@@ -57,6 +57,12 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+def split_tail(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the options that place a result, for the tail; the others, for the whole)."""
+    return ({k: v for k, v in options.items() if k in TAIL_OPTIONS},
+            {k: v for k, v in options.items() if k not in TAIL_OPTIONS})
+
+
 def merge_options(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Call-time options win, except callbacks, which add up."""
     merged = {**base, **override}
@@ -296,6 +302,11 @@ class Signature(dict):  # type: ignore[type-arg]
         """Every frozen task id in this signature (workflows: all their tasks)."""
         return [self.id] if self.id else []
 
+    def tail(self) -> "Signature":
+        """The task whose result is this signature's result (where chord membership sits)."""
+        continuation = self.options.get("chain")  # reversed: the first one runs last
+        return signature(continuation[0], app=self._app).tail() if continuation else self
+
     def messages(self, app: "Celeriac", args: tuple[Any, ...], kwargs: dict[str, Any],
                  options: dict[str, Any]) -> list[Outgoing]:
         """The messages that start this signature, with `args` as partial arguments."""
@@ -462,14 +473,16 @@ class chain(_TaskList):  # noqa: N801 - Celery's name
     def _with_tail(self, options: dict[str, Any]) -> Signature:
         copy = self.clone()
         steps = copy._steps()
-        tail = {k: v for k, v in options.items() if k in TAIL_OPTIONS}
-        rest = {k: v for k, v in options.items() if k not in TAIL_OPTIONS}
+        tail, rest = split_tail(options)
         steps[-1] = steps[-1]._with_tail(tail)
         copy["options"] = merge_options(copy.options, rest)
         return copy
 
     def result_ids(self) -> list[str]:
         return [i for s in self.tasks for i in s.result_ids()]
+
+    def tail(self) -> Signature:
+        return self.tasks[-1].tail() if self.tasks else self
 
     def messages(self, app: "Celeriac", args: tuple[Any, ...], kwargs: dict[str, Any],
                  options: dict[str, Any]) -> list[Outgoing]:
@@ -660,14 +673,16 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def _with_tail(self, options: dict[str, Any]) -> Signature:
         copy = self.clone()
-        tail = {k: v for k, v in options.items() if k in TAIL_OPTIONS}
-        rest = {k: v for k, v in options.items() if k not in TAIL_OPTIONS}
+        tail, rest = split_tail(options)
         copy["kwargs"]["body"] = copy.body._with_tail(tail)
         copy["options"] = merge_options(copy.options, rest)
         return copy
 
     def result_ids(self) -> list[str]:
         return self.header.result_ids() + self.body.result_ids()
+
+    def tail(self) -> Signature:
+        return self.body.tail()
 
     def messages(self, app: "Celeriac", args: tuple[Any, ...], kwargs: dict[str, Any],
                  options: dict[str, Any]) -> list[Outgoing]:

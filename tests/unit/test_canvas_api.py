@@ -30,7 +30,7 @@ from celeriac.exceptions import TimeoutError as ResultTimeout
 from celeriac.protocol import accepted_types, decode_body, unpack
 from celeriac.testing import start_worker
 from celeriac.worker import workflow
-from helpers import wait_until
+from helpers import result_store_url, wait_until
 
 # --- shared test tasks ---
 
@@ -1067,29 +1067,9 @@ def test_worker_chord_started_inside_a_task_is_collected(wk: SimpleNamespace) ->
 # 4. The chord counting contract of the result stores
 # =====================================================================================
 
-STORE_KINDS = ["memory", "sqlite", "redis"]
-
-
-def store_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if kind == "memory":
-        return f"memory://chords-{uuid.uuid4().hex}"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'results.db'}"
-    server = request.getfixturevalue("redis_server")
-    if not server.ping():
-        server.start()
-    server.flush()
-    return str(server.url)
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def chord_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    return store_url(store_kind, tmp_path, request)
+def chord_url(any_store_url: str) -> str:
+    return any_store_url
 
 
 @pytest.fixture
@@ -1226,7 +1206,7 @@ def test_chord_counting_is_shared_by_store_instances(chord_url: str) -> None:
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 def test_chord_concurrent_parts_fire_exactly_once(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = store_url(kind, tmp_path, request)
+    url = result_store_url(kind, tmp_path, request)
     g = gid()
     size, threads = 400, 8
     fired: list[FiredChord] = []

@@ -94,21 +94,9 @@ def mark_downstream(app: "Celeriac", steps: list[Signature], root_id: str | None
         for task_id in step.result_ids():
             store(task_id, state, exc, traceback, None)
     if steps:  # chain continuations are in reverse order: the first one is the chain's tail
-        part = _failed_membership(app, _tail_of(app, steps[0]), root_id, state, exc, traceback)
+        part = _failed_membership(app, steps[0].tail(), root_id, state, exc, traceback)
         if part is not None:
             parts.append(part)
-
-
-def _tail_of(app: "Celeriac", sig: Signature) -> Signature:
-    """The task whose result is this signature's result (where chord membership sits)."""
-    if isinstance(sig, chain) and sig.tasks:
-        return _tail_of(app, sig.tasks[-1])
-    if isinstance(sig, chord):
-        return _tail_of(app, sig.body)
-    continuation = sig.options.get("chain")
-    if continuation:
-        return _tail_of(app, signature(continuation[0], app=app))
-    return sig
 
 
 def _failed_membership(app: "Celeriac", tail: Signature, root_id: str | None, state: str, exc: BaseException,
