@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs and runs it: ruff and mypy on src/, then pytest.
 # The suite starts its own redis-server / RabbitMQ nodes on free loopback ports; this script
-# installs the Debian packages when they are missing and it runs as root.
+# installs the Debian packages (and tmux, for the monitor's test) when they are missing and it
+# runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -11,6 +12,7 @@ PYTHON=${PYTHON:-python3}
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 { command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; } || missing+=(rabbitmq-server)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # the live monitor's test reads a real terminal screen
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from Debian's packages"

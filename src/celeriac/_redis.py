@@ -6,10 +6,13 @@ so two apps can share a server with different `global_keyprefix` options.
 
 from __future__ import annotations
 
+import functools
+import struct
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
-from .brokers.base import safe_url
+from .brokers.base import (EventChannel, EventSubscription, LeaseState, Outgoing, Publisher, ScheduleStore, Tick,
+                           clamp_priority, safe_url)
 from .exceptions import ImproperlyConfigured, OperationalError
 
 T = TypeVar("T")
@@ -182,3 +185,139 @@ class Script:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         raise AssertionError("unreachable")
+
+
+class RedisScheduleStore(ScheduleStore):
+    """Beat's lease and ticks on the Redis server, under the key prefix. With the Redis
+    broker (`publish` None) one script checks the lease, records the ticks and pushes their
+    messages: all or nothing. With another broker (RabbitMQ) the script records the ticks
+    with their messages as pending, then the messages are published and the pending copies
+    dropped; a leader that dies in between leaves them for the next one (`recover`), so a
+    tick may be sent twice in that window but never lost."""
+
+    def __init__(self, url: str, client: Any, prefix: str, name: str, publish: Publisher | None) -> None:
+        from .brokers import redis_scripts as lua
+        self.url, self.client, self.prefix, self.name, self.publish = url, client, prefix, name, publish
+        self._lease = Script(client, lua.BEAT_LEASE)
+        self._release = Script(client, lua.BEAT_RELEASE)
+        self._fire = Script(client, lua.BEAT_FIRE)
+        base = f"{prefix}:beat:{name}"
+        self.lease_key, self.ticks_key, self.pending_key = f"{base}:lease", f"{base}:ticks", f"{base}:pending"
+
+    def _call(self, what: str, script: Script, args: list[Any]) -> Any:
+        return guarded(self.url, what, lambda: script([self.prefix, self.name, *args]))
+
+    def lease(self, holder: str, ttl: float) -> int | None:
+        token = int(self._call("take the beat lease", self._lease, [holder, max(1, int(ttl * 1000))]))
+        return None if token < 0 else token
+
+    def release(self, holder: str) -> None:
+        self._call("release the beat lease", self._release, [holder])
+
+    def lease_state(self) -> LeaseState:
+        (holder, token, expires), (secs, micros) = guarded(self.url, "read the beat lease", lambda: pipelined(
+            self.client, ("HMGET", self.lease_key, "holder", "token", "expires"), ("TIME",)))
+        expires_in = (float(expires or 0) - (int(secs) * 1000 + int(micros) // 1000)) / 1000
+        name = holder.decode() if isinstance(holder, bytes) else holder
+        return LeaseState(name if expires_in > 0 else None, int(token or 0), expires_in)
+
+    def last_ticks(self) -> dict[str, float]:
+        raw = guarded(self.url, "read beat ticks", lambda: self.client.hgetall(self.ticks_key))
+        return {_text(k): float(v) for k, v in raw.items()}
+
+    def fire(self, holder: str, token: int, ticks: Sequence[Tick]) -> list[str] | None:
+        args: list[Any] = [holder, token, "claim" if self.publish else "publish"]
+        for tick in ticks:
+            m = tick.message
+            args += [tick.entry, repr(float(tick.at)), m.queue if m else "", clamp_priority(m.priority if m else 0),
+                     int(m.eta * 1000) if m and m.eta else 0, m.payload if m else b""]
+        reply = self._call("fire periodic tasks", self._fire, args)
+        if not isinstance(reply, list):
+            return None
+        recorded = [ticks[int(i)] for i in reply]
+        if self.publish is not None:
+            self._publish_claimed(self.publish, [t for t in recorded if t.message is not None])
+        return [t.entry for t in recorded]
+
+    def _publish_claimed(self, publish: Publisher, claimed: list[Tick]) -> None:
+        """Claim mode: publish what this call recorded, then drop the pending copies. Only
+        these - another caller's pending ticks are theirs (or, if they died, recover()'s)."""
+        if not claimed:
+            return
+        publish([t.message for t in claimed if t.message is not None])
+        fields = [f"{t.entry}@{float(t.at)!r}" for t in claimed]
+        guarded(self.url, "confirm beat ticks", lambda: self.client.hdel(self.pending_key, *fields))
+
+    def recover(self) -> int:
+        if self.publish is None:
+            return 0
+        pending = guarded(self.url, "read pending beat ticks", lambda: self.client.hgetall(self.pending_key))
+        if not pending:
+            return 0
+        messages = []
+        for raw in pending.values():
+            queue, priority, eta_ms, payload = bytes(raw).split(b"\n", 3)
+            messages.append(Outgoing(queue.decode(), payload, int(priority), int(eta_ms) / 1000 or None))
+        self.publish(messages)
+        guarded(self.url, "confirm beat ticks", lambda: self.client.hdel(self.pending_key, *pending.keys()))
+        return len(messages)
+
+
+def _unframe(data: bytes) -> list[bytes]:
+    out, offset, size = [], 0, len(data)
+    while offset + 4 <= size:
+        (length,) = struct.unpack_from(">I", data, offset)
+        out.append(bytes(data[offset + 4: offset + 4 + length]))
+        offset += 4 + length
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisEventChannel(EventChannel):
+    """Events in a Redis stream (`<prefix>:events`): one stream entry per batch (the events,
+    each prefixed with its length), so a busy worker costs Redis one XADD per flush, not one
+    per event. Each XADD trims the stream to `max_len` events' worth of entries of its size
+    (at least its own).
+    Readers block in XREAD from where they started."""
+
+    def __init__(self, url: str, client: Any, prefix: str, max_len: int) -> None:
+        self.url, self.client, self.key, self.max_len = url, client, f"{prefix}:events", max(100, int(max_len))
+
+    def send(self, events: Sequence[bytes]) -> None:
+        if events:
+            entries = max(1, self.max_len // len(events))  # never more than max_len events, or one batch
+            framed = b"".join(struct.pack(">I", len(body)) + body for body in events)
+            command = ("XADD", self.key, "MAXLEN", entries, "*", "b", framed)
+            guarded(self.url, "send events", lambda: pipelined(self.client, command))
+
+    def subscribe(self) -> EventSubscription:
+        return _RedisEventSubscription(self)
+
+
+class _RedisEventSubscription(EventSubscription):
+    _BLOCK_CHUNK = 1.0  # seconds per XREAD: well under the client's socket timeout
+
+    def __init__(self, channel: RedisEventChannel) -> None:
+        self.channel = channel
+        newest = guarded(channel.url, "subscribe to events",
+                         lambda: channel.client.xrevrange(channel.key, "+", "-", count=1))
+        self.last_id: Any = newest[0][0] if newest else b"0-0"
+        self.missed = 0
+
+    def next_batch(self, timeout: float) -> list[bytes]:
+        ch = self.channel
+        deadline = time.monotonic() + timeout
+        while True:
+            block = max(1, int(min(self._BLOCK_CHUNK, max(0.0, deadline - time.monotonic())) * 1000))
+            read = functools.partial(ch.client.xread, {ch.key: self.last_id}, count=2000, block=block)
+            reply = guarded(ch.url, "read events", read)
+            if reply:
+                entries = reply[0][1]
+                if entries:
+                    self.last_id = entries[-1][0]
+                    return [event for _id, fields in entries for event in _unframe(fields.get(b"b", b""))]
+            if time.monotonic() >= deadline:
+                return []

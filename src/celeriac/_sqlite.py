@@ -23,8 +23,9 @@ import sqlite3
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from .brokers.base import EventChannel, EventSubscription, LeaseState, Publisher, ScheduleStore, Tick
 from .exceptions import ImproperlyConfigured, OperationalError
 
 T = TypeVar("T")
@@ -324,3 +325,148 @@ def sqlite_path_from_url(url: str) -> str:
         raise ImproperlyConfigured(f"the SQLite URL {url!r} has no file name: use sqlite:///celeriac.db "
                                    "(relative to the current directory) or sqlite:////abs/path.db")
     return os.path.abspath(rest)
+
+
+_SCHEDULE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS celeriac_beat_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT,
+    token INTEGER NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_beat_ticks (
+    name TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    last REAL NOT NULL,
+    PRIMARY KEY (name, entry)
+) WITHOUT ROWID
+"""
+
+
+class SQLiteScheduleStore(ScheduleStore):
+    """Beat's lease and ticks in the SQLite file. `fire` checks the lease, records the ticks
+    and publishes in one write transaction: when the broker is this file, a tick is sent and
+    recorded together or not at all; with another broker (RabbitMQ) the publish happens
+    before the commit, so a crash in between can send a tick twice but never loses one."""
+
+    def __init__(self, db: SQLiteDatabase, name: str, publish: Publisher) -> None:
+        self.db, self.name, self.publish = db, name, publish
+        db.register_schema("beat", _SCHEDULE_SCHEMA)
+
+    def lease(self, holder: str, ttl: float) -> int | None:
+        def take(c: sqlite3.Connection) -> int | None:
+            now = time.time()
+            row = c.execute("SELECT holder, token, expires FROM celeriac_beat_leases WHERE name = ?",
+                            (self.name,)).fetchone()
+            if row is not None and row[0] == holder and row[2] > now:
+                c.execute("UPDATE celeriac_beat_leases SET expires = ? WHERE name = ?", (now + ttl, self.name))
+                return int(row[1])
+            if row is not None and row[0] is not None and row[2] > now:
+                return None
+            token = (int(row[1]) if row else 0) + 1
+            c.execute("INSERT INTO celeriac_beat_leases(name, holder, token, expires) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, token = excluded.token, "
+                      "expires = excluded.expires", (self.name, holder, token, now + ttl))
+            return token
+
+        return self.db.write(take)
+
+    def release(self, holder: str) -> None:
+        self.db.write(lambda c: c.execute(
+            "UPDATE celeriac_beat_leases SET holder = NULL, expires = 0 WHERE name = ? AND holder = ?",
+            (self.name, holder)))
+
+    def lease_state(self) -> LeaseState:
+        row = self.db.read(lambda c: c.execute(
+            "SELECT holder, token, expires FROM celeriac_beat_leases WHERE name = ?", (self.name,)).fetchone())
+        if row is None:
+            return LeaseState(None, 0, 0.0)
+        expires_in = float(row[2]) - time.time()
+        return LeaseState(row[0] if expires_in > 0 else None, int(row[1]), expires_in)
+
+    def last_ticks(self) -> dict[str, float]:
+        return dict(self.db.read(lambda c: c.execute(
+            "SELECT entry, last FROM celeriac_beat_ticks WHERE name = ?", (self.name,)).fetchall()))
+
+    def fire(self, holder: str, token: int, ticks: Sequence[Tick]) -> list[str] | None:
+        def run(c: sqlite3.Connection) -> list[str] | None:
+            row = c.execute("SELECT holder, token, expires FROM celeriac_beat_leases WHERE name = ?",
+                            (self.name,)).fetchone()
+            if row is None or row[0] != holder or int(row[1]) != token or row[2] <= time.time():
+                return None
+            fired, messages = [], []
+            for tick in ticks:
+                last = c.execute("SELECT last FROM celeriac_beat_ticks WHERE name = ? AND entry = ?",
+                                 (self.name, tick.entry)).fetchone()
+                if last is not None and last[0] >= tick.at:
+                    continue
+                c.execute("INSERT INTO celeriac_beat_ticks(name, entry, last) VALUES (?, ?, ?) "
+                          "ON CONFLICT(name, entry) DO UPDATE SET last = excluded.last",
+                          (self.name, tick.entry, tick.at))
+                fired.append(tick.entry)
+                if tick.message is not None:
+                    messages.append(tick.message)
+            if messages:
+                self.publish(messages)  # joins this transaction when the broker is this file
+            return fired
+
+        return self.db.write(run)
+
+
+_EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS celeriac_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    body BLOB NOT NULL
+)
+"""
+
+
+class SQLiteEventChannel(EventChannel):
+    """Events in a table of the SQLite file: one insert transaction per batch, which also
+    deletes the rows older than the newest `max_len` (a range delete on the primary key)."""
+
+    def __init__(self, db: SQLiteDatabase, max_len: int) -> None:
+        self.db, self.max_len = db, max(100, int(max_len))
+        db.register_schema("events", _EVENTS_SCHEMA)
+
+    def send(self, events: Sequence[bytes]) -> None:
+        if not events:
+            return
+
+        def put(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT INTO celeriac_events(body) VALUES (?)", [(e,) for e in events])
+            c.execute("DELETE FROM celeriac_events WHERE seq <= ?", (c.execute("SELECT last_insert_rowid()")
+                                                                      .fetchone()[0] - self.max_len,))
+
+        self.db.write(put)
+
+    def subscribe(self) -> EventSubscription:
+        return _SQLiteEventSubscription(self.db)
+
+
+class _SQLiteEventSubscription(EventSubscription):
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+        # The last number handed out (rows may all have been pruned since): what comes next is new.
+        self.cursor = int(db.read(lambda c: c.execute(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'celeriac_events'), 0)").fetchone()[0]))
+        self.missed = 0
+
+    def next_batch(self, timeout: float) -> list[bytes]:
+        bell = self.db.doorbell()
+        deadline = time.monotonic() + timeout
+        while True:
+            bell.arm()
+            rows = self.db.read(lambda c: c.execute(
+                "SELECT seq, body FROM celeriac_events WHERE seq > ? ORDER BY seq LIMIT 2000",
+                (self.cursor,)).fetchall())
+            if rows:
+                first = int(rows[0][0])
+                if first > self.cursor + 1:
+                    self.missed += first - self.cursor - 1  # pruned before we read them
+                self.cursor = int(rows[-1][0])
+                return [bytes(body) for _seq, body in rows]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            bell.wait(min(remaining, 1.0))

@@ -101,6 +101,8 @@ class Celeriac:
         self._resolved_backend_url: str | None = None
         self._autodiscover: list[tuple[Any, str]] = []
         self._control: "Control | None" = None
+        self._events: Any = None
+        self._sent_events: Any = None
         self.finalized = False
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")
@@ -176,6 +178,26 @@ class Celeriac:
             self.on_after_configure.send(sender=self)
             self.on_after_finalize.send(sender=self)
 
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (),
+                          name: str | None = None, **options: Any) -> str:
+        """Run `sig` on `schedule` (seconds, timedelta, schedule(...) or crontab(...)) under
+        `celeriac beat`, as a `beat_schedule` entry named `name` (default: the signature)."""
+        from .canvas import Signature
+        if not isinstance(sig, Signature) or type(sig) is not Signature:
+            raise TypeError(f"add_periodic_task needs a task signature such as add.s(2, 3), not {sig!r}: "
+                            "to run a workflow periodically, schedule a task that starts it")
+        key = name or repr(sig)
+        spec: dict[str, Any] = {"task": sig.name, "schedule": schedule,
+                                "args": tuple(sig.args) + tuple(args or ()),
+                                "kwargs": {**sig.kwargs, **dict(kwargs or {})},
+                                "options": {**{k: v for k, v in sig.options.items()
+                                               if k not in ("task_id", "link", "link_error")}, **options}}
+        missed = spec["options"].pop("missed", None)
+        if missed is not None:
+            spec["missed"] = missed
+        self._periodic = [p for p in self._periodic if p["name"] != key] + [{"name": key, "spec": spec}]
+        return key
+
     # --- transports ---
 
     @property
@@ -227,6 +249,34 @@ class Celeriac:
     def _reset_connections(self) -> None:
         self._broker = self._backend = None
         self._resolved_broker_url = self._resolved_backend_url = None
+
+    @property
+    def events(self) -> Any:
+        """`app.events.Receiver(...)`, `app.events.State()`, as in Celery's monitoring guide."""
+        if self._events is None:
+            from .events import Events
+            self._events = Events(self)
+        return self._events
+
+    def connection(self) -> Any:
+        """Celery's `with app.connection() as conn:`; celeriac's receivers use the app's broker,
+        so the connection is only a context to pass along."""
+        import contextlib
+        return contextlib.nullcontext(self.broker)
+
+    def _send_sent_events(self, messages: Sequence[Outgoing]) -> None:
+        if self._sent_events is None:
+            from .events import EventDispatcher
+            self._sent_events = EventDispatcher(self, f"{socket.gethostname()}:{os.getpid()}")
+        for m in messages:
+            try:
+                h = protocol.unpack(m.payload).headers
+            except Exception:  # noqa: BLE001 - never fail a publish that succeeded over an event
+                continue
+            self._sent_events.send("task-sent", uuid=h.get("id"), name=h.get("task"), args=h.get("argsrepr"),
+                                   kwargs=h.get("kwargsrepr"), retries=h.get("retries", 0), eta=h.get("eta"),
+                                   expires=h.get("expires"), queue=m.queue, exchange="", routing_key=m.queue,
+                                   root_id=h.get("root_id"), parent_id=h.get("parent_id"))
 
     @property
     def control(self) -> "Control":
@@ -394,6 +444,8 @@ class Celeriac:
         for attempt in range(1, attempts + 1):
             try:
                 self.broker.publish(messages)
+                if conf.task_send_sent_event:
+                    self._send_sent_events(messages)
                 return
             except OperationalError as exc:
                 if attempt == attempts:

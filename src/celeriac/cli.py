@@ -1,4 +1,4 @@
-"""The `celeriac` command: worker, call, result, purge, dead-letters, inspect, control."""
+"""The `celeriac` command: worker, beat, call, result, purge, dead-letters, inspect, control."""
 
 from __future__ import annotations
 
@@ -120,6 +120,10 @@ def _app(ctx: click.Context) -> Celeriac:
 @click.option("--max-memory-per-child", type=int, default=None,
               help="Replace a pool process once its resident memory exceeds this many KiB, after the "
                    "task that took it there (worker_max_memory_per_child).")
+@click.option("-E", "--task-events", "task_events", is_flag=True,
+              help="Send task and worker events (for `celeriac events` and other monitors).")
+@click.option("-B", "--beat", "with_beat", is_flag=True,
+              help="Also send periodic tasks (celeriac beat inside this worker; fine for small set-ups).")
 @click.option("--autoscale", default=None, metavar="MAX,MIN",
               help="Grow the pool up to MAX slots while messages wait, shrink it to MIN when idle.")
 @click.pass_context
@@ -127,7 +131,7 @@ def _app(ctx: click.Context) -> Celeriac:
 def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None, queues: str | None,
            hostname: str | None, prefetch_multiplier: int | None, time_limit: float | None,
            soft_time_limit: float | None, max_tasks_per_child: int | None,
-           max_memory_per_child: int | None, autoscale: str | None) -> None:
+           max_memory_per_child: int | None, autoscale: str | None, with_beat: bool, task_events: bool) -> None:
     """Start a worker: `celeriac -A tasks worker --loglevel=info`."""
     from .log import setup_worker_logging
     from .worker.supervisor import Worker, WorkerOptions, default_hostname
@@ -158,9 +162,14 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
         shutdown_timeout=float(conf.worker_shutdown_timeout), heartbeat_interval=float(conf.worker_heartbeat_interval),
         lease_timeout=float(conf.worker_lease_timeout),
         max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
-        max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child, autoscale=scale)
+        max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child, autoscale=scale,
+        beat=with_beat, send_events=task_events or bool(conf.worker_send_task_events))
     app.broker  # noqa: B018 - fail here, with the URL, if the scheme is wrong
     app.backend  # noqa: B018
+    if with_beat:  # a bad schedule stops the worker here, with the entry's name, not in a thread later
+        from .beat import load_entries, schedule_store
+        load_entries(app)
+        schedule_store(app, str(conf.beat_name or app.main or "celeriac"))
     print_banner(app, options, pool_name)
     sys.exit(Worker(app, options).run())
 
@@ -203,6 +212,129 @@ def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
     else:
         print("\n".join(lines) + "\n", flush=True)
     sys.stdout.flush()
+
+
+@main.command()
+@click.option("-l", "--loglevel", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING, ERROR.")
+@click.option("--list", "list_only", is_flag=True, help="Show each entry with its last and next run, then exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: print JSON.")
+@click.option("--lease-timeout", type=float, default=None,
+              help="Seconds a standby beat waits for a silent leader before taking over (default 10).")
+@click.option("--max-interval", type=float, default=None, help="Longest sleep between two looks at the schedule.")
+@click.option("-s", "--schedule", "schedule_file", default=None, hidden=True)  # Celery's shelve file: not used
+@click.pass_context
+@friendly_errors
+def beat(ctx: click.Context, loglevel: str, list_only: bool, as_json: bool, lease_timeout: float | None,
+         max_interval: float | None, schedule_file: str | None) -> None:
+    """Send periodic tasks: `celeriac -A tasks beat --loglevel=info`.
+
+    Run one, or two or three for redundancy: they share a lease in the broker's store and
+    each tick is sent once."""
+    import signal
+
+    from .beat import Beat
+    from .log import setup_worker_logging
+
+    if not ctx.obj.get("app_spec"):
+        raise AppLoadError("beat needs your app: celeriac -A tasks beat (tasks.py sets app.conf.beat_schedule)")
+    app = _app(ctx)
+    setup_worker_logging(loglevel, app.conf.worker_log_format)
+    app.import_default_modules()
+    scheduler = Beat(app, lease_timeout=lease_timeout, max_interval=max_interval)
+    if list_only:
+        _print_beat_list(scheduler, as_json)
+        return
+    if schedule_file:
+        logging.getLogger("celeriac.beat").info(
+            "--schedule %s ignored: beat keeps its state in the broker's store", schedule_file)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: scheduler.stop())
+    print(f"celeriac beat v{__version__}: {len(scheduler.entries)} entr"
+          f"{'y' if len(scheduler.entries) == 1 else 'ies'}, broker {safe_url(app.broker_url)}, "
+          f"time zone {scheduler.tz}", flush=True)
+    if not scheduler.entries:
+        print("no periodic tasks: set app.conf.beat_schedule or call app.add_periodic_task", flush=True)
+    scheduler.run()
+
+
+@main.command()
+@click.option("--dump", is_flag=True, help="Print each event as a line instead of the live view (for pipes).")
+@click.option("--json", "as_json", is_flag=True, help="With --dump: one JSON object per line.")
+@click.option("--task", "task_filter", default=None, metavar="GLOB", help="Only tasks whose name matches.")
+@click.option("--state", "state_filter", default=None, metavar="STATES",
+              help="Only tasks in these states (comma-separated: FAILURE,RETRY).")
+@click.option("--timeout", type=float, default=None, help="With --dump: stop after this many seconds.")
+@click.option("--limit", type=int, default=None, help="With --dump: stop after this many events.")
+@click.option("--refresh", type=float, default=0.5, show_default=True, help="Seconds between screen updates.")
+@click.pass_context
+@friendly_errors
+def events(ctx: click.Context, dump: bool, as_json: bool, task_filter: str | None, state_filter: str | None,
+           timeout: float | None, limit: int | None, refresh: float) -> None:
+    """Watch task and worker events live (workers need -E): `celeriac -A tasks events`."""
+    from . import monitor
+
+    app = _app(ctx)
+    filters = monitor.Filters(task_filter, state_filter)
+    if dump or as_json:
+        monitor.dump(app, sys.stdout, as_json, filters, timeout=timeout, limit=limit)
+    else:
+        monitor.live(app, filters, refresh=max(0.1, refresh))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@friendly_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Which workers are alive (from their heartbeats); exit status 1 when none is."""
+    app = _app(ctx)
+    workers = app.control.live_workers()
+    if as_json:
+        click.echo(json.dumps(workers, indent=2, default=str))
+    else:
+        for worker_id, info in sorted(workers.items(), key=lambda kv: str(kv[1].get("hostname", kv[0]))):
+            queues = ",".join(info.get("queues") or [])
+            click.echo(f"-> {info.get('hostname', worker_id)}: OK  pid {info.get('pid', '?')}, "
+                       f"{info.get('concurrency', '?')} {info.get('pool', '')} slot(s), queues {queues}")
+        count = len(workers)
+        click.echo(f"\n{count} node{'s' if count != 1 else ''} online." if count else
+                   f"No worker is alive on {safe_url(app.broker_url)} (none renewed its heartbeat lease).")
+    if not workers:
+        sys.exit(1)
+
+
+def _print_beat_list(scheduler: Any, as_json: bool) -> None:
+    rows = scheduler.listing()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    lease = scheduler.store.lease_state()
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"beat schedule {scheduler.name!r} (time zone {scheduler.tz})", title_justify="left")
+    for column in ("entry", "task", "schedule", "last tick", "next run", "missed"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        due = row["due_in"]
+        when = f"{row['next']} (in {_duration(due)})" if due > 0 else f"{row['next']} (due now)"
+        table.add_row(row["name"], row["task"], row["schedule"], row["last"] or "never", when, row["missed"])
+    # A pipe or a log file gets whole lines (no wrapped names); a terminal gets its own width.
+    console = Console(width=None if sys.stdout.isatty() else 240, highlight=False)
+    console.print(table)
+    console.print(f"leader: {lease.holder} (lease {lease.expires_in:.0f}s left)" if lease.holder
+                  else "leader: none (no beat is running)")
+    if not rows:
+        console.print("no periodic tasks: set app.conf.beat_schedule or call app.add_periodic_task")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes)
+    return " ".join(parts + [f"{secs}s"] * (bool(secs) or not parts))
 
 
 # --- client commands ---

@@ -38,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "task_reject_on_worker_lost": None,
     "task_ignore_result": False,
     "task_track_started": False,
+    "task_send_sent_event": False,  # clients emit task-sent events
+    "worker_send_task_events": False,  # workers emit task-* events (-E)
+    "event_buffer_size": 10000,  # events a process holds while the broker is slow; more are dropped and counted
+    "event_flush_interval": 0.1,  # seconds between two batches of events
     "task_time_limit": None,
     "task_soft_time_limit": None,
     "task_max_deliveries": 5,
@@ -67,6 +71,11 @@ DEFAULTS: dict[str, Any] = {
     "timezone": None,
     "enable_utc": True,
     "beat_schedule": {},
+    "beat_name": None,  # which schedule state and lease beats share (default: the app's name)
+    "beat_lease_timeout": 10.0,  # a standby beat takes over at most this long after the leader died
+    "beat_missed_after": None,  # a tick later than this is "missed" (default: twice the lease)
+    "beat_missed_policy": "run_once",  # what missed ticks get: "run_once" or "skip" (per entry: "missed")
+    "beat_max_loop_interval": 300.0,  # longest sleep between two looks at the schedule
     "include": [],
     "imports": [],
 }

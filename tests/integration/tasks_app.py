@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -15,11 +16,41 @@ app = Celeriac("tasks_app")
 app.conf.worker_heartbeat_interval = 0.5
 app.conf.worker_lease_timeout = 3.0
 app.conf.worker_autoscaler_keepalive = 1.0  # --autoscale tests: shrink after 1 s idle, not 30
+# Event tests (tests/integration/test_events.py) bound the event stream to see retention at work.
+if os.environ.get("EVENTS_TEST_MAX_LEN"):
+    app.conf.broker_transport_options = {"events_max_len": int(os.environ["EVENTS_TEST_MAX_LEN"])}
+# Beat tests (tests/integration/test_beat.py) describe their schedule in the environment:
+# {"entry name": [seconds, "missed policy"]}; every entry records its ticks into BEAT_TEST_FILE.
+if os.environ.get("BEAT_TEST_SCHEDULE"):
+    app.conf.beat_schedule = {
+        name: {"task": "tasks_app.record_tick", "schedule": float(every), "args": (os.environ["BEAT_TEST_FILE"],),
+               "missed": missed}
+        for name, (every, missed) in json.loads(os.environ["BEAT_TEST_SCHEDULE"]).items()}
+    app.conf.beat_lease_timeout = float(os.environ.get("BEAT_TEST_LEASE", "2"))
+    if os.environ.get("BEAT_TEST_MISSED_AFTER"):
+        app.conf.beat_missed_after = float(os.environ["BEAT_TEST_MISSED_AFTER"])
 
 
 @app.task
 def add(x: int, y: int) -> int:
     return x + y
+
+
+@app.task(bind=True)
+def record_tick(self: Task, path: str) -> None:
+    """What beat sent: one JSON line per execution (task id, entry, tick instant, start time)."""
+    headers = self.request.headers or {}
+    line = json.dumps({"id": self.request.id, "entry": headers.get("periodic_task_name"),
+                       "tick": headers.get("periodic_tick"), "at": time.time()})
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+@app.task
+def rejects() -> None:
+    """Refuses its message for good (task-rejected; the message goes to the dead letters)."""
+    from celeriac.exceptions import Reject
+    raise Reject("not for us", requeue=False)
 
 
 @app.task

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 from .. import protocol, states
-from ..brokers.base import safe_url
+from ..brokers.base import EventChannel, Publisher, ScheduleStore, safe_url
 
 
 @dataclass(slots=True)
@@ -167,6 +167,18 @@ class ResultStore(ABC):
     @abstractmethod
     def control_replies(self, reply_id: str) -> list[dict[str, Any]]:
         """The replies to a command so far."""
+
+    # --- beat's state, for brokers that keep none (RabbitMQ) ---
+
+    def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
+        """Beat's lease and last ticks when the broker cannot hold them; None where this
+        store is not shared between processes (memory)."""
+        return None
+
+    def event_channel(self) -> EventChannel | None:
+        """The event stream when the broker has none (RabbitMQ); None where this store is not
+        shared between processes (memory)."""
+        return None
 
     # --- who is alive, for brokers that keep no worker list of their own (RabbitMQ) ---
 

@@ -12,7 +12,8 @@ import json
 import time
 from typing import Any, Sequence
 
-from .._redis import Keys, Script, client_for, guarded, key_prefix, pipelined
+from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix, pipelined
+from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
                                      STORE_RESULTS)
 from ..exceptions import OperationalError
@@ -95,6 +96,13 @@ class RedisResultStore(ResultStore):
         reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
         return [(parts[int(number) - 1], [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)])
                 for number, flat in reply]
+
+    def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
+        return RedisScheduleStore(self.url, self.client, self.keys.prefix, name, publish)
+
+    def event_channel(self) -> EventChannel | None:
+        return RedisEventChannel(self.url, self.client, self.keys.prefix,
+                                 int(self.options.get("events_max_len", 10000)))
 
     def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
         p = self.keys.prefix

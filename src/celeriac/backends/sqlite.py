@@ -8,7 +8,8 @@ import time
 from typing import Any, Sequence
 
 from .. import states
-from .._sqlite import SQLiteDatabase, sqlite_path_from_url
+from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
+from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from .base import ChordPart, ResultStore, StoredResult
 
 SCHEMA = """
@@ -148,6 +149,12 @@ class SQLiteResultStore(ResultStore):
             return fired
 
         return self.db.write(record)
+
+    def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
+        return SQLiteScheduleStore(self.db, name, publish)
+
+    def event_channel(self) -> EventChannel | None:
+        return SQLiteEventChannel(self.db, int(self.options.get("events_max_len", 10000)))
 
     def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
         if info is None:

@@ -488,10 +488,19 @@ class AMQPBroker(Broker):
                 self._drop(link)
 
 
+_FLOAT_TAG = "celeriac-float:"
+
+
 def _amqp_table(value: Any) -> Any:
-    """pika has no float field type: floats (time limits) travel as AMQP decimals."""
+    """pika has no float field type: floats (time limits) travel as AMQP decimals, which hold
+    32 bits of digits; a float with more (an epoch timestamp) travels as tagged text."""
     if isinstance(value, float):
-        return decimal.Decimal(repr(value))
+        exact = decimal.Decimal(repr(value))
+        digits = exact.as_tuple()
+        unscaled = int(exact.scaleb(-int(digits.exponent))) if isinstance(digits.exponent, int) else None
+        if unscaled is not None and -2**31 <= unscaled < 2**31 and -255 <= int(digits.exponent) <= 0:
+            return exact
+        return _FLOAT_TAG + repr(value)
     if isinstance(value, dict):
         return {k: _amqp_table(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -502,6 +511,10 @@ def _amqp_table(value: Any) -> Any:
 def _from_amqp_table(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return float(value)
+    if isinstance(value, bytes) and value.startswith(_FLOAT_TAG.encode()):
+        value = value.decode()
+    if isinstance(value, str) and value.startswith(_FLOAT_TAG):
+        return float(value[len(_FLOAT_TAG):])
     if isinstance(value, dict):
         return {k: _from_amqp_table(v) for k, v in value.items()}
     if isinstance(value, list):

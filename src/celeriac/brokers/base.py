@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
@@ -60,6 +60,88 @@ class DeadLetter:
     reason: str
     at: float
     deliveries: int
+
+
+@dataclass(slots=True)
+class Tick:
+    """One tick of a periodic-task entry: its scheduled instant is its identity."""
+
+    entry: str
+    at: float  # epoch seconds
+    message: Outgoing | None  # None: record the tick as handled without sending anything (skipped)
+
+
+@dataclass(slots=True)
+class LeaseState:
+    holder: str | None
+    token: int
+    expires_in: float  # seconds; <= 0 when nobody holds it
+
+
+class ScheduleStore(ABC):
+    """Where beat replicas keep who leads (a lease with a fencing token) and, per entry, the
+    last tick handled. `fire` is the only write of ticks, and it is fenced: it writes only
+    while the caller's lease (holder and token) is current, and records a tick only if it is
+    newer than the entry's last one - so a tick is published once however many beats run."""
+
+    @abstractmethod
+    def lease(self, holder: str, ttl: float) -> int | None:
+        """Take or renew the lead for `ttl` seconds: the fencing token, or None if another
+        holder's lease is current. The token changes whenever the lead changes hands."""
+
+    @abstractmethod
+    def release(self, holder: str) -> None:
+        """Give up the lead (a clean stop), so a standby takes over without waiting."""
+
+    @abstractmethod
+    def lease_state(self) -> LeaseState:
+        """Who leads now (for `beat --list` and logs)."""
+
+    @abstractmethod
+    def last_ticks(self) -> dict[str, float]:
+        """Entry name -> the instant of the last tick handled."""
+
+    @abstractmethod
+    def fire(self, holder: str, token: int, ticks: Sequence[Tick]) -> list[str] | None:
+        """Publish the ticks' messages and record them, atomically where the store shares the
+        broker's file or server. Returns the entries recorded (a tick already recorded by
+        someone else is left out), or None when the lease is no longer the caller's."""
+
+    def recover(self) -> int:
+        """A new leader's first act: finish what a dead leader claimed but may not have
+        published (only where claim and publish are two steps). Returns messages re-sent."""
+        return 0
+
+
+class EventSubscription(ABC):
+    """One reader of the event stream, from the moment it subscribed on."""
+
+    missed: int = 0  # events that were dropped by retention before this reader got to them
+
+    @abstractmethod
+    def next_batch(self, timeout: float) -> list[bytes]:
+        """The events published since the last call (oldest first), waiting up to `timeout`
+        seconds for at least one; [] when none came."""
+
+    def close(self) -> None:
+        """Stop reading (optional)."""
+
+
+class EventChannel(ABC):
+    """Task and worker events: a bounded stream, written in batches and read by monitors.
+    Old events are dropped (retention), never the worker's time: `send` is one round trip."""
+
+    @abstractmethod
+    def send(self, events: Sequence[bytes]) -> None:
+        """Append serialized events (one round trip)."""
+
+    @abstractmethod
+    def subscribe(self) -> EventSubscription:
+        """A reader that sees the events sent from now on."""
+
+
+# The publish function a schedule store calls when it cannot publish by itself.
+Publisher = Callable[[Sequence[Outgoing]], None]
 
 
 class Broker(ABC):
@@ -151,6 +233,16 @@ class Broker(ABC):
     def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
         """(owner, payload) of the messages this worker holds (running or prefetched), for
         `inspect reserved`; None where the broker cannot tell (RabbitMQ)."""
+        return None
+
+    def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
+        """Beat's state kept beside the messages, so a tick's publish and its record commit
+        together; None where the broker keeps no state (RabbitMQ: the result store then)."""
+        return None
+
+    def event_channel(self) -> EventChannel | None:
+        """Where task and worker events travel; None where the broker has no stream of its
+        own (the result store's is used then)."""
         return None
 
     def take_over_connections(self) -> None:

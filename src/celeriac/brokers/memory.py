@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Any, Sequence
 
-from .base import Broker, DeadLetter, Delivery, Outgoing, clamp_priority
+from .base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, LeaseState, Outgoing, Publisher,
+                   ScheduleStore, Tick, clamp_priority)
 
 
 class _State:
@@ -24,10 +25,106 @@ class _State:
         self.workers: dict[str, tuple[float, dict[str, Any]]] = {}
         self.dead: list[DeadLetter] = []
         self.seq = itertools.count(1)
+        self.beat_leases: dict[str, tuple[str | None, int, float]] = {}  # name -> holder, token, expires
+        self.beat_ticks: dict[str, dict[str, float]] = {}
+        self.events: list[bytes] = []
+        self.events_dropped = 0  # trimmed from the front: readers' cursors are absolute
 
 
 _STATES: dict[str, _State] = {}
 _STATES_LOCK = threading.Lock()
+
+
+class _MemoryScheduleStore(ScheduleStore):
+    """Beat's state beside the in-process queues (tests, `worker -B` with the memory broker)."""
+
+    def __init__(self, broker: "MemoryBroker", name: str) -> None:
+        self.broker, self.name, self._s = broker, name, broker._s
+
+    def lease(self, holder: str, ttl: float) -> int | None:
+        with self._s.cond:
+            now = time.time()
+            current, token, expires = self._s.beat_leases.get(self.name, (None, 0, 0.0))
+            if expires > now and current is not None and current != holder:
+                return None
+            if not (expires > now and current == holder):
+                token += 1
+            self._s.beat_leases[self.name] = (holder, token, now + ttl)
+            return token
+
+    def release(self, holder: str) -> None:
+        with self._s.cond:
+            current, token, _ = self._s.beat_leases.get(self.name, (None, 0, 0.0))
+            if current == holder:
+                self._s.beat_leases[self.name] = (None, token, 0.0)
+
+    def lease_state(self) -> LeaseState:
+        holder, token, expires = self._s.beat_leases.get(self.name, (None, 0, 0.0))
+        left = expires - time.time()
+        return LeaseState(holder if left > 0 else None, token, left)
+
+    def last_ticks(self) -> dict[str, float]:
+        with self._s.cond:
+            return dict(self._s.beat_ticks.get(self.name, {}))
+
+    def fire(self, holder: str, token: int, ticks: Sequence[Tick]) -> list[str] | None:
+        with self._s.cond:
+            current, current_token, expires = self._s.beat_leases.get(self.name, (None, 0, 0.0))
+            if current != holder or current_token != token or expires <= time.time():
+                return None
+            last = dict(self._s.beat_ticks.get(self.name, {}))
+            fresh = []
+            for tick in ticks:  # one after another: a batch may hold several ticks of one entry
+                if last.get(tick.entry, float("-inf")) < tick.at:
+                    last[tick.entry] = tick.at
+                    fresh.append(tick)
+            self.broker.publish([t.message for t in fresh if t.message is not None])
+            self._s.beat_ticks[self.name] = last
+            return [t.entry for t in fresh]
+
+
+class _MemoryEventChannel(EventChannel):
+    MAX_LEN = 10000
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def send(self, events: Sequence[bytes]) -> None:
+        with self._s.cond:
+            self._s.events.extend(events)
+            excess = len(self._s.events) - self.MAX_LEN
+            if excess > 0:
+                del self._s.events[:excess]
+                self._s.events_dropped += excess
+            self._s.cond.notify_all()
+
+    def subscribe(self) -> EventSubscription:
+        return _MemoryEventSubscription(self._s)
+
+
+class _MemoryEventSubscription(EventSubscription):
+    def __init__(self, state: _State) -> None:
+        self._s = state
+        with state.cond:
+            self.position = state.events_dropped + len(state.events)  # absolute index of the next event
+
+    def next_batch(self, timeout: float) -> list[bytes]:
+        s = self._s
+        deadline = time.monotonic() + timeout
+        with s.cond:
+            while True:
+                start = self.position - s.events_dropped
+                if start < 0:
+                    self.missed += -start
+                    start = 0
+                if start < len(s.events):
+                    out = s.events[start:]
+                    self.position = s.events_dropped + len(s.events)
+                    return list(out)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                s.cond.wait(remaining)
 
 
 class MemoryBroker(Broker):
@@ -43,6 +140,12 @@ class MemoryBroker(Broker):
         s = self._s
         heapq.heappush(s.ready.setdefault(queue, []),
                        (-priority, seq if seq is not None else next(s.seq), queue, payload, deliveries))
+
+    def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
+        return _MemoryScheduleStore(self, name)
+
+    def event_channel(self) -> EventChannel | None:
+        return _MemoryEventChannel(self._s)
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         now = time.time()

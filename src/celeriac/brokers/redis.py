@@ -11,9 +11,9 @@ import functools
 import json
 from typing import Any, Sequence
 
-from .._redis import Keys, Script, client_for, guarded, key_prefix
+from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix
 from . import redis_scripts as lua
-from .base import Broker, DeadLetter, Delivery, Outgoing, clamp_priority
+from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
 
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
 
@@ -105,6 +105,12 @@ class RedisBroker(Broker):
             groups.setdefault(delivery.owner, []).extend([delivery.tag, reason])
         for owner, pairs in groups.items():
             self._run("dead-letter", self._dead_letter, [self._p, owner, *pairs])
+
+    def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
+        return RedisScheduleStore(self.url, self.client, self._p, name, None)  # the script publishes
+
+    def event_channel(self) -> EventChannel | None:
+        return RedisEventChannel(self.url, self.client, self._p, int(self.options.get("events_max_len", 10000)))
 
     def heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None = None) -> None:
         self._run("heartbeat", self._heartbeat, [self._p, worker_id, int(ttl * 1000), json.dumps(info or {})])

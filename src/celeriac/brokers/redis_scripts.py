@@ -53,10 +53,8 @@ end
 """
 
 # ARGV: prefix, then (queue, priority, eta_ms or 0, payload) per message.
-PUBLISH = COMMON + """
-local wake = {}
-for i = 2, #ARGV, 4 do
-  local queue, prio, eta, payload = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
+PUSH = """
+local function push_message(queue, prio, eta, payload, wake)
   local id = redis.call('INCR', p .. ':seq')
   redis.call('HSET', p .. ':payload', id, payload)
   redis.call('HSET', p .. ':route', id, prio .. ':' .. queue)
@@ -67,12 +65,22 @@ for i = 2, #ARGV, 4 do
   end
   wake[queue] = (wake[queue] or 0) + 1
 end
-for queue, count in pairs(wake) do
-  local tokens = {}
-  for k = 1, math.min(count, 64) do tokens[k] = 1 end
-  redis.call('LPUSH', p .. ':signal:' .. queue, unpack(tokens))
-  redis.call('LTRIM', p .. ':signal:' .. queue, 0, 63)
+local function ring(wake)
+  for queue, count in pairs(wake) do
+    local tokens = {}
+    for k = 1, math.min(count, 64) do tokens[k] = 1 end
+    redis.call('LPUSH', p .. ':signal:' .. queue, unpack(tokens))
+    redis.call('LTRIM', p .. ':signal:' .. queue, 0, 63)
+  end
 end
+"""
+
+PUBLISH = COMMON + PUSH + """
+local wake = {}
+for i = 2, #ARGV, 4 do
+  push_message(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], wake)
+end
+ring(wake)
 return 1
 """
 
@@ -410,4 +418,64 @@ local member = seq .. '|' .. ARGV[4]
 redis.call('ZADD', p .. ':control', seq, member)
 redis.call('ZADD', p .. ':control:exp', expires, member)
 return seq
+"""
+
+# Beat: a lease (holder, fencing token, expiry on Redis' clock) and the last tick per entry.
+# The token only grows, so a leader that lost its lease can never write again with it.
+BEAT_COMMON = """
+local lease, ticks, pending = p .. ':beat:' .. ARGV[2] .. ':lease', p .. ':beat:' .. ARGV[2] .. ':ticks',
+  p .. ':beat:' .. ARGV[2] .. ':pending'
+local function lease_is(holder, token)
+  local cur = redis.call('HMGET', lease, 'holder', 'token', 'expires')
+  return cur[1] == holder and tonumber(cur[2]) == tonumber(token) and tonumber(cur[3] or 0) > now
+end
+"""
+
+# ARGV: prefix, name, holder, ttl_ms. Returns the token, or -1 while another holder leads.
+BEAT_LEASE = COMMON + BEAT_COMMON + """
+local cur = redis.call('HMGET', lease, 'holder', 'token', 'expires')
+local holder, token, expires = cur[1], tonumber(cur[2] or 0), tonumber(cur[3] or 0)
+if expires > now and holder and holder ~= ARGV[3] then return -1 end
+if not (expires > now and holder == ARGV[3]) then
+  token = token + 1
+  redis.call('HSET', lease, 'holder', ARGV[3], 'token', token)
+end
+redis.call('HSET', lease, 'expires', now + tonumber(ARGV[4]))
+return token
+"""
+
+# ARGV: prefix, name, holder. Returns nothing.
+BEAT_RELEASE = COMMON + BEAT_COMMON + """
+if redis.call('HGET', lease, 'holder') == ARGV[3] then
+  redis.call('HDEL', lease, 'holder')
+  redis.call('HSET', lease, 'expires', 0)
+end
+return 1
+"""
+
+# ARGV: prefix, name, holder, token, mode ('publish': push the messages here; 'claim': keep
+# them as pending for the caller to publish and confirm), then (entry, at, queue, priority,
+# eta_ms, payload or '') per tick. Returns the positions (0-based) of the ticks recorded, or -1
+# if the lease is not the caller's.
+BEAT_FIRE = COMMON + PUSH + BEAT_COMMON + """
+if not lease_is(ARGV[3], ARGV[4]) then return -1 end
+local wake, fired = {}, {}
+for i = 6, #ARGV, 6 do
+  local entry, at = ARGV[i], ARGV[i + 1]
+  local last = redis.call('HGET', ticks, entry)
+  if not last or tonumber(last) < tonumber(at) then
+    redis.call('HSET', ticks, entry, at)
+    fired[#fired + 1] = (i - 6) / 6
+    if ARGV[i + 5] ~= '' then
+      if ARGV[5] == 'publish' then
+        push_message(ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5], wake)
+      else
+        redis.call('HSET', pending, entry .. '@' .. at,
+          ARGV[i + 2] .. '\\n' .. ARGV[i + 3] .. '\\n' .. ARGV[i + 4] .. '\\n' .. ARGV[i + 5])
+      end
+    end
+  end
+end
+ring(wake)
+return fired
 """

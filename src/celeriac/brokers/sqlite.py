@@ -12,8 +12,8 @@ import sqlite3
 import time
 from typing import Any, Sequence
 
-from .._sqlite import SQLiteDatabase, sqlite_path_from_url
-from .base import Broker, DeadLetter, Delivery, Outgoing, clamp_priority
+from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
+from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_messages (
@@ -255,6 +255,12 @@ class SQLiteBroker(Broker):
 
     def transaction(self) -> Any:
         return self.db.transaction()
+
+    def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
+        return SQLiteScheduleStore(self.db, name, publish)
+
+    def event_channel(self) -> EventChannel | None:
+        return SQLiteEventChannel(self.db, int(self.options.get("events_max_len", 10000)))
 
     def housekeeping(self) -> None:
         # Run by worker supervisors (which execute no task) every heartbeat, so the pause of

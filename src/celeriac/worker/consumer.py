@@ -30,6 +30,7 @@ from .revocations import Revocations
 
 if TYPE_CHECKING:
     from ..app import Celeriac
+    from ..events import EventDispatcher
     from .aio import AsyncRunner
 
 logger = logging.getLogger("celeriac.worker")
@@ -49,6 +50,7 @@ class SlotState(Protocol):
     task_name: bytes
     thread_ident: int
     processed: int
+    events_dropped: int
 
 
 @dataclass
@@ -62,6 +64,7 @@ class PlainSlot:
     task_name: bytes = b""
     thread_ident: int = 0
     processed: int = 0
+    events_dropped: int = 0
 
 
 @dataclass
@@ -149,7 +152,8 @@ class Batch:
 
 class Consumer:
     def __init__(self, app: "Celeriac", *, worker_id: str, owner: str, queues: list[str], prefetch: int,
-                 hostname: str, slot: SlotState | None = None, async_runner: "AsyncRunner | None" = None) -> None:
+                 hostname: str, slot: SlotState | None = None, async_runner: "AsyncRunner | None" = None,
+                 events: "EventDispatcher | None" = None) -> None:
         self.app = app
         self.worker_id = worker_id
         self.owner = owner
@@ -172,6 +176,7 @@ class Consumer:
         self.remote: ProcessControl | None = None  # set by the supervisor
         self.default_rate_limit = app.conf.task_default_rate_limit
         self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
+        self.events = events  # None unless task events are on (-E)
 
     def stop(self) -> None:
         self.stopping = True
@@ -245,6 +250,8 @@ class Consumer:
             batch.dead.append((delivery, reason))
             lost = WorkerLostError(reason)
             record = self._store(batch, task_id, states.FAILURE, lost, name=name)
+            if self.events is not None:
+                self.events.send("task-failed", uuid=task_id, name=name, exception=repr(lost), traceback=None)
             self._fail_undecoded(batch, msg, task_id, name, delivery, lost, record)
             return
         task = self.app.tasks.get(name)
@@ -260,6 +267,11 @@ class Consumer:
             self._store(batch, task_id, states.FAILURE, exc, name=name)
             return
         request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
+        if self.events is not None:
+            self.events.send("task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
+                             kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
+                             parent_id=headers.get("parent_id"), retries=headers.get("retries", 0),
+                             eta=headers.get("eta"), expires=headers.get("expires"))
         if headers.get(workflow.CHORD_BODY_HEADER) and self._already_final(task_id):
             # A second copy of a chord body: the header that fired it was re-run after a crash
             # between publishing the body and its own ack. The body already ran; this copy must not.
@@ -289,6 +301,8 @@ class Consumer:
             self.app.backend.store([self.app.backend.encode(self.app.result_meta(
                 task_id, states.STARTED, {"pid": _pid(), "hostname": self.hostname}, request=request, task=task))])
         limits = limits_for(task, request, self.app.conf)
+        if self.events is not None:
+            self.events.send("task-started", uuid=task_id)
         if task.is_async and self.async_runner is not None:
             batch.flush(lambda: self.stopping)  # do not hold earlier outcomes while the loop is busy
             self.async_runner.submit(task, request, args, kwargs, delivery, limits)
@@ -341,6 +355,8 @@ class Consumer:
             batch = Batch(self.app)
             self.finish(task, request, delivery, outcome, batch, hard)
             batch.flush()
+            if self.events is not None:
+                self.events.close()  # the process ends below: send its last events now
         except Exception:
             logger.exception("could not record the time limit of %s[%s]; its message will be delivered again",
                              task.name, request.id)
@@ -384,6 +400,8 @@ class Consumer:
         record = self._store(batch, str(request.id), states.REVOKED, error, name=task.name, request=request)
         self.fail_workflow(batch, request, states.REVOKED, error, record)
         batch.acks.append(delivery)
+        if self.events is not None:
+            self.events.send("task-revoked", uuid=str(request.id), terminated=False, signum=None, expired=expired)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(sender=task, request=request, terminated=False, signum=None, expired=expired)
 
@@ -421,6 +439,8 @@ class Consumer:
         self.slot.processed += 1
         flows = workflow.in_workflow(request)
         record: StoredResult | None = None
+        if self.events is not None:
+            self._outcome_event(task_id, outcome, runtime)
         if state == states.SUCCESS:
             if logger.isEnabledFor(logging.INFO):
                 logger.info("Task %s[%s] succeeded in %.6fs: %s", task.name, task_id, runtime,
@@ -472,6 +492,23 @@ class Consumer:
                 batch.chord_parts.append(part)
         batch.acks.append(delivery)
         batch.mark()
+
+    def _outcome_event(self, task_id: str, outcome: Outcome, runtime: float) -> None:
+        assert self.events is not None
+        state, send = outcome.state, self.events.send
+        traceback = outcome.einfo.traceback if outcome.einfo is not None else None
+        if state == states.SUCCESS:
+            send("task-succeeded", uuid=task_id, result=protocol._saferepr(outcome.retval, 256), runtime=runtime)
+        elif state == states.FAILURE:
+            send("task-failed", uuid=task_id, exception=repr(outcome.exc), traceback=traceback, runtime=runtime)
+        elif state == states.REVOKED:
+            send("task-revoked", uuid=task_id, terminated=True, signum=getattr(outcome.exc, "signum", None),
+                 expired=False)
+        elif state == states.RETRY:
+            send("task-retried", uuid=task_id, exception=repr(outcome.exc), traceback=traceback)
+        elif state == states.REJECTED:
+            send("task-rejected", uuid=task_id, requeue=bool(getattr(outcome.exc, "requeue", False)))
+        self.slot.events_dropped = self.events.dropped
 
     def _storer(self, batch: Batch) -> workflow.StoreFn:
         def store(task_id: str, state: str, value: Any, traceback: str | None, name: str | None) -> None:

@@ -43,7 +43,8 @@ class SharedSlot(ctypes.Structure):
     _fields_ = [("ready", ctypes.c_int), ("tag", ctypes.c_char * 96), ("started", ctypes.c_double),
                 ("async_running", ctypes.c_int), ("hard_deadline", ctypes.c_double),
                 ("task_id", ctypes.c_char * 64), ("task_name", ctypes.c_char * 128),
-                ("thread_ident", ctypes.c_ulonglong), ("processed", ctypes.c_long)]
+                ("thread_ident", ctypes.c_ulonglong), ("processed", ctypes.c_long),
+                ("events_dropped", ctypes.c_long)]
 
 
 # How long past a hard time limit the supervisor waits for the pool process's own watchdog
@@ -76,6 +77,8 @@ class WorkerOptions:
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None  # KiB
     autoscale: tuple[int, int] | None = None  # (max, min) pool slots
+    beat: bool = False  # `worker -B`: run the periodic-task scheduler in this process too
+    send_events: bool = False  # `-E`: task and worker events
 
 
 class Worker:
@@ -98,6 +101,9 @@ class Worker:
         self._idle_since = time.monotonic()
         self._retired_processed = 0
         self._terminated: set[int] = set()
+        self._beat: Any = None
+        from ..events import EventDispatcher
+        self.events = EventDispatcher(app, options.hostname, enabled=options.send_events)
         # Terminations not carried out yet: the task may start a moment after the revoke is read.
         self._to_terminate: dict[str, str] = {}
         # Expired results are deleted a few times per expiry period (at most every 5 minutes).
@@ -113,7 +119,7 @@ class Worker:
         runner = AsyncRunner(int(self.app.conf.worker_async_concurrency or 100))
         consumer = Consumer(self.app, worker_id=self.worker_id, owner=owner, queues=list(self.options.queues),
                             prefetch=self.options.prefetch_multiplier, hostname=self.options.hostname,
-                            slot=slot, async_runner=runner)
+                            slot=slot, async_runner=runner, events=self.events if self.events.enabled else None)
         consumer.remote = ProcessControl(consumer, self.control.cursor,
                                          float(self.app.conf.worker_revoke_sync_interval))
         runner.bind(consumer)
@@ -188,6 +194,8 @@ class Worker:
             os._exit(1)
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+            if consumer.events is not None:
+                consumer.events.close()  # os._exit below skips atexit: the last events go now
             self._close_quietly()
         if consumer.recycled:
             logger.info("pool process %s is replaced %s", os.getpid(), consumer.recycled)
@@ -206,6 +214,8 @@ class Worker:
         name = signal.Signals(signum).name
         self._stop_signal = name
         self._stop_requested += 2 if signum == signal.SIGQUIT else 1  # SIGQUIT: at once, as in Celery
+        if self._beat is not None:
+            self._beat[0].stop()  # no new periodic tasks from a worker on its way out
         if self._stop_requested == 1:
             logger.warning("%s received: warm shutdown (running tasks finish, waiting up to %.0fs; "
                            "send it again to stop at once)", name, self.options.shutdown_timeout)
@@ -223,6 +233,16 @@ class Worker:
         if not self.app.broker.tracks_workers:
             self.app.backend.worker_heartbeat(self.worker_id, self.options.lease_timeout, info)
         self._last_beat = time.monotonic()
+        if self.events.enabled:
+            self._worker_event("worker-heartbeat")
+
+    def _worker_event(self, kind: str) -> None:
+        from ..events import worker_fields
+        slots = self.slots + self._retiring
+        active = sum(1 for s in slots if s.slot.tag) + sum(int(s.slot.async_running) for s in slots)
+        dropped = self.events.dropped + sum(int(s.slot.events_dropped) for s in slots)
+        self.events.send(kind, active=active, processed=self.processed_total(), events_dropped=dropped,
+                         **worker_fields(self.options.heartbeat_interval))
 
     def run(self) -> int:
         broker = self.app.broker
@@ -246,6 +266,10 @@ class Worker:
             gc.freeze()
         self.slots = [self._start_slot(i, 0) for i in range(self.options.concurrency)]
         self._wait_ready()
+        if self.options.beat:
+            self._start_beat()
+        if self.events.enabled:
+            self._worker_event("worker-online")
         logger.info("%s ready.", self.options.hostname)
         self.ready.set()
         signals.worker_ready.send(sender=self)
@@ -415,7 +439,23 @@ class Worker:
                 time.sleep(min(5.0, 0.1 * (attempt + 1)))
         return 0
 
+    def _start_beat(self) -> None:
+        # A thread, started after the pool is forked: the supervisor runs no task, so the
+        # scheduler never waits behind one; a leased store keeps it single even with -B on
+        # several workers.
+        from ..beat import embedded_beat
+        beat, thread = embedded_beat(self.app)
+        thread.start()
+        self._beat = (beat, thread)
+
+    def _stop_beat(self) -> None:
+        if self._beat is not None:
+            beat, thread = self._beat
+            beat.stop()
+            thread.join(5)
+
     def _shutdown(self) -> None:
+        self._stop_beat()
         signals.worker_shutting_down.send(sender=self, sig=getattr(self, "_stop_signal", "SIGTERM"),
                                           how="cold" if self._stop_requested > 1 else "warm", exitcode=0)
         for slot in (self.slots + self._retiring):
@@ -454,6 +494,9 @@ class Worker:
             logger.error("could not release this worker's messages (%s); they return once its lease "
                          "expires in %.0fs", exc, self.options.lease_timeout)
         signals.worker_shutdown.send(sender=self)
+        if self.events.enabled:
+            self._worker_event("worker-offline")
+            self.events.close()
         self._close_quietly()
         logger.info("%s stopped.", self.options.hostname)
 
