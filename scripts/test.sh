@@ -25,4 +25,5 @@ fi
 
 .venv/bin/ruff check src
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# Two xdist workers: the long waiting tests (marked slow) on one, the rest on the other.
+exec .venv/bin/pytest -n 2 --dist loadgroup "$@"

@@ -17,6 +17,15 @@ from helpers import INTEGRATION, WorkerProcess, result_store_url  # noqa: E402
 BROKERS = ["sqlite", "redis", "amqp"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """scripts/test.sh runs two xdist workers with --dist loadgroup: the `slow` tests (minutes of
+    mostly waiting: a 2-minute task, beat replicas for a minute) run on one, in order, while the
+    rest run on the other - so the waits overlap the work instead of adding to it."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("waiting" if item.get_closest_marker("slow") else "main"))
+
+
 @pytest.fixture(scope="session")
 def rabbit_server() -> Iterator[Any]:
     from servers import RabbitServer

@@ -144,6 +144,7 @@ def test_missed_ticks_follow_the_entry_policy(broker_kind: str, app_env: dict[st
     second.wait_for(r"skipper \(tasks_app.record_tick\) missed its runs since .* skipping them")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
 def test_three_beats_one_killed_every_tick_once(broker_kind: str, app_env: dict[str, str], tmp_path: Path,
                                                 tasks: Any, start_worker: Callable[..., WorkerProcess],

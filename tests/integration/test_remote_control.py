@@ -19,6 +19,7 @@ def _cli(app_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
                           timeout=60)
 
 
+@pytest.mark.slow
 def test_inspect_two_workers(tasks: Any, start_worker: Any, tmp_path: Path, broker_kind: str,
                              app_env: dict[str, str]) -> None:
     # Each worker can hold at most two of the four tasks, so both run one at once whichever fetches first
