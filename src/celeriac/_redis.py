@@ -276,22 +276,42 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _seq_of(fields: Any) -> int | None:
+    """The 'e' field of a stream entry (XREAD gives a dict; raw XREVRANGE a flat list)."""
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2], strict=False))
+    value = fields.get(b"e") if isinstance(fields, dict) else None
+    return int(value) if value is not None else None
+
+
+# ARGV: stream key, sequence key, entries to keep, event count, framed events. The sequence
+# numbers every event ever sent; each entry carries its last one ('e') and its count ('n'), so
+# a reader sees a gap - events trimmed before it read them - and counts them.
+_EVENTS_XADD = """
+local last = redis.call('INCRBY', ARGV[2], tonumber(ARGV[4]))
+redis.call('XADD', ARGV[1], 'MAXLEN', ARGV[3], '*', 'b', ARGV[5], 'n', ARGV[4], 'e', last)
+return last
+"""
+
+
 class RedisEventChannel(EventChannel):
     """Events in a Redis stream (`<prefix>:events`): one stream entry per batch (the events,
-    each prefixed with its length), so a busy worker costs Redis one XADD per flush, not one
-    per event. Each XADD trims the stream to `max_len` events' worth of entries of its size
-    (at least its own).
+    each prefixed with its length), so a busy worker costs Redis one script call per flush,
+    not one per event. Each XADD trims the stream to `max_len` events' worth of entries of
+    its size (at least its own).
     Readers block in XREAD from where they started."""
 
     def __init__(self, url: str, client: Any, prefix: str, max_len: int) -> None:
         self.url, self.client, self.key, self.max_len = url, client, f"{prefix}:events", max(100, int(max_len))
+        self.seq_key = f"{prefix}:events:seq"
+        self._xadd = Script(client, _EVENTS_XADD)
 
     def send(self, events: Sequence[bytes]) -> None:
         if events:
             entries = max(1, self.max_len // len(events))  # never more than max_len events, or one batch
             framed = b"".join(struct.pack(">I", len(body)) + body for body in events)
-            command = ("XADD", self.key, "MAXLEN", entries, "*", "b", framed)
-            guarded(self.url, "send events", lambda: pipelined(self.client, command))
+            args = [self.key, self.seq_key, entries, len(events), framed]
+            guarded(self.url, "send events", lambda: self._xadd(args))
 
     def subscribe(self) -> EventSubscription:
         return _RedisEventSubscription(self)
@@ -302,10 +322,23 @@ class _RedisEventSubscription(EventSubscription):
 
     def __init__(self, channel: RedisEventChannel) -> None:
         self.channel = channel
-        newest = guarded(channel.url, "subscribe to events",
-                         lambda: channel.client.xrevrange(channel.key, "+", "-", count=1))
+        newest, seq = guarded(channel.url, "subscribe to events", lambda: pipelined(
+            channel.client, ("XREVRANGE", channel.key, "+", "-", "COUNT", 1), ("GET", channel.seq_key)))
         self.last_id: Any = newest[0][0] if newest else b"0-0"
+        # The number of the last event sent before we subscribed: the next one we read should follow it.
+        self.last_seq = _seq_of(newest[0][1]) if newest else None
+        if self.last_seq is None:
+            self.last_seq = int(seq) if seq else 0
         self.missed = 0
+
+    def _count_gap(self, fields: dict[bytes, bytes]) -> None:
+        last, count = _seq_of(fields), fields.get(b"n")
+        if last is None or count is None:  # an entry from a writer that does not number events
+            return
+        first = last - int(count) + 1
+        if self.last_seq is not None and first > self.last_seq + 1:
+            self.missed += first - self.last_seq - 1
+        self.last_seq = max(last, self.last_seq or 0)
 
     def next_batch(self, timeout: float) -> list[bytes]:
         ch = self.channel
@@ -318,6 +351,8 @@ class _RedisEventSubscription(EventSubscription):
                 entries = reply[0][1]
                 if entries:
                     self.last_id = entries[-1][0]
+                    for _id, fields in entries:
+                        self._count_gap(fields)
                     return [event for _id, fields in entries for event in _unframe(fields.get(b"b", b""))]
             if time.monotonic() >= deadline:
                 return []

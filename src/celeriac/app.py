@@ -435,8 +435,9 @@ class Celeriac:
                                              properties=msg.properties, routing_key=queue, exchange="")
         return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch), msg
 
-    def publish(self, messages: Sequence[Outgoing], what: str = "messages") -> None:
-        """Publish with the publish retry policy; a clear OperationalError when the broker is gone."""
+    def publish(self, messages: Sequence[Outgoing], what: str = "messages", *, sent_events: bool = True) -> None:
+        """Publish with the publish retry policy; a clear OperationalError when the broker is gone.
+        With `task_send_sent_event`, a task-sent event per message (unless `sent_events` is False)."""
         conf = self.conf
         policy = conf.task_publish_retry_policy or {}
         attempts = 1 + (int(policy.get("max_retries", 3)) if conf.task_publish_retry else 0)
@@ -444,7 +445,7 @@ class Celeriac:
         for attempt in range(1, attempts + 1):
             try:
                 self.broker.publish(messages)
-                if conf.task_send_sent_event:
+                if sent_events and conf.task_send_sent_event:
                     self._send_sent_events(messages)
                 return
             except OperationalError as exc:

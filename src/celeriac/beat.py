@@ -24,10 +24,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import signals
-from .brokers.base import ScheduleStore, Tick
+from .brokers.base import Outgoing, ScheduleStore, Tick
 from .exceptions import ImproperlyConfigured
 from .schedules import BaseSchedule, schedule, timezone_named, to_schedule
 
@@ -94,9 +94,14 @@ def load_entries(app: "Celeriac") -> dict[str, Entry]:
 
 
 def schedule_store(app: "Celeriac", name: str) -> ScheduleStore:
-    store = app.broker.schedule_store(name, lambda messages: app.publish(messages, what="periodic tasks"))
+    # Beat sends task-sent for what it fired itself (stores that publish in their own
+    # transaction or script never call this), so the publisher does not send them again.
+    def publish(messages: Sequence[Outgoing]) -> None:
+        app.publish(messages, what="periodic tasks", sent_events=False)
+
+    store = app.broker.schedule_store(name, publish)
     if store is None:
-        store = app.backend.schedule_store(name, lambda messages: app.publish(messages, what="periodic tasks"))
+        store = app.backend.schedule_store(name, publish)
     if store is None:
         raise ImproperlyConfigured(
             f"beat keeps its state in the broker's store (SQLite or Redis) or, with {app.broker.safe_url}, in "
@@ -252,15 +257,19 @@ class Beat:
 
     def _recorded(self, ticks: list[Tick], fired: list[str]) -> None:
         remaining = list(fired)
+        sent: list[Outgoing] = []
         for tick in ticks:
             if tick.entry in remaining:
                 remaining.remove(tick.entry)
                 self._last[tick.entry] = max(tick.at, self._last.get(tick.entry, tick.at))
                 if tick.message is not None:
                     self.sent += 1
+                    sent.append(tick.message)
                     logger.info("beat: sending due task %s (%s) [%s, id %s]", tick.entry,
                                 self.entries[tick.entry].task, _local(tick.at, self.tz),
                                 tick_task_id(self.name, tick.entry, tick.at))
+        if sent and self.app.conf.task_send_sent_event:
+            self.app._send_sent_events(sent)
         if len(fired) < len(ticks):  # another beat recorded some of them: trust the store
             self._last = self.store.last_ticks()
 

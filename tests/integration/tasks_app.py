@@ -17,6 +17,8 @@ app.conf.worker_heartbeat_interval = 0.5
 app.conf.worker_lease_timeout = 3.0
 app.conf.worker_autoscaler_keepalive = 1.0  # --autoscale tests: shrink after 1 s idle, not 30
 # Event tests (tests/integration/test_events.py) bound the event stream to see retention at work.
+if os.environ.get("EVENTS_TEST_SENT"):  # worker and beat processes send task-sent for what they publish
+    app.conf.task_send_sent_event = True
 if os.environ.get("EVENTS_TEST_MAX_LEN"):
     app.conf.broker_transport_options = {"events_max_len": int(os.environ["EVENTS_TEST_MAX_LEN"])}
 # Beat tests (tests/integration/test_beat.py) describe their schedule in the environment:

@@ -106,6 +106,43 @@ def test_every_event_type_arrives_with_celerys_fields(broker_kind: str, tasks: A
     assert offline["hostname"] == online["hostname"]
 
 
+def test_workers_and_beat_send_task_sent_for_what_they_publish(broker_kind: str, tasks: Any, collector: Collector,
+                                                               app_env: dict[str, str], tmp_path: Path,
+                                                               start_worker: Callable[..., WorkerProcess]) -> None:
+    """A chain's next step is published by the worker, a periodic task by beat (on SQLite and
+    Redis inside the store's own transaction or script): each sends task-sent once when the
+    option is on, as a client does."""
+    env = dict(app_env, EVENTS_TEST_SENT="1", BEAT_TEST_SCHEDULE=json.dumps({"every-second": [1, "run_once"]}),
+               BEAT_TEST_FILE=str(tmp_path / "ticks.jsonl"))
+    start_worker("-E", "-c", "2", env=env)
+    collector.wait("worker-online")
+    step = (tasks.add.s(1, 1) | tasks.add.s(10)).delay()
+    assert step.get(timeout=20) == 12
+    first = step.parent
+    assert first is not None
+    assert collector.wait("task-sent", first.id)["hostname"] != collector.wait("task-sent", step.id)["hostname"]
+    from_worker = collector.wait("task-sent", step.id)
+    assert from_worker["name"] == "tasks_app.add" and from_worker["parent_id"] == first.id
+    assert len(collector.of("task-sent", step.id)) == 1
+
+    beat = WorkerProcess(tmp_path, env, command="beat")
+    try:
+        beat.wait_for(r"beat \S+: \d+ entr")
+        tick = wait_until(lambda: [e for e in collector.of("task-sent") if e.get("name") == "tasks_app.record_tick"],
+                          20, message="task-sent for a beat tick")[0]
+        collector.wait("task-succeeded", tick["uuid"])
+        assert beat.terminate() == 0
+    finally:
+        beat.stop()
+
+    def announced() -> list[str]:
+        return [e["uuid"] for e in collector.of("task-sent") if e.get("name") == "tasks_app.record_tick"]
+
+    ran = {json.loads(line)["id"] for line in (tmp_path / "ticks.jsonl").read_text().splitlines() if line.strip()}
+    wait_until(lambda: ran <= set(announced()), 10, message="a task-sent for every tick that ran")
+    assert len(announced()) == len(set(announced())), f"a tick's task-sent came twice: {announced()}"
+
+
 @pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
 def test_revoked_and_terminated_tasks_send_task_revoked(broker_kind: str, tasks: Any, collector: Collector,
                                                         start_worker: Callable[..., WorkerProcess]) -> None:

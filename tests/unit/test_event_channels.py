@@ -55,11 +55,6 @@ class Stream:
         """A second channel on the same stream: as another process would open it."""
         return self.opener()
 
-    @property
-    def reports_missed(self) -> bool:
-        # Redis trims its stream with XADD MAXLEN ~ and never tells a reader what it lost:
-        # RedisEventSubscription.missed stays 0. SQLite and memory count the gap.
-        return not self.kind.startswith("redis")
 
 
 def _redis_url(request: pytest.FixtureRequest) -> str:
@@ -284,9 +279,7 @@ def test_retention_keeps_the_stream_bounded_and_a_slow_reader_gets_the_newest(
     got = drain(sub)
     assert SMALL <= len(got) <= kept
     assert got == sent[-len(got):]  # the newest, in order, nothing twice
-    if s.reports_missed:
-        assert sub.missed == len(sent) - len(got)
-    # Redis: sub.missed stays 0 - the stream does not say what MAXLEN trimmed (not asserted).
+    assert sub.missed == len(sent) - len(got)  # every store counts what retention trimmed unread
     s.channel.send([b"after"])
     assert drain(sub, expect=1) == [b"after"]  # a reader that fell behind reads on normally
 
@@ -301,8 +294,7 @@ def test_a_reader_subscribed_on_an_empty_stream_counts_what_it_missed(
     got = drain(sub)
     assert SMALL <= len(got) < len(sent)
     assert got == sent[-len(got):]
-    if s.reports_missed:
-        assert sub.missed == len(sent) - len(got)
+    assert sub.missed == len(sent) - len(got)  # every store counts what retention trimmed unread
 
 
 # --- per implementation ---
@@ -725,10 +717,14 @@ def test_a_failing_channel_drops_counts_warns_once_and_recovers(monkeypatch: pyt
         channel.down = False
         for i in range(3):
             d.send("task-started", uuid=f"ok{i}")
-        wait_until(lambda: len(channel.got) == 3, 5, message="events after the broker recovered")
+
+        def recovered() -> list[str]:  # the flush thread counts and logs just after the channel took them
+            return [r.getMessage() for r in caplog.records if "takes events again" in r.getMessage()] \
+                if len(channel.got) == 3 and d.sent == 3 else []
+
+        again = wait_until(recovered, 5, message="events after the broker recovered, and the log line")
         assert [json.loads(b)["uuid"] for b in channel.got] == ["ok0", "ok1", "ok2"]
         assert d.sent == 3 and d.dropped == 12
-        again = [r.getMessage() for r in caplog.records if "takes events again" in r.getMessage()]
         assert again == ["events: the broker takes events again (12 dropped meanwhile)"]
         assert len([r for r in caplog.records if "cannot send" in r.getMessage()]) == 1
 

@@ -118,7 +118,7 @@ class Batch:
         # follow-ups are published and chord members recorded before the messages are acked, and
         # a chord they complete has its body published before the completing header is acked.
         steps: list[tuple[str, Callable[[Any], None]]] = [
-            ("results", backend.store), ("publishes", broker.publish), ("chord_parts", self._record_chords),
+            ("results", backend.store), ("publishes", self._publish), ("chord_parts", self._record_chords),
             ("dead", broker.dead_letter), ("releases", broker.release), ("acks", broker.ack)]
         for name, write in steps:
             items = getattr(self, name)
@@ -126,6 +126,13 @@ class Batch:
                 write(items)
                 if forget_as_written:
                     setattr(self, name, [])
+
+    def _publish(self, messages: list[Outgoing]) -> None:
+        """What tasks sent on (chain steps, callbacks, retries, chord bodies): like any client,
+        a worker sends task-sent for them when `task_send_sent_event` is on."""
+        self.app.broker.publish(messages)
+        if self.app.conf.task_send_sent_event:
+            self.app._send_sent_events(messages)
 
     def _record_chords(self, parts: list[ChordPart]) -> None:
         app = self.app
@@ -141,7 +148,7 @@ class Batch:
                 workflow.fire_chord(app, fired, publishes, store, more)
             parts = more
         if publishes:
-            app.broker.publish(publishes)
+            self._publish(publishes)
         if results:
             app.backend.store(results)
 
