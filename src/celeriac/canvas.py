@@ -252,7 +252,12 @@ class Signature(dict):  # type: ignore[type-arg]
             # a chain as its first step), not one child per message.
             from .result import child_entry
             del running.children[known_children:]
-            running.children.append(child_entry(_root_of(result)))
+            root = _root_of(result)
+            running.children.append(child_entry(root))
+            if isinstance(sig, chord) and result is not root:
+                # A chord's body is sent later by the worker that finishes the header, from no
+                # task of the caller's: it is this task's child too, or collect() never reaches it.
+                running.children.append(child_entry(_first_after(result, root)))
         app.publish(messages, what=f"{sig.describe()}")
         return result
 
@@ -810,6 +815,14 @@ def xstarmap(task: Any, it: Iterable[Any], app: "Celeriac | None" = None) -> Sig
     sig = signature(task, app=app)
     return Signature("celery.starmap", kwargs={"task": dict(sig), "it": [list(a) for a in it]},
                      app=app or sig._app)
+
+
+def _first_after(result: Any, ancestor: Any) -> Any:
+    """The result right after `ancestor` on the in-memory parent links from `result` up."""
+    while (parent := result.__dict__.get("_parent", result.__dict__.get("parent"))) is not None \
+            and parent is not ancestor:
+        result = parent
+    return result
 
 
 def _root_of(result: Any) -> Any:

@@ -116,9 +116,15 @@ def register(app: Celeriac) -> SimpleNamespace:
         r = chord([add.s(1, 1), add.s(2, 2)], tsum.s()).delay()
         return [r.id, [h.id for h in r.parent.results]]
 
+    @app.task(bind=True)
+    def chord_chain_launcher(self: Any) -> list[Any]:
+        """Sends a chord whose body is a chain from inside a task."""
+        r = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10)).delay()
+        return [r.parent.id, r.id]
+
     return SimpleNamespace(app=app, **{t.name.rsplit(".", 1)[-1]: t for t in (
         add, tsum, ident, slow_ident, boom, record, new_eb, old_eb, rep, rep_group, rep_chain, launcher,
-        chord_launcher)})
+        chord_launcher, chord_chain_launcher)})
 
 
 def memory_app(eager: bool = False) -> Celeriac:
@@ -1052,8 +1058,6 @@ def test_worker_group_started_inside_a_task_is_a_group_child(wk: SimpleNamespace
     assert [m.id for m in groups[0].results] == members
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a chord started inside a task: its body is nobody's child, so "
-                   "collect() from the task never reaches the body")
 def test_worker_chord_started_inside_a_task_is_collected(wk: SimpleNamespace) -> None:
     r = wk.chord_launcher.delay()
     body_id, header_ids = r.get(timeout=T)
@@ -1061,6 +1065,14 @@ def test_worker_chord_started_inside_a_task_is_collected(wk: SimpleNamespace) ->
     ids = {node.id for node, _v in r.collect(timeout=T)}
     assert set(header_ids) <= ids
     assert body_id in ids
+
+
+def test_worker_chord_with_a_chain_body_started_inside_a_task_is_collected(wk: SimpleNamespace) -> None:
+    r = wk.chord_chain_launcher.delay()
+    first_id, last_id = r.get(timeout=T)
+    assert AsyncResult(last_id, app=wk.app).get(timeout=T) == 16
+    walked = {node.id: value for node, value in r.collect(timeout=T)}
+    assert walked[first_id] == 6 and walked[last_id] == 16  # both steps of the body, from the launcher
 
 
 # =====================================================================================
