@@ -36,7 +36,10 @@ from celeriac.events import EventDispatcher, Receiver, channel_for, worker_field
 from celeriac.exceptions import ImproperlyConfigured, OperationalError
 from helpers import wait_until
 
-KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "sqlite-results", "redis-results"]
+KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "amqp-broker", "sqlite-results", "redis-results"]
+# Where all readers share one bounded stream; RabbitMQ gives each reader its own bounded queue
+# instead (test_rabbitmq_reader_queue_is_bounded_and_counts_what_it_lost).
+SHARED_STREAMS = [k for k in KINDS if not k.startswith("amqp")]
 SMALL = 100  # events_max_len of the retention tests (the smallest a channel accepts)
 
 
@@ -74,6 +77,11 @@ def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_l
             request.getfixturevalue("monkeypatch").setattr(_MemoryEventChannel, "MAX_LEN", max_len)
     elif kind.startswith("sqlite"):
         url = f"sqlite:///{tmp_path / 'events.db'}"
+    elif kind.startswith("amqp"):
+        server = request.getfixturevalue("rabbit_server")
+        if not server.ping():
+            server.start()
+        url = str(server.url)
     else:
         url = _redis_url(request)
 
@@ -100,6 +108,9 @@ def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_l
                 return int(conn.execute("SELECT count(*) FROM celeriac_events").fetchone()[0])
             finally:
                 conn.close()
+    elif kind.startswith("amqp"):
+        def stored() -> int:  # no shared stream: each reader's own queue is bounded (see its test)
+            return 0
     else:
         assert channel.key == "celeriac:events"  # type: ignore[attr-defined]
 
@@ -257,8 +268,9 @@ def test_a_batch_of_5000_events_in_one_send(stream: Stream) -> None:
     assert sub.missed == 0
 
 
+@pytest.mark.parametrize("kind", SHARED_STREAMS)
 def test_retention_keeps_the_stream_bounded_and_a_slow_reader_gets_the_newest(
-        open_stream: Callable[..., Stream]) -> None:
+        open_stream: Callable[..., Stream], kind: str) -> None:
     s = open_stream(max_len=SMALL)
     # One event before subscribing: a SQLite reader that subscribed on an empty table does not
     # count what it missed (see test_a_reader_subscribed_on_an_empty_stream_counts_what_it_missed).
@@ -284,6 +296,7 @@ def test_retention_keeps_the_stream_bounded_and_a_slow_reader_gets_the_newest(
     assert drain(sub, expect=1) == [b"after"]  # a reader that fell behind reads on normally
 
 
+@pytest.mark.parametrize("kind", SHARED_STREAMS)
 def test_a_reader_subscribed_on_an_empty_stream_counts_what_it_missed(
         open_stream: Callable[..., Stream], kind: str, request: pytest.FixtureRequest) -> None:
     s = open_stream(max_len=SMALL)
@@ -298,6 +311,44 @@ def test_a_reader_subscribed_on_an_empty_stream_counts_what_it_missed(
 
 
 # --- per implementation ---
+
+def test_rabbitmq_reader_queue_is_bounded_and_counts_what_it_lost(tmp_path: Path,
+                                                                   request: pytest.FixtureRequest) -> None:
+    """Each reader has its own queue on the events exchange, bounded to events_max_len events
+    of about EVENT_BYTES each; a reader that does not keep up loses the oldest batches that
+    waited in its queue, gets the newest in order (after the few batches already on their way
+    to it, EVENT_PREFETCH at most), and counts the loss - also across two senders."""
+    from celeriac.brokers.amqp import EVENT_BYTES, EVENT_PREFETCH
+    s = make_stream("amqp-broker", tmp_path, request, max_len=SMALL)
+    try:
+        other = s.another()
+        early = s.channel.subscribe()  # subscribed before anyone sent
+        s.channel.send([b"before-the-late-reader"])
+        other.send([b"from-the-other-sender"])
+        late = s.channel.subscribe()  # these two senders started before it: only later gaps count
+        padding = "x" * 600
+        sent: list[bytes] = []
+        for i in range(60):  # 300 events of ~650 bytes: about 4x what the queue may hold
+            batch = [json.dumps({"type": "test", "n": i * 5 + k, "pad": padding}).encode() for k in range(5)]
+            s.channel.send(batch)  # one sender: its order is kept (two connections' are not ordered)
+            sent.extend(batch)
+        extras = {b"before-the-late-reader", b"from-the-other-sender"}
+        drained = [drain(early), drain(late)]
+        for sub, published, got in ((early, len(sent) + 2, drained[0]), (late, len(sent), drained[1])):
+            assert 0 < len(got) * 650 <= SMALL * EVENT_BYTES + EVENT_PREFETCH * 5 * 650  # bounded in bytes
+            newest = next(n for n in range(len(got), 0, -1) if got[-n:] == sent[-n:])
+            on_the_way = [e for e in got[:len(got) - newest] if e not in extras]
+            assert len(on_the_way) <= EVENT_PREFETCH * 5 and on_the_way == sent[:len(on_the_way)]
+            assert newest >= SMALL // 2  # mostly the newest
+            assert sub.missed == published - len(got), (len(got), sub.missed)
+        s.channel.send([b"after"])
+        for sub in (early, late):
+            assert drain(sub, expect=1) == [b"after"]  # reads on normally
+            sub.close()
+    finally:
+        for thing in s.closers:
+            thing.close()
+
 
 def test_sqlite_keeps_exactly_the_newest_max_len(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     s = make_stream("sqlite-broker", tmp_path, request, max_len=SMALL)
