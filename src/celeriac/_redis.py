@@ -7,12 +7,11 @@ so two apps can share a server with different `global_keyprefix` options.
 from __future__ import annotations
 
 import functools
-import struct
 import time
 from typing import Any, Callable, Sequence, TypeVar
 
 from .brokers.base import (EventChannel, EventSubscription, LeaseState, Outgoing, Publisher, ScheduleStore, Tick,
-                           clamp_priority, safe_url)
+                           clamp_priority, safe_url, frame_events, unframe_events)
 from .exceptions import ImproperlyConfigured, OperationalError
 
 T = TypeVar("T")
@@ -263,15 +262,6 @@ class RedisScheduleStore(ScheduleStore):
         return len(messages)
 
 
-def _unframe(data: bytes) -> list[bytes]:
-    out, offset, size = [], 0, len(data)
-    while offset + 4 <= size:
-        (length,) = struct.unpack_from(">I", data, offset)
-        out.append(bytes(data[offset + 4: offset + 4 + length]))
-        offset += 4 + length
-    return out
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -309,7 +299,7 @@ class RedisEventChannel(EventChannel):
     def send(self, events: Sequence[bytes]) -> None:
         if events:
             entries = max(1, self.max_len // len(events))  # never more than max_len events, or one batch
-            framed = b"".join(struct.pack(">I", len(body)) + body for body in events)
+            framed = frame_events(events)
             args = [self.key, self.seq_key, entries, len(events), framed]
             guarded(self.url, "send events", lambda: self._xadd(args))
 
@@ -353,6 +343,6 @@ class _RedisEventSubscription(EventSubscription):
                     self.last_id = entries[-1][0]
                     for _id, fields in entries:
                         self._count_gap(fields)
-                    return [event for _id, fields in entries for event in _unframe(fields.get(b"b", b""))]
+                    return [event for _id, fields in entries for event in unframe_events(fields.get(b"b", b""))]
             if time.monotonic() >= deadline:
                 return []

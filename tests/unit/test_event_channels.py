@@ -115,9 +115,9 @@ def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_l
         assert channel.key == "celeriac:events"  # type: ignore[attr-defined]
 
         def stored() -> int:  # events, not stream entries: an entry holds one batch
-            from celeriac._redis import _unframe
+            from celeriac.brokers.base import unframe_events
             entries = channel.client.xrange(channel.key)  # type: ignore[attr-defined]
-            return sum(len(_unframe(fields[b"b"])) for _id, fields in entries)
+            return sum(len(unframe_events(fields[b"b"])) for _id, fields in entries)
     return Stream(kind, url, channel, opener, stored, closers)
 
 

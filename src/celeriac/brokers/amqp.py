@@ -38,7 +38,8 @@ from urllib.parse import unquote, urlsplit
 
 from .. import protocol
 from ..exceptions import DecodeError, ImproperlyConfigured, OperationalError
-from .base import Broker, DeadLetter, Delivery, EventChannel, EventSubscription, Outgoing, clamp_priority
+from .base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, Outgoing, clamp_priority,
+                   frame_events, unframe_events)
 
 try:
     import pika
@@ -522,8 +523,7 @@ class _AMQPEventChannel(EventChannel):
             self._pid, self.sender, self.sent = os.getpid(), uuid.uuid4().hex, 0
         if not self.sent:
             self.since = int(time.time() * 1000)
-        import struct
-        framed = b"".join(struct.pack(">I", len(body)) + body for body in events)
+        framed = frame_events(events)
         props = pika.BasicProperties(content_type=EVENT_TYPE, delivery_mode=1, headers={
             "sender": self.sender, "since": self.since, "first": self.sent + 1, "count": len(events)})
 
@@ -585,7 +585,6 @@ class _AMQPEventSubscription(EventSubscription):
         ch.basic_ack(method.delivery_tag)
 
     def _unpack(self, props: Any, body: bytes) -> list[bytes]:
-        import struct
         headers = props.headers or {}
         sender, first, count = headers.get("sender"), headers.get("first"), headers.get("count")
         if isinstance(sender, bytes):
@@ -597,12 +596,7 @@ class _AMQPEventSubscription(EventSubscription):
             if expected is not None and int(first) > expected:
                 self.missed += int(first) - expected
             self._next[str(sender)] = int(first) + int(count)
-        events, offset = [], 0
-        while offset + 4 <= len(body):
-            (length,) = struct.unpack_from(">I", body, offset)
-            events.append(bytes(body[offset + 4: offset + 4 + length]))
-            offset += 4 + length
-        return events
+        return unframe_events(body)
 
     def close(self) -> None:
         try:

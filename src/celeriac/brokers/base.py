@@ -16,6 +16,7 @@ What every broker guarantees:
 from __future__ import annotations
 
 import re
+import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
@@ -111,6 +112,21 @@ class ScheduleStore(ABC):
         """A new leader's first act: finish what a dead leader claimed but may not have
         published (only where claim and publish are two steps). Returns messages re-sent."""
         return 0
+
+
+def frame_events(events: Sequence[bytes]) -> bytes:
+    """Several events as one blob (each prefixed with its length): a batch is one stream
+    entry or message, however many events it holds."""
+    return b"".join(struct.pack(">I", len(body)) + body for body in events)
+
+
+def unframe_events(data: bytes) -> list[bytes]:
+    out, offset, size = [], 0, len(data)
+    while offset + 4 <= size:
+        (length,) = struct.unpack_from(">I", data, offset)
+        out.append(bytes(data[offset + 4: offset + 4 + length]))
+        offset += 4 + length
+    return out
 
 
 class EventSubscription(ABC):
