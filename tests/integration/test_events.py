@@ -209,7 +209,6 @@ def test_events_dump_prints_one_json_object_per_event(broker_kind: str, tasks: A
     assert not any("not shown" in json.dumps(e) for e in lines)
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
 def test_status_lists_live_workers(broker_kind: str, app_env: dict[str, str],
                                    start_worker: Callable[..., WorkerProcess], tmp_path: Path) -> None:
     def status() -> subprocess.CompletedProcess[str]:
@@ -223,6 +222,9 @@ def test_status_lists_live_workers(broker_kind: str, app_env: dict[str, str],
     assert alive.returncode == 0, alive.stderr
     assert "statusnode@" in alive.stdout and "1 node online." in alive.stdout
     assert f"pid {worker.proc.pid}" in alive.stdout
+    assert worker.terminate() == 0
+    gone = status()  # a worker that stopped takes its heartbeat lease with it
+    assert gone.returncode == 1 and "No worker is alive" in gone.stdout, gone.stdout
 
 
 @pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
