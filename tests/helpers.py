@@ -66,6 +66,11 @@ def result_store_url(kind: str, tmp_path: Path, request: Any) -> str:
         return f"memory://store-{uuid.uuid4().hex}"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'results.db'}"
+    return fresh_redis_url(request)
+
+
+def fresh_redis_url(request: Any) -> str:
+    """The session's private Redis, running (a failure test may have stopped it) and flushed."""
     server = request.getfixturevalue("redis_server")
     if not server.ping():
         server.start()

@@ -34,7 +34,7 @@ from celeriac.brokers.base import EventChannel, EventSubscription
 from celeriac.brokers.memory import _MemoryEventChannel
 from celeriac.events import EventDispatcher, Receiver, channel_for, worker_fields
 from celeriac.exceptions import ImproperlyConfigured, OperationalError
-from helpers import wait_until
+from helpers import fresh_redis_url, wait_until
 
 KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "amqp-broker", "sqlite-results", "redis-results"]
 # Where all readers share one bounded stream; RabbitMQ gives each reader its own bounded queue
@@ -60,14 +60,6 @@ class Stream:
 
 
 
-def _redis_url(request: pytest.FixtureRequest) -> str:
-    server = request.getfixturevalue("redis_server")
-    if not server.ping():
-        server.start()
-    server.flush()
-    return str(server.url)
-
-
 def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_len: int | None = None) -> Stream:
     options: dict[str, Any] = {"events_max_len": max_len} if max_len else {}
     closers: list[Any] = []
@@ -83,7 +75,7 @@ def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_l
             server.start()
         url = str(server.url)
     else:
-        url = _redis_url(request)
+        url = fresh_redis_url(request)
 
     def opener() -> EventChannel:
         owner: Any = (create_broker(url, options) if kind.endswith("-broker")
@@ -408,7 +400,7 @@ def test_memory_streams_of_different_names_are_separate(tmp_path: Path, request:
 
 
 def test_redis_streams_of_different_key_prefixes_are_separate(request: pytest.FixtureRequest) -> None:
-    url = _redis_url(request)
+    url = fresh_redis_url(request)
     one = create_broker(url, {"global_keyprefix": "one"})
     two = create_broker(url, {"global_keyprefix": "two"})
     try:
@@ -466,7 +458,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Celeriac]:
         url = f"sqlite:///{tmp_path / 'app.db'}"
         made = Celeriac("events", broker=url, backend=url, set_as_current=False)
     else:
-        url = _redis_url(request)
+        url = fresh_redis_url(request)
         made = Celeriac("events", broker=url, backend=url, set_as_current=False)
     yield made
     if made._sent_events is not None:
@@ -663,13 +655,9 @@ def test_a_forked_child_starts_its_own_drop_count(monkeypatch: pytest.MonkeyPatc
 
 
 def _wait_child(pid: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"forked child {pid} did not exit within {timeout}s")
+    done, status = wait_until(lambda: (reaped := os.waitpid(pid, os.WNOHANG))[0] and reaped, timeout,
+                              message=f"forked child {pid} to exit")
+    return int(status)
 
 
 def _reap(pid: int) -> None:

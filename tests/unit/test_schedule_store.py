@@ -22,7 +22,7 @@ import pytest
 from celeriac.backends import create_result_store
 from celeriac.brokers import Broker, Outgoing, create_broker
 from celeriac.brokers.base import LeaseState, ScheduleStore, Tick
-from helpers import wait_until
+from helpers import fresh_redis_url, wait_until
 
 KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "sqlite-results", "redis-results-claim"]
 QUEUE = "celery"
@@ -66,14 +66,6 @@ class Harness:
         return sorted((m.queue, m.priority, m.payload) for m in out)
 
 
-def _redis_url(request: pytest.FixtureRequest) -> str:
-    server = request.getfixturevalue("redis_server")
-    if not server.ping():
-        server.start()
-    server.flush()
-    return str(server.url)
-
-
 def make_harness(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Harness:
     name = f"beat-{uuid.uuid4().hex[:8]}"
     closers: list[Any] = []
@@ -83,7 +75,7 @@ def make_harness(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> H
         elif kind == "sqlite-broker":
             url = f"sqlite:///{tmp_path / 'broker.db'}"
         else:
-            url = _redis_url(request)
+            url = fresh_redis_url(request)
         broker = create_broker(url)
         closers.append(broker)
 
@@ -98,7 +90,7 @@ def make_harness(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> H
         h = Harness(kind, url, name, None, open_native, broker=broker, closers=closers)  # type: ignore[arg-type]
         h.store = open_native(name, None)
         return h
-    url = f"sqlite:///{tmp_path / 'results.db'}" if kind == "sqlite-results" else _redis_url(request)
+    url = f"sqlite:///{tmp_path / 'results.db'}" if kind == "sqlite-results" else fresh_redis_url(request)
 
     def open_results(store_name: str, publish: Any) -> ScheduleStore:
         results = create_result_store(url)
@@ -468,7 +460,7 @@ def test_a_failing_publish_leaves_the_tick_unrecorded_sqlite_broker(tmp_path: Pa
 
 @pytest.fixture
 def redis_url(request: pytest.FixtureRequest) -> str:
-    return _redis_url(request)
+    return fresh_redis_url(request)
 
 
 def test_claim_mode_publishes_and_confirms(redis_url: str) -> None:
