@@ -7,6 +7,7 @@ the end. A missing binary skips the tests that need it - or fails them with CI=t
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,10 +19,30 @@ from pathlib import Path
 import pytest
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range. Servers here are stopped and
+    started again on their port (restart tests); a port from the ephemeral range (bind to 0)
+    can meanwhile be taken as the local port of some outgoing connection, and the restart
+    then fails with EADDRINUSE - more often with two test processes connecting at once."""
+    low = _ephemeral_range()[0]
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port found below {low}")
 
 
 def missing(binary: str, what: str) -> None:
