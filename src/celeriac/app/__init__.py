@@ -15,20 +15,20 @@ from datetime import datetime, timedelta, UTC
 from typing import (TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Literal, ParamSpec, Protocol,
                     Sequence, TypeVar, overload)
 
-from . import protocol, signals, states
-from .brokers import Broker, Outgoing, create_broker, safe_url
-from .backends import ResultStore, create_result_store
-from .config import DEFAULT_SQLITE_FILE, Settings, env_urls
-from .exceptions import EncodeError, ImproperlyConfigured, NotRegistered, OperationalError
-from .result import AsyncResult
-from .result import AsyncResult as ResultHandle
-from .task import AsyncTask, Context, current_task_and_request
-from .task import Task as BaseTask
+from .. import protocol, signals, states
+from ..brokers import Broker, Outgoing, create_broker, safe_url
+from ..backends import ResultStore, create_result_store
+from ..config import DEFAULT_SQLITE_FILE, Settings, env_urls
+from ..exceptions import EncodeError, ImproperlyConfigured, NotRegistered, OperationalError
+from ..result import AsyncResult
+from ..result import AsyncResult as ResultHandle
+from ..task import AsyncTask, Context, current_task_and_request
+from ..task import Task as BaseTask
 
 if TYPE_CHECKING:
     from typing_extensions import Concatenate
 
-    from .control import Control
+    from ..control import Control
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -113,7 +113,7 @@ class Celeriac:
             _default_app = self
         for fn, options in _shared_tasks:
             self._create_task(fn, dict(options))
-        from .builtins import register_builtins
+        from ..builtins import register_builtins
         register_builtins(self)
 
     _TRANSPORT_SETTINGS = frozenset({
@@ -182,7 +182,7 @@ class Celeriac:
                           name: str | None = None, **options: Any) -> str:
         """Run `sig` on `schedule` (seconds, timedelta, schedule(...) or crontab(...)) under
         `celeriac beat`, as a `beat_schedule` entry named `name` (default: the signature)."""
-        from .canvas import Signature
+        from ..canvas import Signature
         if not isinstance(sig, Signature) or type(sig) is not Signature:
             raise TypeError(f"add_periodic_task needs a task signature such as add.s(2, 3), not {sig!r}: "
                             "to run a workflow periodically, schedule a task that starts it")
@@ -254,7 +254,7 @@ class Celeriac:
     def events(self) -> Any:
         """`app.events.Receiver(...)`, `app.events.State()`, as in Celery's monitoring guide."""
         if self._events is None:
-            from .events import Events
+            from ..events import Events
             self._events = Events(self)
         return self._events
 
@@ -266,7 +266,7 @@ class Celeriac:
 
     def _send_sent_events(self, messages: Sequence[Outgoing]) -> None:
         if self._sent_events is None:
-            from .events import EventDispatcher
+            from ..events import EventDispatcher
             self._sent_events = EventDispatcher(self, f"{socket.gethostname()}:{os.getpid()}")
         for m in messages:
             try:
@@ -281,7 +281,7 @@ class Celeriac:
     @property
     def control(self) -> "Control":
         if self._control is None:
-            from .control import Control
+            from ..control import Control
             self._control = Control(self)
         return self._control
 
@@ -601,7 +601,7 @@ def _to_datetime(value: Any) -> datetime:
 
 def _absolute_sqlite(url: str) -> str:
     if url.startswith("sqlite:"):
-        from ._sqlite import sqlite_path_from_url
+        from .._sqlite import sqlite_path_from_url
         return "sqlite:///" + sqlite_path_from_url(url)
     return url
 
