@@ -99,6 +99,12 @@ CORE_HEADERS = frozenset({
     "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
     "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result"})
 
+# Set on one delivery of a message (a rate-limit slot already reserved for it), never part of
+# the task: a message built from a running task's request - a retry - must not inherit it, or
+# the retry would skip its own rate limit.
+RATE_RESERVED_HEADER = "celeriac_rate_reserved"
+_NOT_INHERITED = CORE_HEADERS | {RATE_RESERVED_HEADER}
+
 
 @dataclass(slots=True)
 class TaskMessage:
@@ -143,7 +149,7 @@ def build_task_message(
         "ignore_result": ignore_result,
     }
     if extra_headers:  # the user's own headers ride along; the protocol's own keys are not theirs to change
-        headers.update({k: v for k, v in extra_headers.items() if k not in CORE_HEADERS})
+        headers.update({k: v for k, v in extra_headers.items() if k not in _NOT_INHERITED})
     properties = {
         "correlation_id": task_id, "reply_to": reply_to, "delivery_mode": 2, "priority": priority,
         "delivery_info": {"exchange": "", "routing_key": queue}, "body_encoding": "utf-8",

@@ -107,7 +107,8 @@ def flaky(self: Task[Any, Any], marker: str, succeed_on: int) -> int:
     with open(marker, "a") as f:
         f.write(f"{self.request.retries}\n")
     if self.request.retries < succeed_on:
-        raise self.retry(exc=OSError(f"attempt {self.request.retries}"), countdown=0.1)
+        # 0.3 s = three 100 ms units: on RabbitMQ each retry passes two delay queues (issue 20)
+        raise self.retry(exc=OSError(f"attempt {self.request.retries}"), countdown=0.3)
     return self.request.retries
 
 
@@ -289,6 +290,34 @@ def limited_global(i: int) -> float:
 @app.task(rate_limit="20/s")
 def limited_per_worker(i: int) -> float:
     return time.time()
+
+
+# --- messages that pass the broker's delay again (retries, rate-limit deferrals) ---
+
+@app.task(bind=True, max_retries=10)
+def retry_with_countdown(self: Task[Any, Any], marker: str, times: int, countdown: float) -> int:
+    """Writes "<attempt> <time>" per run and retries `times` times, each after `countdown`."""
+    with open(marker, "a") as f:
+        f.write(f"{self.request.retries} {time.time()}\n")
+    if self.request.retries < times:
+        raise self.retry(countdown=countdown)
+    return self.request.retries
+
+
+@app.task(bind=True, max_retries=10, rate_limit="5/s")
+def limited_retry(self: Task[Any, Any], marker: str, times: int) -> int:
+    """Rate-limited and retried: every retry is a new message that must be limited again."""
+    with open(marker, "a") as f:
+        f.write(f"{self.request.retries} {time.time()}\n")
+    if self.request.retries < times:
+        raise self.retry(countdown=0.3)
+    return self.request.retries
+
+
+@app.task
+def delay_child(marker: str, countdown: float) -> str:
+    """Run with a countdown itself, it sends another task with a countdown."""
+    return str(retry_with_countdown.apply_async((marker, 0, 0.0), countdown=countdown).id)
 
 
 # --- pool process recycling ---

@@ -238,15 +238,19 @@ class AMQPBroker(Broker):
     # --- publishing ---
 
     @staticmethod
-    def _wire(payload: bytes, priority: int) -> tuple[Any, bytes]:
+    def _wire(payload: bytes, priority: int, redeliveries: int = 0) -> tuple[Any, bytes]:
         try:
             msg = protocol.unpack(payload)
         except DecodeError:  # not a task message: carried as-is (the worker will dead-letter it)
             return pika.BasicProperties(delivery_mode=2, priority=priority,
-                                        content_type="application/octet-stream"), payload
+                                        content_type="application/octet-stream",
+                                        headers={REDELIVERIES: redeliveries} if redeliveries else None), payload
         props = msg.properties
+        headers = _amqp_table(msg.headers)
+        if redeliveries:
+            headers[REDELIVERIES] = redeliveries
         return pika.BasicProperties(
-            headers=_amqp_table(msg.headers), content_type=msg.content_type, content_encoding=msg.content_encoding,
+            headers=headers, content_type=msg.content_type, content_encoding=msg.content_encoding,
             delivery_mode=2, priority=priority, correlation_id=props.get("correlation_id"),
             reply_to=props.get("reply_to")), msg.body
 
@@ -270,14 +274,16 @@ class AMQPBroker(Broker):
         props, body = self._wire(message.payload, clamp_priority(message.priority))
         link.confirm.basic_publish(exchange, key, body, props, mandatory=True)
 
-    def _publish_batch(self, link: _Link, messages: Sequence[Outgoing]) -> None:
+    def _publish_batch(self, link: _Link, messages: Sequence[Outgoing],
+                       redeliveries: Sequence[int] | None = None) -> None:
         # One transaction: the commit is the single round trip that says "all stored".
         if link.tx is None:
             link.tx = link.conn.channel()
             link.tx.tx_select()
         routes = [self._route(link, m) for m in messages]
-        for (exchange, key), message in zip(routes, messages, strict=True):
-            props, body = self._wire(message.payload, clamp_priority(message.priority))
+        counts = redeliveries or [0] * len(messages)
+        for (exchange, key), message, count in zip(routes, messages, counts, strict=True):
+            props, body = self._wire(message.payload, clamp_priority(message.priority), count)
             link.tx.basic_publish(exchange, key, body, props)
         link.tx.tx_commit()
 
@@ -320,13 +326,13 @@ class AMQPBroker(Broker):
         return out
 
     def _delivery(self, link: _Link, method: Any, props: Any, body: bytes, owner: str) -> Delivery | None:
-        headers = dict(props.headers or {})
-        redeliveries = int(headers.get(REDELIVERIES) or 0)
+        redeliveries = int((props.headers or {}).get(REDELIVERIES) or 0)
+        headers = _task_headers(props.headers)
         queue = method.routing_key
         if method.redelivered:
             # Back after a crash: carry the count forward in a copy, then drop this delivery.
-            headers[REDELIVERIES] = redeliveries + 1
-            copy = pika.BasicProperties(headers=headers, content_type=props.content_type,
+            copy = pika.BasicProperties(headers={**headers, REDELIVERIES: redeliveries + 1},
+                                        content_type=props.content_type,
                                         content_encoding=props.content_encoding, delivery_mode=2,
                                         priority=props.priority, correlation_id=props.correlation_id,
                                         reply_to=props.reply_to)
@@ -386,10 +392,13 @@ class AMQPBroker(Broker):
                                    f"the messages will be delivered again: {exc!r}") from exc
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        # A plain requeue would mark them redelivered (counted as a crash): put copies back instead.
+        # A plain requeue would mark them redelivered (counted as a crash): put copies back
+        # instead, each keeping the crash count it had (the payload no longer carries it).
         if not deliveries:
             return
-        self.publish([Outgoing(d.queue, d.payload, d.priority) for d in deliveries])
+        messages = [Outgoing(d.queue, d.payload, d.priority) for d in deliveries]
+        counts = [d.deliveries - 1 for d in deliveries]
+        self._guard("publish", lambda link: self._publish_batch(link, messages, counts))
         self.ack(deliveries)
 
     def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
@@ -624,6 +633,19 @@ def _amqp_table(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_amqp_table(v) for v in value]
     return value
+
+
+# Headers that RabbitMQ (dead-lettering: x-death, x-first-death-*, x-last-death-*) or this
+# transport (x-celeriac-*: crash count, dead-letter reason) put on one trip of a message.
+# They describe that trip, not the task, so a delivery never turns them into task headers:
+# a message built again from a task's request (a retry, a rate-limit deferral, an ETA
+# re-delay) would carry the old x-death, and RabbitMQ's dead-letter cycle detection silently
+# drops a message that expires out of a delay level its x-death already names.
+_TRIP_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-celeriac-")
+
+
+def _task_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (headers or {}).items() if not k.startswith(_TRIP_HEADER_PREFIXES)}
 
 
 def _from_amqp_table(value: Any) -> Any:

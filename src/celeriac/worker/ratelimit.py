@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..app import Celeriac
     from ..task import Task
 
-RESERVED_HEADER = "celeriac_rate_reserved"
+RESERVED_HEADER = protocol.RATE_RESERVED_HEADER
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
