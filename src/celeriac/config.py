@@ -163,5 +163,9 @@ def _setting_name(key: str, prefix: str) -> str | None:
 
 
 def env_urls() -> tuple[str | None, str | None]:
-    """The environment overrides the app's own URLs, so one code base runs anywhere."""
-    return os.environ.get("CELERIAC_BROKER_URL") or None, os.environ.get("CELERIAC_RESULT_BACKEND") or None
+    """The environment overrides the app's own URLs, so one code base runs anywhere. Celery's
+    variables count too (after celeriac's): a deployment moved from Celery keeps its servers
+    instead of quietly running on the embedded file."""
+    broker = os.environ.get("CELERIAC_BROKER_URL") or os.environ.get("CELERY_BROKER_URL")
+    backend = os.environ.get("CELERIAC_RESULT_BACKEND") or os.environ.get("CELERY_RESULT_BACKEND")
+    return broker or None, backend or None

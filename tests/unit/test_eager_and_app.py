@@ -753,6 +753,19 @@ def test_env_vars_override_the_apps_urls(monkeypatch: pytest.MonkeyPatch) -> Non
     assert a.broker_url == own and a.result_backend_url == own
 
 
+def test_celerys_env_vars_count_too_and_celeriacs_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    own, celery_env, ours = (f"memory://{kind}-{uuid.uuid4().hex}" for kind in ("own", "celery", "ours"))
+    a = Celeriac("x", broker=own, backend=own)
+    monkeypatch.setenv("CELERY_BROKER_URL", celery_env)
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", celery_env + "-results")
+    a._reset_connections()
+    assert (a.broker_url, a.result_backend_url) == (celery_env, celery_env + "-results")
+    monkeypatch.setenv("CELERIAC_BROKER_URL", ours)
+    monkeypatch.setenv("CELERIAC_RESULT_BACKEND", ours + "-results")
+    a._reset_connections()
+    assert (a.broker_url, a.result_backend_url) == (ours, ours + "-results")
+
+
 def test_env_broker_alone_also_moves_the_default_result_store(monkeypatch: pytest.MonkeyPatch,
                                                               tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
