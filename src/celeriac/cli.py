@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import click
 
@@ -91,7 +91,8 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None, result_ba
 
 
 def _app(ctx: click.Context) -> Celeriac:
-    app = load_app(ctx.obj.get("app_spec"))
+    app = ctx.obj.get("app") if not ctx.obj.get("app_spec") else None  # app.start(): the app in hand
+    app = app or load_app(ctx.obj.get("app_spec"))
     if ctx.obj.get("broker"):
         os.environ["CELERIAC_BROKER_URL"] = ctx.obj["broker"]
     if ctx.obj.get("backend"):
@@ -136,7 +137,7 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     from .log import setup_worker_logging
     from .worker.supervisor import Worker, WorkerOptions, default_hostname
 
-    if not ctx.obj.get("app_spec"):
+    if not ctx.obj.get("app_spec") and not ctx.obj.get("app"):
         raise AppLoadError("the worker needs your app: celeriac -A tasks worker (tasks.py defines `app`)")
     app = _app(ctx)
     conf = app.conf
@@ -235,7 +236,7 @@ def beat(ctx: click.Context, loglevel: str, list_only: bool, as_json: bool, leas
     from .beat import Beat
     from .log import setup_worker_logging
 
-    if not ctx.obj.get("app_spec"):
+    if not ctx.obj.get("app_spec") and not ctx.obj.get("app"):
         raise AppLoadError("beat needs your app: celeriac -A tasks beat (tasks.py sets app.conf.beat_schedule)")
     app = _app(ctx)
     setup_worker_logging(loglevel, app.conf.worker_log_format)
@@ -496,6 +497,13 @@ def _console() -> Any:
 def run() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     main(obj={})
+
+
+def run_for_app(app: Celeriac, argv: Sequence[str]) -> None:
+    """`app.start()` / `app.worker_main()`: Celery's `python myapp.py worker -l INFO`, with
+    the app already in hand (no -A needed; the pool processes are forked from this one)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    main(args=list(argv), prog_name="celeriac", obj={"app": app})
 
 
 if __name__ == "__main__":

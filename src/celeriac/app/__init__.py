@@ -149,6 +149,25 @@ class Celeriac:
             raise ImproperlyConfigured(f"environment variable {variable_name} is not set")
         self.config_from_object(module_name, silent=silent)
 
+    def start(self, argv: Sequence[str] | None = None) -> None:
+        """Run a celeriac command for this app, as Celery's `app.start()`: a module ending in
+        `if __name__ == "__main__": app.start()` serves `python myapp.py worker -l INFO`."""
+        import sys
+
+        from ..cli import run_for_app
+        args = list(sys.argv[1:] if argv is None else argv)
+        if args and args[0] == sys.argv[0]:  # Celery's form passes the whole sys.argv
+            args = args[1:]
+        run_for_app(self, args)
+
+    def worker_main(self, argv: Sequence[str] | None = None) -> None:
+        """`app.worker_main(["worker", "--loglevel=INFO"])`, as in Celery."""
+        args = list(argv or ["worker"])
+        if args[0] != "worker":
+            raise ValueError("worker_main() runs the worker: argv must start with 'worker' "
+                             "(use app.start(argv) for other commands)")
+        self.start(args)
+
     def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks", force: bool = False) -> None:
         """Import `<package>.tasks` for each package (a list, or a callable returning one)."""
         self._autodiscover.append((packages, related_name))
