@@ -140,21 +140,22 @@ class Settings(MutableMapping[str, Any]):
             obj = importlib.import_module(module_name)
             if attr:
                 obj = getattr(obj, attr)
-        items = obj.items() if isinstance(obj, dict) else ((k, getattr(obj, k)) for k in dir(obj))
         prefix = f"{namespace.upper()}_" if namespace else ""
-        for key, value in items:
-            if key.startswith("__"):
+        keys = list(obj) if isinstance(obj, dict) else dir(obj)
+        for key in keys:
+            name = None if key.startswith("__") else _setting_name(key, prefix)
+            if name is None:
                 continue
-            name = _setting_name(key, prefix)
-            if name is not None:
-                self[name] = value
+            # Only the settings taken are read: reading any other attribute may raise (Django's
+            # settings raise on an empty SECRET_KEY, and warn on deprecated names).
+            self[name] = obj[key] if isinstance(obj, dict) else getattr(obj, key)
 
 
 def _setting_name(key: str, prefix: str) -> str | None:
     if prefix:
         if not key.startswith(prefix):
             return None
-        return key[len(prefix):].lower()
+        return key[len(prefix):].lower() or None
     if key in _LEGACY:
         return _LEGACY[key]
     if key.islower():
