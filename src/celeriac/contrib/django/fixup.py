@@ -7,10 +7,10 @@ Django does around each request (`close_old_connections`) around each task inste
   backend's check fails), left with autocommit off, or older than CONN_MAX_AGE are closed,
   and with CONN_HEALTH_CHECKS the next query checks its connection first. Persistent
   connections (CONN_MAX_AGE > 0 or None) are kept between tasks otherwise.
-- at worker start the supervisor closes its own connections, so pool processes fork
-  without any; and in each pool process, connections inherited from the supervisor
-  (opened after the start, e.g. by a worker_ready handler) are dropped without talking to
-  the server, since the supervisor still owns them.
+- at worker start the supervisor closes its own connections (and Django 5.1+ connection
+  pools), so pool processes fork without any; and in each pool process, connections
+  inherited from the supervisor (opened after the start, e.g. by a worker_ready handler)
+  are dropped without talking to the server, since the supervisor still owns them.
 Eager calls (`apply()`, a task called from a task) are left alone: closing a connection
 there would break the caller's open transaction.
 """
@@ -77,5 +77,10 @@ def _close(conn: Any) -> None:
     from django.db import Error
     try:
         conn.close()
+        # Django 5.1+ connection pools (PostgreSQL): a pool's connections cannot be shared across
+        # a fork either, so the pool goes too; the process that needs one next builds its own.
+        # Only a pool that exists: asking for `conn.pool` would open a new one.
+        if conn.alias in getattr(conn, "_connection_pools", {}) and hasattr(conn, "close_pool"):
+            conn.close_pool()
     except Error as exc:  # already broken: it is gone either way
         logger.debug("closing Django connection %r: %s", conn.alias, exc)
