@@ -34,16 +34,20 @@ def django_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["DJPROJ_DB"] = str(path)
     os.environ["DJANGO_SETTINGS_MODULE"] = "djproj.settings"
     sys.path.insert(0, str(PROJECT))
-    import django
-    from django.core.management import call_command
-    django.setup()
-    call_command("migrate", run_syncdb=True, verbosity=0)
+    try:
+        import django
+        from django.core.management import call_command
+        django.setup()
+        call_command("migrate", run_syncdb=True, verbosity=0)
+    finally:
+        # Read once, at set-up. Left in the environment, they would reach the workers of every
+        # later test, which would then try to load this project's settings.
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     yield path
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture
@@ -127,6 +131,7 @@ def test_worker_keeps_good_connections_and_replaces_broken_ones(djapp: Any, djan
 
     first, second = token(), token()
     assert second["token"] == first["token"], "a persistent connection (CONN_MAX_AGE=None) was not kept"
+    assert second["cache_closed"] > first["cache_closed"], "the caches were not closed after the task"
 
     # The connection dies between tasks (a database server restarted): the next task gets a new one.
     broken = tasks["notes.tasks.break_connection"].delay().get(timeout=30)

@@ -209,3 +209,13 @@ def test_config_module_that_cannot_be_imported_is_a_one_line_error(tmp_path: Pat
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "nosuchconfig" in lines[0] and "--config" in lines[0], proc.stderr
+
+
+def test_a_django_project_whose_settings_cannot_be_imported_is_a_one_line_error(tmp_path: Path,
+                                                                               cli_env: dict[str, str]) -> None:
+    pytest.importorskip("django")
+    env = dict(cli_env, DJANGO_SETTINGS_MODULE="nosuchproject.settings")
+    proc = celeriac_cli(tmp_path, env, "-A", "cfgapp", "worker")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Django" in lines[0] and "nosuchproject" in lines[0], proc.stderr

@@ -18,6 +18,7 @@ DATABASES = {
         "OPTIONS": {"timeout": 30},
     }
 }
+CACHES = {"default": {"BACKEND": "djproj.cache.CountingCache"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("DJPROJ_QUEUE", "celery")

@@ -30,8 +30,11 @@ def connection_token():
         if row is None:
             row = (uuid.uuid4().hex,)
             cursor.execute("INSERT INTO conn_token VALUES (%s)", row)
+    from django.core.cache import cache
+    from djproj.cache import CountingCache
+    cache.get("used")  # the cache is opened in this process, so it has something to close
     return {"token": row[0], "autocommit": connection.get_autocommit(), "pid": os.getpid(),
-            "notes": Note.objects.count()}
+            "notes": Note.objects.count(), "cache_closed": CountingCache.closed}
 
 
 @shared_task

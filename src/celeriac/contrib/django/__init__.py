@@ -34,8 +34,14 @@ def setup_django() -> None:
     ready or being loaded right now (an AppConfig.ready() that imports the app)."""
     import django
     from django.apps import apps
-    if not apps.ready and not apps.loading:
+    if apps.ready or apps.loading:
+        return
+    try:
         django.setup()
+    except Exception as exc:  # a settings module that cannot be imported, a broken app, ...
+        where = os.environ.get("DJANGO_SETTINGS_MODULE") or "settings.configure()"
+        raise ImproperlyConfigured(f"setting up Django (settings: {where}) before importing the task "
+                                   f"modules failed: {type(exc).__name__}: {exc}") from exc
 
 
 def installed_apps() -> list[str]:

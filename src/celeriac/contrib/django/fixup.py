@@ -6,7 +6,8 @@ Django does around each request (`close_old_connections`) around each task inste
 - before and after each task: connections that are unusable (errors occurred and the
   backend's check fails), left with autocommit off, or older than CONN_MAX_AGE are closed,
   and with CONN_HEALTH_CHECKS the next query checks its connection first. Persistent
-  connections (CONN_MAX_AGE > 0 or None) are kept between tasks otherwise.
+  connections (CONN_MAX_AGE > 0 or None) are kept between tasks otherwise. After each task
+  the cache backends are closed too, as after a request.
 - at worker start the supervisor closes its own connections (and Django 5.1+ connection
   pools), so pool processes fork without any; and in each pool process, connections
   inherited from the supervisor (opened after the start, e.g. by a worker_ready handler)
@@ -37,6 +38,7 @@ def install() -> None:
     signals.worker_process_init.connect(drop_inherited_connections)
     signals.task_prerun.connect(close_old_connections)
     signals.task_postrun.connect(close_old_connections)
+    signals.task_postrun.connect(close_caches)
 
 
 def close_old_connections(sender: Any = None, **_: Any) -> None:
@@ -46,6 +48,16 @@ def close_old_connections(sender: Any = None, **_: Any) -> None:
         return
     from django.db import close_old_connections as close_old
     close_old()
+
+
+def close_caches(sender: Any = None, **_: Any) -> None:
+    """After each task, as after each request: cache backends that hold connections
+    (memcached, Redis) let them go; for the others it does nothing."""
+    request = getattr(sender, "request", None)
+    if request is not None and (request.is_eager or request.called_directly):
+        return
+    from django.core.cache import close_caches as close_all_caches
+    close_all_caches()
 
 
 def close_all_connections(**_: Any) -> None:
