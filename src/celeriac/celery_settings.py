@@ -77,6 +77,7 @@ DIFFERENT: dict[str, Different] = {
     "worker_cancel_long_running_tasks_on_connection_loss": Different(
         "a running task keeps its message leased while its worker lives, so it is never run twice", (False,)),
     "worker_detect_quorum_queues": Different("prefetch does not depend on the queue type"),
+    "worker_pool_putlocks": Different("a pool slot takes a message only when it can run it"),
     "worker_hijack_root_logger": Different("the worker always installs its own log handler", (True,)),
     "result_backend_thread_safe": Different("result store connections are always safe to share between threads"),
     "result_cache_max": Different("the client does not cache results; get() reads the store"),

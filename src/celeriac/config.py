@@ -6,6 +6,8 @@ import importlib
 import os
 from typing import Any, Iterator, MutableMapping
 
+from .celery_old_names import OLD_NAMES
+
 DEFAULT_SQLITE_FILE = "celeriac.db"
 
 DEFAULTS: dict[str, Any] = {
@@ -80,8 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "imports": [],
 }
 
-# Upper-case names Celery 3 used that do not follow the CELERY_<NAME> rule.
+# Upper-case names of Celery 3 (Celery's full table, plus a few older spellings it also read).
 _LEGACY = {
+    **OLD_NAMES,
     "BROKER_URL": "broker_url",
     "CELERY_RESULT_BACKEND": "result_backend",
     "CELERY_ALWAYS_EAGER": "task_always_eager",
@@ -155,6 +158,8 @@ def _setting_name(key: str, prefix: str) -> str | None:
     if prefix:
         if not key.startswith(prefix):
             return None
+        if prefix == "CELERY_" and key in OLD_NAMES:  # CELERY_DEFAULT_QUEUE is task_default_queue
+            return OLD_NAMES[key]
         return key[len(prefix):].lower() or None
     if key in _LEGACY:
         return _LEGACY[key]

@@ -219,3 +219,24 @@ def test_a_django_project_whose_settings_cannot_be_imported_is_a_one_line_error(
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Django" in lines[0] and "nosuchproject" in lines[0], proc.stderr
+
+
+def test_celery3_upper_case_names_are_read_with_and_without_the_namespace() -> None:
+    class Celery3Config:
+        CELERY_ACKS_LATE = True
+        CELERYD_PREFETCH_MULTIPLIER = 1
+        CELERY_DEFAULT_QUEUE = "old-style"
+        BROKER_URL = "memory://old-style"
+        CELERY_WORKER_DIRECT = True
+        DEBUG = True  # not a Celery name: skipped
+
+    plain = app_with()
+    plain.config_from_object(Celery3Config)
+    assert plain.conf.worker_prefetch_multiplier == 1 and plain.conf.task_default_queue == "old-style"
+    assert plain.conf.broker_url == "memory://old-style" and "debug" not in plain.conf
+    assert [line for line in settings_warnings(plain.conf)] == [
+        "the Celery setting 'worker_direct' is not supported by celeriac and has no effect: there are no "
+        "per-worker queues"]
+    django_style = app_with()
+    django_style.config_from_object(Celery3Config, namespace="CELERY")
+    assert django_style.conf.task_default_queue == "old-style" and django_style.conf.task_acks_late is True
