@@ -34,6 +34,10 @@ def broker_url(url: str) -> str:
 
 def backend_url(url: str) -> str:
     """celeriac's form of a Celery result backend URL (unchanged when it is already one)."""
+    if url in ("django-db", "django-cache"):
+        raise ImproperlyConfigured(
+            f"result backend {url!r} is django-celery-results, a Celery extension celeriac does not read: leave "
+            "CELERY_RESULT_BACKEND unset (results then go to the embedded SQLite file) or use redis://")
     scheme, rest = _split(url)
     if scheme in ("redis+socket", "socket"):
         return _note("result backend", url, _unix(rest), "the Redis result store over its Unix socket")

@@ -137,6 +137,8 @@ def test_other_sqlalchemy_databases_and_rpc_are_clear_errors() -> None:
         backend_url("db+mysql://u:p@h/db")
     with pytest.raises(ImproperlyConfigured, match=r"rpc://"):
         backend_url("rpc://")
+    with pytest.raises(ImproperlyConfigured, match="django-celery-results"):
+        backend_url("django-db")
     app = app_with(broker="memory://x", backend="rpc://")
     with pytest.raises(ImproperlyConfigured):
         app.backend  # noqa: B018
