@@ -80,11 +80,15 @@ def friendly_errors(fn: F) -> F:
 @click.option("-A", "--app", "app_spec", metavar="MODULE", help="Module (or module:attribute) with the app.")
 @click.option("-b", "--broker", help="Broker URL (overrides the app's).")
 @click.option("--result-backend", help="Result store URL (overrides the app's).")
+@click.option("--config", "config_module", metavar="MODULE", envvar=["CELERIAC_CONFIG_MODULE", "CELERY_CONFIG_MODULE"],
+              help="Module to read settings from, over the app's own (app.config_from_object(MODULE)).")
 @click.version_option(__version__, prog_name="celeriac")
 @click.pass_context
-def main(ctx: click.Context, app_spec: str | None, broker: str | None, result_backend: str | None) -> None:
+def main(ctx: click.Context, app_spec: str | None, broker: str | None, result_backend: str | None,
+         config_module: str | None) -> None:
     """celeriac: a distributed task queue with Celery's API."""
     ctx.ensure_object(dict)
+    ctx.obj["config"] = config_module
     ctx.obj["app_spec"] = app_spec
     ctx.obj["broker"] = broker
     ctx.obj["backend"] = result_backend
@@ -93,6 +97,8 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None, result_ba
 def _app(ctx: click.Context) -> Celeriac:
     app = ctx.obj.get("app") if not ctx.obj.get("app_spec") else None  # app.start(): the app in hand
     app = app or load_app(ctx.obj.get("app_spec"))
+    if ctx.obj.get("config"):
+        _apply_config_module(app, ctx.obj["config"])
     if ctx.obj.get("broker"):
         os.environ["CELERIAC_BROKER_URL"] = ctx.obj["broker"]
     if ctx.obj.get("backend"):
@@ -100,6 +106,20 @@ def _app(ctx: click.Context) -> Celeriac:
     if ctx.obj.get("broker") or ctx.obj.get("backend"):
         app._reset_connections()
     return app
+
+
+def _apply_config_module(app: Celeriac, module_name: str) -> None:
+    """`--config MODULE`, as Celery's: its settings win over those the app set itself."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        app.config_from_object(module_name)
+    except ModuleNotFoundError as exc:
+        raise AppLoadError(f"cannot import the settings module {module_name!r} given with --config: no module "
+                           f"named {exc.name!r} (looked in {os.getcwd()} and sys.path)") from None
+    except Exception as exc:
+        raise AppLoadError(f"reading the settings module {module_name!r} given with --config failed: "
+                           f"{type(exc).__name__}: {exc}") from None
 
 
 # --- worker ---

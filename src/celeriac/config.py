@@ -6,6 +6,8 @@ import importlib
 import os
 from typing import Any, Iterator, MutableMapping
 
+from .celery_old_names import OLD_NAMES
+
 DEFAULT_SQLITE_FILE = "celeriac.db"
 
 DEFAULTS: dict[str, Any] = {
@@ -80,8 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "imports": [],
 }
 
-# Upper-case names Celery 3 used that do not follow the CELERY_<NAME> rule.
+# Upper-case names of Celery 3 (Celery's full table, plus a few older spellings it also read).
 _LEGACY = {
+    **OLD_NAMES,
     "BROKER_URL": "broker_url",
     "CELERY_RESULT_BACKEND": "result_backend",
     "CELERY_ALWAYS_EAGER": "task_always_eager",
@@ -140,21 +143,24 @@ class Settings(MutableMapping[str, Any]):
             obj = importlib.import_module(module_name)
             if attr:
                 obj = getattr(obj, attr)
-        items = obj.items() if isinstance(obj, dict) else ((k, getattr(obj, k)) for k in dir(obj))
         prefix = f"{namespace.upper()}_" if namespace else ""
-        for key, value in items:
-            if key.startswith("__"):
+        keys = list(obj) if isinstance(obj, dict) else dir(obj)
+        for key in keys:
+            name = None if key.startswith("__") else _setting_name(key, prefix)
+            if name is None:
                 continue
-            name = _setting_name(key, prefix)
-            if name is not None:
-                self[name] = value
+            # Only the settings taken are read: reading any other attribute may raise (Django's
+            # settings raise on an empty SECRET_KEY, and warn on deprecated names).
+            self[name] = obj[key] if isinstance(obj, dict) else getattr(obj, key)
 
 
 def _setting_name(key: str, prefix: str) -> str | None:
     if prefix:
         if not key.startswith(prefix):
             return None
-        return key[len(prefix):].lower()
+        if prefix == "CELERY_" and key in OLD_NAMES:  # CELERY_DEFAULT_QUEUE is task_default_queue
+            return OLD_NAMES[key]
+        return key[len(prefix):].lower() or None
     if key in _LEGACY:
         return _LEGACY[key]
     if key.islower():

@@ -144,6 +144,21 @@ class Task(Generic[P, R]):
         return apply_eagerly(self, tuple(args or ()), dict(kwargs or {}), task_id=task_id or str(uuid.uuid4()),
                              retries=retries, throw=throw, options=options)
 
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
+        """`delay()` once the current Django transaction commits; nothing is sent if it rolls back.
+        Returns the AsyncResult the task will have (Celery returns None)."""
+        return self.apply_async_on_commit(args, kwargs)
+
+    def apply_async_on_commit(self, args: Any = None, kwargs: Any = None, *, using: str | None = None,
+                              **options: Any) -> "AsyncResult[R]":
+        """`apply_async()` once the current Django transaction (of database `using`) commits;
+        nothing is sent if it rolls back. The id is chosen now, so it can be saved in that
+        transaction; it stays PENDING for good if the transaction rolls back."""
+        from .contrib.django import on_commit
+        task_id = options.pop("task_id", None) or str(uuid.uuid4())
+        on_commit(lambda: self.apply_async(args, kwargs, task_id=task_id, **options), using=using)
+        return self.AsyncResult(task_id)
+
     # --- signatures ---
 
     def s(self, *args: Any, **kwargs: Any) -> "Signature":

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, UTC
 from typing import (TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Literal, ParamSpec, Protocol,
                     Sequence, TypeVar, overload)
 
-from .. import protocol, signals, states
+from .. import celery_urls, protocol, signals, states
 from ..brokers import Broker, Outgoing, create_broker, safe_url
 from ..backends import ResultStore, create_result_store
 from ..config import DEFAULT_SQLITE_FILE, Settings, env_urls
@@ -187,13 +187,23 @@ class Celeriac:
                         raise
 
     def import_default_modules(self) -> None:
+        from ..contrib.django import is_django_project, setup_django
+        if is_django_project():  # task modules import models: Django's apps must be loaded first
+            setup_django()
         for name in list(self.conf.imports or []) + list(self.conf.include or []):
             importlib.import_module(name)
         self._import_autodiscovered()
 
     def finalize(self) -> None:
+        """Done by the worker and beat once the task modules are imported."""
         if not self.finalized:
             self.finalized = True
+            from ..celery_settings import warn_about_settings
+            from ..contrib.django import is_django_project
+            warn_about_settings(self.conf)
+            if is_django_project():
+                from ..contrib.django import fixup
+                fixup.install()
             self.on_after_configure.send(sender=self)
             self.on_after_finalize.send(sender=self)
 
@@ -224,7 +234,7 @@ class Celeriac:
         if self._resolved_broker_url is None:
             env_broker, _ = env_urls()
             url = env_broker or self.conf.broker_url or f"sqlite:///{DEFAULT_SQLITE_FILE}"
-            self._resolved_broker_url = _absolute_sqlite(url)
+            self._resolved_broker_url = _absolute_sqlite(celery_urls.broker_url(url))
         return self._resolved_broker_url
 
     @property
@@ -232,7 +242,9 @@ class Celeriac:
         if self._resolved_backend_url is None:
             _, env_backend = env_urls()
             url = env_backend or self.conf.result_backend
-            if not url:
+            if url:
+                url = celery_urls.backend_url(url)
+            else:
                 broker = self.broker_url
                 url = broker if broker.split("://")[0] in ("sqlite", "memory", "redis", "rediss", "unix") \
                     else f"sqlite:///{DEFAULT_SQLITE_FILE}"
@@ -576,16 +588,8 @@ class _SharedTask:
 
 
 def _django_installed_apps() -> list[str]:
-    try:
-        from django.apps import apps  # type: ignore[import-not-found]
-        from django.conf import settings  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    if not settings.configured:
-        return []
-    if apps.ready:
-        return [config.name for config in apps.get_app_configs()]
-    return [str(name) for name in settings.INSTALLED_APPS]
+    from ..contrib.django import installed_apps
+    return installed_apps()
 
 
 def _is_coroutine_function(fn: Any) -> bool:

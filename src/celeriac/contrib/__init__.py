@@ -1,0 +1,1 @@
+"""Integrations with other frameworks and tools (Celery's `celery.contrib` paths)."""
