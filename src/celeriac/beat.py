@@ -98,6 +98,8 @@ def schedule_store(app: "Celeriac", name: str) -> ScheduleStore:
     # transaction or script never call this), so the publisher does not send them again.
     def publish(messages: Sequence[Outgoing]) -> None:
         app.publish(messages, what="periodic tasks", sent_events=False)
+        if signals.after_task_publish.receivers:
+            app._announce_published(messages)
 
     store = app.broker.schedule_store(name, publish)
     if store is None:

@@ -27,6 +27,7 @@ import itertools
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Self, TypeVar, cast
 
+from . import signals
 from .brokers import Outgoing
 
 if TYPE_CHECKING:
@@ -259,6 +260,8 @@ class Signature(dict):  # type: ignore[type-arg]
                 # task of the caller's: it is this task's child too, or collect() never reaches it.
                 running.children.append(child_entry(_first_after(result, root)))
         app.publish(messages, what=f"{sig.describe()}")
+        if signals.after_task_publish.receivers:
+            app._announce_published(messages)
         return result
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
