@@ -55,6 +55,16 @@ def spawns(self: Task[Any, Any], x: int) -> str:
 
 
 @app.task(bind=True)
+def replacer(self: Task[Any, Any], x: int) -> None:
+    self.replace(add.s(x, 100))
+
+
+@app.task
+async def aadd(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(bind=True)
 def traceparent(self: Task[Any, Any]) -> Any:
     return (self.request.headers or {}).get("traceparent")
 
@@ -149,6 +159,19 @@ def test_chain_each_step_is_a_child_of_the_step_that_published_it(traced: Traced
     check_chain(spans, ids, add.name, traced.client_span())
 
 
+def test_async_tasks_in_a_chain_are_traced_like_sync_ones(traced: Traced) -> None:
+    with start_worker(app):
+        with traced.tracer.start_as_current_span("client"):
+            result = chain(aadd.s(1, 1), aadd.s(2), add.s(3)).apply_async()
+        assert result.get(timeout=10) == 7
+        ids = [result.parent.parent.id, result.parent.id, result.id]
+        spans = traced.wait(*ids)
+    client = traced.client_span()
+    _, first = check_call(spans, ids[0], aadd.name, client)
+    _, second = check_call(spans, ids[1], aadd.name, first)
+    check_call(spans, ids[2], add.name, second)
+
+
 def test_group_members_are_children_of_the_client(traced: Traced) -> None:
     with start_worker(app, concurrency=2):
         with traced.tracer.start_as_current_span("client"):
@@ -167,6 +190,31 @@ def test_chord_body_is_a_child_of_the_header_run_that_completed_it(traced: Trace
         header_ids = [r.id for r in result.parent.results]
         spans = traced.wait(result.id, *header_ids)
     check_chord(spans, header_ids, result.id, add.name, tsum.name, traced.client_span())
+
+
+def test_link_callback_is_a_child_of_the_run_that_sent_it(traced: Traced) -> None:
+    with start_worker(app):
+        callback = add.s(10)
+        callback_id = callback.freeze().id
+        result = add.apply_async((1, 2), link=callback)
+        assert result.get(timeout=10) == 3
+        assert app.AsyncResult(callback_id).get(timeout=10) == 13
+        spans = traced.wait(result.id, callback_id)
+    _, run = check_call(spans, result.id, add.name)
+    check_call(spans, callback_id, add.name, parent=run)
+
+
+def test_replacement_is_a_child_of_the_run_it_replaces(traced: Traced) -> None:
+    with start_worker(app):
+        result = replacer.delay(5)
+        assert result.get(timeout=10) == 105
+        spans = traced.wait(result.id, publishes=2, runs=2)
+    first_run = spans.run(result.id)
+    assert first_run["name"] == f"run/{replacer.name}" and first_run["attributes"]["celery.state"] == "IGNORED"
+    replacement_publish, replacement_run = spans.publish(result.id, 1), spans.run(result.id, 1)
+    assert replacement_run["name"] == f"run/{add.name}"
+    assert_child(replacement_publish, first_run)
+    assert_child(replacement_run, replacement_publish)
 
 
 def test_retry_run_is_a_child_of_the_retry_published_by_the_failed_run(traced: Traced) -> None:
