@@ -872,7 +872,9 @@ def run_errback(app: "Celeriac", errback: Signature, task_id: str, exc: BaseExce
     if publish is None:
         errback.apply_async((task_id,)) if not app.conf.task_always_eager else errback.apply((task_id,))
     else:
-        publish(errback.messages(app, (task_id,), {}, {}))
+        # A child of the failed task, as in Celery (and so in its trace, with tracing on).
+        publish(errback.messages(app, (task_id,), {}, {"parent_id": task_id,
+                                                        "root_id": getattr(request, "root_id", None)}))
 
 
 def _rebuild(d: dict[str, Any]) -> Signature:

@@ -54,6 +54,11 @@ def spawns(self: Task[Any, Any], x: int) -> str:
     return str(add.delay(x, 1).id)
 
 
+@app.task
+def on_error(failed_id: str) -> str:
+    return failed_id
+
+
 @app.task(bind=True)
 def replacer(self: Task[Any, Any], x: int) -> None:
     self.replace(add.s(x, 100))
@@ -202,6 +207,20 @@ def test_link_callback_is_a_child_of_the_run_that_sent_it(traced: Traced) -> Non
         spans = traced.wait(result.id, callback_id)
     _, run = check_call(spans, result.id, add.name)
     check_call(spans, callback_id, add.name, parent=run)
+
+
+def test_error_callback_is_a_child_of_the_failed_run(traced: Traced) -> None:
+    with start_worker(app):
+        errback = on_error.s()
+        errback_id = errback.freeze().id
+        result = boom.apply_async(("no good",), link_error=errback)
+        with pytest.raises(ValueError):
+            result.get(timeout=10)
+        assert app.AsyncResult(errback_id).get(timeout=10) == result.id
+        spans = traced.wait(result.id, errback_id)
+    failed_run = spans.run(result.id)
+    check_call(spans, errback_id, on_error.name, parent=failed_run)
+    assert app.AsyncResult(errback_id).parent.id == result.id
 
 
 def test_replacement_is_a_child_of_the_run_it_replaces(traced: Traced) -> None:
