@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Sequence
 
 from celeriac import Celeriac, Task
@@ -82,3 +83,8 @@ def retry_once(self: Task[Any, Any], value: int) -> int:
 def spawns(self: Task[Any, Any], x: int) -> str:
     """Sends a task from inside its run: that publish is a child of this run's span."""
     return str(add.delay(x, 1).id)
+
+
+@app.task
+def sleeps(seconds: float) -> None:
+    time.sleep(seconds)

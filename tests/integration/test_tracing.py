@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from celeriac import chain, chord, group
 from celeriac.contrib.opentelemetry import CeleriacInstrumentor
+from celeriac.exceptions import TimeLimitExceeded
 from helpers import wait_until
 from otel_app import span_record
 from otel_shapes import Spans, check_call, check_chain, check_chord, check_failure, check_group, check_retry
@@ -80,6 +81,21 @@ def test_calls_retries_and_failures_are_traced_across_processes(otel: tuple[Any,
     check_call(spans, child_id, tasks.add.name, parent=spawner_run)
     check_retry(spans, retried.id, tasks.retry_once.name)
     check_failure(spans, failed.id, tasks.boom.name, "no good")
+
+
+def test_a_task_ended_by_its_hard_time_limit_has_a_failed_run_span(otel: tuple[Any, CrossProcess]) -> None:
+    """The watchdog thread records the outcome and the pool process ends: the span is exported first."""
+    tasks, traced = otel
+    ended = tasks.sleeps.apply_async((30,), time_limit=1)
+    with pytest.raises(TimeLimitExceeded):
+        ended.get(timeout=20)
+    spans = traced.wait(ended.id)
+    _, run = check_call(spans, ended.id, tasks.sleeps.name, state="FAILURE")
+    assert run["status"] == "ERROR" and run["description"].startswith("TimeLimitExceeded: ")
+    after = tasks.add.delay(1, 1)  # the worker serves on, traced
+    assert after.get(timeout=20) == 2
+    check_call(traced.wait(after.id), after.id, tasks.add.name)
+    assert traced.spans().of(ended.id, "CONSUMER") == [run]
 
 
 def test_workflows_are_traced_step_by_step(otel: tuple[Any, CrossProcess]) -> None:
