@@ -276,6 +276,37 @@ def test_context_from_an_uninstrumented_publisher_is_continued(traced: Traced) -
     assert traced.spans().of(result.id, "PRODUCER") == []
 
 
+def test_every_publish_path_sends_before_and_after_task_publish_once() -> None:
+    """What tracing hangs on: a client's delay, a group, a chain step and a chord body sent by the
+    worker, and a retry each send before_task_publish and after_task_publish exactly once."""
+    seen: dict[str, list[str]] = {"before": [], "after": []}
+
+    def before(headers: dict[str, Any], **_: Any) -> None:
+        seen["before"].append(headers["id"])
+
+    def after(headers: dict[str, Any], **_: Any) -> None:
+        seen["after"].append(headers["id"])
+
+    signals.before_task_publish.connect(before)
+    signals.after_task_publish.connect(after)
+    try:
+        with start_worker(app):
+            single = add.delay(1, 1)
+            chained = chain(add.s(1, 1), add.s(2)).apply_async()
+            grouped = group(add.s(i, i) for i in range(2)).apply_async()
+            chorded = chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply_async()
+            retried = retry_once.delay(3)
+            assert [r.get(timeout=10) for r in (single, chained, grouped, chorded, retried)] == [2, 4, [0, 2], 6, 3]
+            expected = sorted([single.id, chained.parent.id, chained.id, *(r.id for r in grouped.results),
+                               *(r.id for r in chorded.parent.results), chorded.id, retried.id, retried.id])
+            wait_until(lambda: len(seen["after"]) >= len(expected), 10, message="after_task_publish")
+    finally:
+        signals.before_task_publish.disconnect(before)
+        signals.after_task_publish.disconnect(after)
+    assert sorted(seen["before"]) == expected
+    assert sorted(seen["after"]) == expected
+
+
 def test_uninstrument_disconnects_everything_and_sends_plain_messages() -> None:
     t = Traced()
     before = {name: len(getattr(signals, name).receivers) for name in ("before_task_publish", "task_prerun")}
