@@ -270,6 +270,8 @@ class Beat:
                                 tick_task_id(self.name, tick.entry, tick.at))
         if sent and self.app.conf.task_send_sent_event:
             self.app._send_sent_events(sent)
+        if sent and signals.after_task_publish.receivers:  # here for the same reason as task-sent
+            self.app._announce_published(sent)
         if len(fired) < len(ticks):  # another beat recorded some of them: trust the store
             self._last = self.store.last_ticks()
 

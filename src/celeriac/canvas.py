@@ -27,6 +27,7 @@ import itertools
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Self, TypeVar, cast
 
+from . import signals
 from .brokers import Outgoing
 
 if TYPE_CHECKING:
@@ -259,6 +260,8 @@ class Signature(dict):  # type: ignore[type-arg]
                 # task of the caller's: it is this task's child too, or collect() never reaches it.
                 running.children.append(child_entry(_first_after(result, root)))
         app.publish(messages, what=f"{sig.describe()}")
+        if signals.after_task_publish.receivers:
+            app._announce_published(messages)
         return result
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
@@ -869,7 +872,9 @@ def run_errback(app: "Celeriac", errback: Signature, task_id: str, exc: BaseExce
     if publish is None:
         errback.apply_async((task_id,)) if not app.conf.task_always_eager else errback.apply((task_id,))
     else:
-        publish(errback.messages(app, (task_id,), {}, {}))
+        # A child of the failed task, as in Celery (and so in its trace, with tracing on).
+        publish(errback.messages(app, (task_id,), {}, {"parent_id": task_id,
+                                                        "root_id": getattr(request, "root_id", None)}))
 
 
 def _rebuild(d: dict[str, Any]) -> Signature:

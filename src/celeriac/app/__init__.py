@@ -309,6 +309,17 @@ class Celeriac:
                                    expires=h.get("expires"), queue=m.queue, exchange="", routing_key=m.queue,
                                    root_id=h.get("root_id"), parent_id=h.get("parent_id"))
 
+    def _announce_published(self, messages: Sequence[Outgoing]) -> None:
+        """after_task_publish for messages published in bulk (canvas, retries, what a worker
+        sends on); callers check `signals.after_task_publish.receivers` first."""
+        for m in messages:
+            try:
+                msg = protocol.unpack(m.payload)
+            except Exception:  # noqa: BLE001 - never fail a publish that succeeded over a signal
+                continue
+            signals.after_task_publish.send(sender=msg.headers.get("task"), body=msg.body, headers=msg.headers,
+                                            routing_key=m.queue, exchange="")
+
     @property
     def control(self) -> "Control":
         if self._control is None:
@@ -490,7 +501,10 @@ class Celeriac:
 
     def send_retry(self, task: BaseTask[Any, Any], request: Context, retry: Any) -> None:
         """Publish the next attempt of a task that called `self.retry()`."""
-        self.publish([self.retry_message(task, request, retry)], what=f"retry of {task.name}[{request.id}]")
+        messages = [self.retry_message(task, request, retry)]
+        self.publish(messages, what=f"retry of {task.name}[{request.id}]")
+        if signals.after_task_publish.receivers:
+            self._announce_published(messages)
 
     def retry_message(self, task: BaseTask[Any, Any], request: Context, retry: Any) -> Outgoing:
         opts = dict(getattr(retry, "retry_options", {}) or {})
@@ -511,6 +525,9 @@ class Celeriac:
             ignore_result=request.ignore_result, callbacks=request.callbacks, errbacks=request.errbacks,
             chain=request.chain, chord=request.chord, priority=int(priority), queue=queue,
             extra_headers=request.headers)
+        if signals.before_task_publish.receivers:  # a retry is a publish too (tracing, user hooks)
+            signals.before_task_publish.send(sender=task.name, body=msg.body, headers=msg.headers,
+                                             properties=msg.properties, routing_key=queue, exchange="")
         return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch)
 
     # --- results ---

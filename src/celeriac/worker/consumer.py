@@ -131,6 +131,8 @@ class Batch:
         """What tasks sent on (chain steps, callbacks, retries, chord bodies): like any client,
         a worker sends task-sent for them when `task_send_sent_event` is on."""
         self.app.broker.publish(messages)
+        if signals.after_task_publish.receivers:
+            self.app._announce_published(messages)
         if self.app.conf.task_send_sent_event:
             self.app._send_sent_events(messages)
 
