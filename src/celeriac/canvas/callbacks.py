@@ -1,0 +1,65 @@
+"""Error callbacks and Task.replace: what runs in place of, or after, a failed or replaced task."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..brokers import Outgoing
+from .signature import Signature, _as_list, signature
+from .workflows import _single_result
+
+if TYPE_CHECKING:
+    from ..app import Celeriac
+
+
+def run_errback(app: "Celeriac", errback: Signature, task_id: str, exc: BaseException | None,
+                traceback: str | None, publish: Any, request: Any = None) -> None:
+    """Call an error callback the way Celery does.
+
+    A task taking (request, exc, traceback) runs right here, in this process (the exception
+    object cannot travel); any other errback is sent with the failed task's id.
+    """
+    import inspect
+    import logging
+
+    task = app.tasks.get(errback.name)
+    new_style = False
+    if task is not None:
+        try:
+            params = [p for p in inspect.signature(task.run).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+            new_style = len(params) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params) and len(params) > 1
+        except (TypeError, ValueError):
+            new_style = False
+    if new_style and task is not None:
+        from ..task import Context
+        ctx = request if request is not None else Context(id=task_id, called_directly=False)
+        try:
+            task.apply((ctx, exc, traceback, *errback.args), errback.kwargs, throw=True)
+        except Exception:
+            logging.getLogger("celeriac.worker").exception(
+                "error callback %s for task %s raised", errback.name, task_id)
+        return
+    if publish is None:
+        errback.apply_async((task_id,)) if not app.conf.task_always_eager else errback.apply((task_id,))
+    else:
+        publish(errback.messages(app, (task_id,), {}, {}))
+
+
+
+def replacement_messages(app: "Celeriac", sig: Any, request: Any) -> list[Outgoing]:
+    """The messages that put `sig` in the place of the running task (`Task.replace`).
+
+    The replacement's tail takes over the task's id, its group/chord membership and its
+    callbacks; the rest of the task's chain runs after the replacement.
+    """
+    new = _single_result(signature(sig, app=app))
+    new = new._with_tail({"task_id": request.id, "group_id": request.group, "group_index": request.group_index,
+                          "chord": request.chord, "link": request.callbacks})
+    if request.errbacks:
+        new.options["link_error"] = _as_list(new.options.get("link_error")) + list(request.errbacks)
+    new.freeze()
+    options: dict[str, Any] = {"parent_id": request.parent_id, "root_id": request.root_id}
+    if request.chain:
+        options["chain"] = list(request.chain)
+    return new.messages(app, (), {}, options)
