@@ -51,6 +51,8 @@ class Context:
     headers: dict[str, Any] | None = None
     properties: dict[str, Any] = {}
     replaced_by: Any = None
+    stamped_headers: list[str] | None = None  # canvas stamping: the names of the stamps
+    stamps: dict[str, Any] | None = None  # canvas stamping: {name: value}
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []
@@ -189,6 +191,13 @@ class Task(Generic[P, R]):
             raise Replaced(signature(sig, app=self.app).apply().get())
         request.replaced_by = replacement_messages(self.app, sig, request)
         raise Replaced()
+
+    def add_to_chord(self, sig: Any, lazy: bool = False) -> Any:
+        """Add `sig` to the chord this task is a header member of: the body waits for it too and
+        gets its result after the header's. Sends it (returns its result), or with `lazy`,
+        returns the signature for you to send: the chord waits until you do."""
+        from .canvas.callbacks import add_to_chord
+        return add_to_chord(self, sig, lazy)
 
     def AsyncResult(self, task_id: str) -> "AsyncResult[R]":  # noqa: N802 - Celery's name
         from .result import AsyncResult

@@ -15,12 +15,13 @@ The package keeps one concern per module, and every name importable from
 """
 
 from .callbacks import replacement_messages, run_errback
+from .stamping import StampingVisitor
 from .signature import (TAIL_OPTIONS, Signature, maybe_signature, merge_options, signature, split_tail,
                         subtask)
 from .workflows import _chain, _single_result, chain, chord, chunks, group, xmap, xstarmap
 
 __all__ = [
-    "TAIL_OPTIONS", "Signature", "chain", "chord", "chunks", "group", "maybe_signature", "merge_options",
-    "replacement_messages", "run_errback", "signature", "split_tail", "subtask", "xmap", "xstarmap",
+    "TAIL_OPTIONS", "Signature", "StampingVisitor", "chain", "chord", "chunks", "group", "maybe_signature",
+    "merge_options", "replacement_messages", "run_errback", "signature", "split_tail", "subtask", "xmap", "xstarmap",
     "_chain", "_single_result",
 ]

@@ -1,4 +1,4 @@
-"""Error callbacks and Task.replace: what runs in place of, or after, a failed or replaced task."""
+"""Error callbacks, Task.replace and Task.add_to_chord: what runs after, in place of, or beside a task."""
 
 from __future__ import annotations
 
@@ -63,3 +63,26 @@ def replacement_messages(app: "Celeriac", sig: Any, request: Any) -> list[Outgoi
     if request.chain:
         options["chain"] = list(request.chain)
     return new.messages(app, (), {}, options)
+
+
+# Members added to a running chord take header indexes from here on, after every header member
+# (their results come after the header's, in the order they were added).
+ADDED_INDEX_BASE = 1 << 30
+
+
+def add_to_chord(task: Any, sig: Any, lazy: bool) -> Any:
+    """Task.add_to_chord: the chord's count in the result store grows first, so the chord cannot
+    complete before the new member does."""
+    request = task.request
+    if not request.chord or request.group is None or request.called_directly:
+        raise ValueError(f"task {task.name}[{request.id}] is not a member of any chord: add_to_chord() is "
+                         "for a task running in a chord's header")
+    added = task.app.backend.chord_extend(str(request.group), 1)
+    placement = {"group_id": request.group, "group_index": ADDED_INDEX_BASE + added, "chord": request.chord}
+    new = signature(sig, app=task.app) if not isinstance(sig, Signature) else sig
+    if type(new) is Signature:
+        new.set(**placement)  # in place, as Celery does: the caller's signature is the one to send
+    else:
+        new = _single_result(new)._with_tail(placement)
+    new.freeze()
+    return new if lazy else new.delay()

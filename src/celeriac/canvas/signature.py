@@ -113,11 +113,15 @@ class Signature(dict):  # type: ignore[type-arg]
         klass = cls.TYPES.get(d.get("subtask_type") or "", Signature)
         return klass(d, app=app)
 
-    # --- the fields ---
+    # --- the fields (settable, as in Celery: they read and write the dict itself) ---
 
     @property
     def name(self) -> str:
         return str(self["task"])
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self["task"] = value
 
     task = name
 
@@ -125,21 +129,66 @@ class Signature(dict):  # type: ignore[type-arg]
     def args(self) -> tuple[Any, ...]:
         return tuple(self["args"])
 
+    @args.setter
+    def args(self, value: Any) -> None:
+        self["args"] = tuple(value or ())
+
     @property
     def kwargs(self) -> dict[str, Any]:
-        return dict(self["kwargs"])
+        """The signature's own keyword arguments (the dict itself: changing it changes the signature)."""
+        return self["kwargs"]  # type: ignore[no-any-return]
+
+    @kwargs.setter
+    def kwargs(self, value: dict[str, Any] | None) -> None:
+        self["kwargs"] = dict(value or {})
 
     @property
     def options(self) -> dict[str, Any]:
         return self["options"]  # type: ignore[no-any-return]
 
+    @options.setter
+    def options(self, value: dict[str, Any] | None) -> None:
+        self["options"] = dict(value or {})
+
     @property
     def subtask_type(self) -> str | None:
         return self.get("subtask_type")
 
+    @subtask_type.setter
+    def subtask_type(self, value: str | None) -> None:
+        self["subtask_type"] = value
+
     @property
     def immutable(self) -> bool:
         return bool(self.get("immutable"))
+
+    @immutable.setter
+    def immutable(self, value: bool) -> None:
+        self["immutable"] = bool(value)
+
+    @property
+    def chord_size(self) -> int | None:
+        return self.get("chord_size")
+
+    @chord_size.setter
+    def chord_size(self, value: int | None) -> None:
+        self["chord_size"] = value
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.options.get("parent_id")
+
+    @parent_id.setter
+    def parent_id(self, value: str | None) -> None:
+        self.options["parent_id"] = value
+
+    @property
+    def root_id(self) -> str | None:
+        return self.options.get("root_id")
+
+    @root_id.setter
+    def root_id(self, value: str | None) -> None:
+        self.options["root_id"] = value
 
     @property
     def app(self) -> "Celeriac":
@@ -208,6 +257,18 @@ class Signature(dict):  # type: ignore[type-arg]
         """Like link_error, but returns the signature, for `sig.on_error(handler.s()).delay()`."""
         self.link_error(errback)
         return self
+
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> Any:
+        """Stamp this signature (and its callbacks) with headers of your own, or with what a
+        `StampingVisitor` decides; the running task sees them as ``request.stamps``. With
+        `append_stamps`, a stamp set again keeps both values (a list); otherwise the new one wins."""
+        from .stamping import stamp_signature
+        return stamp_signature(self, visitor, append_stamps, headers)
+
+    def stamp_links(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        """Stamp only the callbacks and errbacks linked to this signature."""
+        from .stamping import stamp_links
+        stamp_links(self, visitor, append_stamps, headers)
 
     def __or__(self, other: Any) -> "Signature":
         if isinstance(other, Signature):

@@ -7,6 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Iterable, Self
 
 from ..brokers import Outgoing
+from .lazy import LazyHeader, is_lazy, send_lazy_chord
 from .signature import (_TIMING_OPTIONS, TAIL_OPTIONS, Signature, _as_list, _root_of, _sigs, _unwrap_tasks,
                         merge_options, signature, split_tail)
 
@@ -71,6 +72,11 @@ class chain(_TaskList):  # noqa: N801 - Celery's name
         if isinstance(other, Signature):
             return chain(*self.tasks, other, app=self._app, **self.options)
         return NotImplemented
+
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        """Stamp every step (see Signature.stamp); the visitor's on_chain_start/end frame them."""
+        from .stamping import stamp_chain
+        stamp_chain(self, visitor, append_stamps, headers)
 
     def _steps(self) -> list[Signature]:
         """The steps to run; a group followed by anything becomes a chord (Celery's upgrade)."""
@@ -181,6 +187,47 @@ class group(_TaskList):  # noqa: N801 - Celery's name
     def __iter__(self) -> Any:
         return iter(self.tasks)
 
+    def link(self, callback: "Signature | dict[str, Any]") -> Signature:
+        """Celery's semantics: the callback is linked to the group's *first* task, as an immutable
+        copy (that task cannot pass its siblings' results on). It runs once, when that task succeeds,
+        not when the whole group is done: use a chord for that."""
+        tasks = self.tasks
+        if not tasks:
+            raise ValueError("group.link(): the group is empty, so no task can run the callback; "
+                             "use a chord to run something after a group")
+        copy = signature(callback, app=self._app).clone()
+        copy.set(immutable=True)
+        tasks[0].link(copy)
+        return copy
+
+    def link_error(self, errback: "Signature | dict[str, Any]") -> tuple[Signature, ...]:  # type: ignore[override]
+        """Celery's semantics: a copy of the errback goes to every task of the group, so it is
+        called once per failing member (make it idempotent). Returns those copies."""
+        original = signature(errback, app=self._app)
+        copies = tuple(original.clone() for _ in self.tasks)
+        for member, copy in zip(self.tasks, copies, strict=True):
+            member.link_error(copy)
+        return copies
+
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        """Stamp every member (see Signature.stamp); the visitor's on_group_start/end frame them."""
+        from .stamping import stamp_group
+        stamp_group(self, visitor, append_stamps, headers)
+
+    def on_error(self, errback: "Signature | dict[str, Any]") -> "group":
+        self.link_error(errback)
+        return self
+
+    def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        # As in Celery: a group is not a task, so it has no success of its own to call back on.
+        if options.get("link") is not None:
+            raise TypeError("Cannot add link to group: use a chord, chord(group, callback), to run "
+                            "something after every task of a group (or group.link() for its first task)")
+        if options.get("link_error") is not None:
+            raise TypeError("Cannot add link_error to group: do that on individual tasks, or call "
+                            "group.link_error(errback), which gives every task a copy")
+        return super().apply_async(args, kwargs, **options)
+
     def _with_tail(self, options: dict[str, Any]) -> Signature:
         if any(options.get(k) is not None for k in ("chord", "group_id", "group_index")):
             # A member of a chord or group has one result: the group's list, via accumulate.
@@ -257,18 +304,28 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if isinstance(header, dict) and header.get("subtask_type") == "chord" and body is None:
             super().__init__(header, app=app)
             kw = self["kwargs"]
-            kw["header"] = group(kw.get("header") or [], app=app) if not isinstance(kw.get("header"), group) \
-                else kw["header"]
+            if not isinstance(kw.get("header"), (group, LazyHeader)):
+                kw["header"] = group(kw.get("header") or [], app=app)
             if kw.get("body") is not None and not isinstance(kw["body"], Signature):
                 kw["body"] = Signature.from_dict(kw["body"], app=app)
             return
-        header_group = header if isinstance(header, group) else group(
-            *(_sigs(header, app) if header is not None else []), app=app)
         body_sig = None if body is None else (body if isinstance(body, Signature)
                                              else Signature.from_dict(body, app=app))
-        app = app or header_group._app or (body_sig._app if body_sig else None)
-        super().__init__("celery.chord", (), {"header": header_group, "body": body_sig}, options,
+        header_part: group | LazyHeader
+        if is_lazy(header):  # a generator: read as it is sent (lazy.py)
+            header_part = LazyHeader(header)
+            app = app or (body_sig._app if body_sig else None)
+        else:
+            header_part = header if isinstance(header, group) else group(
+                *(_sigs(header, app) if header is not None else []), app=app)
+            app = app or header_part._app or (body_sig._app if body_sig else None)
+        super().__init__("celery.chord", (), {"header": header_part, "body": body_sig}, options,
                          subtask_type="chord", app=app)
+
+    @property
+    def is_lazy(self) -> bool:
+        """The header is a generator that has not been read to its end (see lazy.py)."""
+        return isinstance(self["kwargs"].get("header"), LazyHeader)
 
     @property
     def tasks(self) -> list[Signature]:
@@ -276,7 +333,16 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     @property
     def header(self) -> group:
-        return self["kwargs"]["header"]  # type: ignore[no-any-return]
+        """The header group (a generator header is read to its end here)."""
+        found = self["kwargs"]["header"]
+        if isinstance(found, LazyHeader):
+            found = self["kwargs"]["header"] = group(found.all(), app=self._app, **found.options)
+        return found  # type: ignore[no-any-return]
+
+    def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        if self.is_lazy and not self.app.conf.task_always_eager and self["kwargs"].get("body") is not None:
+            return send_lazy_chord(self, args, kwargs, options)
+        return super().apply_async(args, kwargs, **options)
 
     @property
     def body(self) -> Signature:
@@ -289,6 +355,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def id(self) -> str | None:
         body = self["kwargs"].get("body")
         return body.id if body is not None else None
+
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        """Stamp the header tasks and the body (see Signature.stamp)."""
+        from .stamping import stamp_chord
+        stamp_chord(self, visitor, append_stamps, headers)
 
     def __call__(self, body: Any = None, **options: Any) -> Any:
         """`chord(header)(body)` sends the chord with that body."""
@@ -407,6 +478,9 @@ class chunks(Signature):  # noqa: N801 - Celery's name
         if frozen is not None and not args and not kwargs and not options:
             copy._group = frozen.clone()  # keep the ids freeze() handed out
         return copy
+
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        self._as_group().stamp(visitor, append_stamps, **headers)
 
     def _as_group(self) -> _Group:
         # One group per chunks object, so that freeze() and messages() agree on the ids.

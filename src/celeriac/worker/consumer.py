@@ -385,7 +385,8 @@ class Consumer:
             chord=embed.get("chord"), ignore_result=bool(headers.get("ignore_result")),
             delivery_info={"routing_key": delivery.queue, "priority": delivery.priority,
                            "redelivered": delivery.deliveries > 1, "exchange": ""},
-            headers=headers, properties=msg.properties)
+            headers=headers, properties=msg.properties, stamped_headers=headers.get("stamped_headers"),
+            stamps=headers.get("stamps"))
 
     def _unknown(self, batch: Batch, delivery: Delivery, task_id: str, name: str, msg: Any) -> None:
         if name not in self._unknown_logged:
