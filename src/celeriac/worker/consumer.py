@@ -292,6 +292,9 @@ class Consumer:
         if self.revocations.is_revoked(task_id):
             self._discard(batch, delivery, task, request, "was revoked", expired=False)
             return
+        if request.stamps and (stamp := self.revocations.revoked_stamp(request.stamps)):
+            self._discard(batch, delivery, task, request, f"was revoked by its stamp {stamp}", expired=False)
+            return
         expires = headers.get("expires")
         if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
             self._discard(batch, delivery, task, request, f"expired at {expires}", expired=True)
