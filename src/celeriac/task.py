@@ -51,6 +51,8 @@ class Context:
     headers: dict[str, Any] | None = None
     properties: dict[str, Any] = {}
     replaced_by: Any = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
     stamped_headers: list[str] | None = None  # canvas stamping: the names of the stamps
     stamps: dict[str, Any] | None = None  # canvas stamping: {name: value}
 
@@ -184,11 +186,19 @@ class Task(Generic[P, R]):
     def replace(self, sig: Any) -> NoReturn:
         """End this task and put `sig` in its place: its result becomes this task's result, and
         whatever was to run after this task (chain, chord, callbacks) runs after it."""
-        from .canvas import replacement_messages, signature
+        from .canvas import signature
+        self.on_replace(signature(sig, app=self.app))
+        raise RuntimeError(f"{type(self).__name__}.on_replace() returned: it must end with "
+                           "`return super().on_replace(sig)`, which puts the replacement in place")
+
+    def on_replace(self, sig: Any) -> NoReturn:
+        """Handler called by replace() with the replacement signature (Celery 5.3's hook: e.g.
+        stamp it). An override must end with ``return super().on_replace(sig)``."""
+        from .canvas import replacement_messages
         from .exceptions import Replaced
         request = self.request
         if request.called_directly or request.is_eager:
-            raise Replaced(signature(sig, app=self.app).apply().get())
+            raise Replaced(sig.apply().get())
         request.replaced_by = replacement_messages(self.app, sig, request)
         raise Replaced()
 

@@ -1,4 +1,4 @@
-"""Tasks for the canvas tests of wave 2 (tests/integration/test_canvas_wave2.py); the worker
+"""Tasks for the canvas tests of wave 2 (tests/integration/test_canvas_parity.py); the worker
 imports this module with -A canvas_tasks."""
 
 from __future__ import annotations
@@ -92,3 +92,23 @@ def sleep_then_record(path: str, value: str, seconds: float) -> str:
 def lines(path: str | Path) -> list[str]:
     p = Path(path)
     return p.read_text().splitlines() if p.exists() else []
+
+
+class StampsReplacement(Task):  # type: ignore[type-arg]
+    """Celery 5.3's on_replace hook: stamp what replaces a task."""
+
+    def on_replace(self, sig: Any) -> Any:
+        sig.stamp(replaced_by=self.name)
+        return super().on_replace(sig)
+
+
+@app.task(bind=True, base=StampsReplacement)
+def replaced_by_stamps_seen(self: Task[Any, Any]) -> None:
+    raise self.replace(stamps_seen.s())
+
+
+@app.task
+def record_result(value: Any, path: str) -> Any:
+    """A link callback: gets the parent's result first, as in Celery."""
+    _append(path, str(value))
+    return value

@@ -276,6 +276,10 @@ class Signature(dict):  # type: ignore[type-arg]
             return chain(self, other, app=self._app or other._app)
         return NotImplemented
 
+    def __invert__(self) -> Any:
+        """``~sig``: send it and wait for its result (Celery's shortcut; never inside a task)."""
+        return self.apply_async().get()
+
     def __deepcopy__(self, memo: dict[int, Any]) -> "Signature":
         return self.clone()
 

@@ -80,7 +80,9 @@ class chain(_TaskList):  # noqa: N801 - Celery's name
 
     def _steps(self) -> list[Signature]:
         """The steps to run; a group followed by anything becomes a chord (Celery's upgrade)."""
-        tasks = self.tasks
+        tasks = [_unrolled(t) for t in self.tasks]
+        if len(tasks) > 1:  # an empty group between other steps is no step at all (as in Celery)
+            tasks = [t for t in tasks if not (type(t) is group and not t.tasks)] or tasks[:1]
         out: list[Signature] = []
         i = 0
         while i < len(tasks):
@@ -95,8 +97,8 @@ class chain(_TaskList):  # noqa: N801 - Celery's name
             i += 1
         if not out:
             raise ValueError("a chain needs at least one task")
-        tasks[:] = out
-        return tasks
+        self.tasks[:] = out
+        return self.tasks
 
     def freeze(self, _id: str | None = None, group_id: str | None = None, chord: Any = None,
                root_id: str | None = None, parent_id: str | None = None,
@@ -165,6 +167,16 @@ class chain(_TaskList):  # noqa: N801 - Celery's name
 _chain = chain
 
 
+def _unrolled(step: Signature) -> Signature:
+    """A group of one task in a chain is that task (Celery 5's group unrolling): the next step
+    gets its value, not a list of one value."""
+    if type(step) is not group or len(step.tasks) != 1:
+        return step
+    options = {k: v for k, v in step.options.items() if k != "task_id"}
+    member = step.tasks[0]
+    return member.clone(**options) if options else member
+
+
 @Signature.register_type
 class group(_TaskList):  # noqa: N801 - Celery's name
     """Tasks run in parallel; the result is a GroupResult with their results in order."""
@@ -208,6 +220,16 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         for member, copy in zip(self.tasks, copies, strict=True):
             member.link_error(copy)
         return copies
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> "group":
+        """Spread the members' start: countdown `start`, `start + step`, ... (up to `stop`, then
+        `stop` again for the rest), as Celery's group.skew."""
+        countdown = start
+        for member in self.tasks:
+            member.set(countdown=countdown)
+            if stop is None or countdown + step <= stop:
+                countdown += step
+        return self
 
     def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
         """Stamp every member (see Signature.stamp); the visitor's on_group_start/end frame them."""
@@ -355,6 +377,18 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def id(self) -> str | None:
         body = self["kwargs"].get("body")
         return body.id if body is not None else None
+
+    def link(self, callback: "Signature | dict[str, Any]") -> "Signature | dict[str, Any]":
+        """As in Celery: the callback is linked to the body, so it runs once, with the body's result."""
+        return self.body.link(callback)
+
+    def link_error(self, errback: "Signature | dict[str, Any]") -> "Signature | dict[str, Any]":
+        """As in Celery: linked to the body, which fails (with ChordError) when a header task fails,
+        so it is called once; with `task_allow_error_cb_on_chord_header`, every header task gets it too."""
+        if self.app.conf.get("task_allow_error_cb_on_chord_header"):
+            for member in self.header.tasks:
+                member.link_error(signature(errback, app=self._app).clone())
+        return self.body.link_error(errback)
 
     def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
         """Stamp the header tasks and the body (see Signature.stamp)."""

@@ -389,7 +389,7 @@ class Consumer:
             delivery_info={"routing_key": delivery.queue, "priority": delivery.priority,
                            "redelivered": delivery.deliveries > 1, "exchange": ""},
             headers=headers, properties=msg.properties, stamped_headers=headers.get("stamped_headers"),
-            stamps=headers.get("stamps"))
+            stamps=headers.get("stamps"), argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr"))
 
     def _unknown(self, batch: Batch, delivery: Delivery, task_id: str, name: str, msg: Any) -> None:
         if name not in self._unknown_logged:

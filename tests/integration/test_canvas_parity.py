@@ -231,3 +231,31 @@ def test_revoke_by_stamped_headers(ct: Any, start_worker: Any) -> None:
     assert revoked_too.state == states.REVOKED
     with pytest.raises(NotImplementedError, match="terminate=True"):
         ct.app.control.revoke_by_stamped_headers({"batch": "b2"}, terminate=True)
+
+
+def test_group_unrolling_chord_callbacks_invert_and_on_replace(ct: Any, worker: Any, tmp_path: Path) -> None:
+    assert chain(ct.add.s(2, 2), group(ct.add.s(1)), ct.add.s(1)).delay().get(timeout=20) == 6  # unrolled
+    assert chain(group(ct.add.s(1, 1)), ct.add.s(2)).delay().get(timeout=20) == 4
+    assert ~ct.add.s(2, 3) == 5
+
+    calls, errors = tmp_path / "calls", tmp_path / "errors"
+    c = chord([ct.add.s(1, 1), ct.add.s(2, 2)], ct.tsum.s())
+    c.link(ct.record_result.s(str(calls)))  # to the body: runs once, with the body's result
+    assert c.delay().get(timeout=20) == 6
+    wait_until(lambda: ct.lines(calls), 20, message="the chord's callback")
+    assert ct.lines(calls) == ["6"]
+    failing = chord([ct.fail.si("header"), ct.add.s(2, 2)], ct.tsum.s())
+    failing.link_error(ct.record_error.s(str(errors)))
+    res = failing.delay()
+    with pytest.raises(ChordError):
+        res.get(timeout=20)
+    wait_until(lambda: ct.lines(errors), 20, message="the chord's errback")
+    assert len(ct.lines(errors)) == 1 and ct.lines(errors)[0].startswith(f"{res.id} ChordError(")
+
+    seen = ct.replaced_by_stamps_seen.delay().get(timeout=20)
+    assert seen["stamps"] == {"replaced_by": "canvas_tasks.replaced_by_stamps_seen"}
+
+
+def test_group_skew_spreads_countdowns(ct: Any) -> None:
+    g = group(ct.add.s(i, i) for i in range(4)).skew(start=1, stop=2.5, step=1)
+    assert [t.options["countdown"] for t in g.tasks] == [1, 2, 2, 2]
