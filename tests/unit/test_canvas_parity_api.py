@@ -137,6 +137,9 @@ def test_a_generator_chord_header_is_not_read_until_needed(app: Celeriac) -> Non
             pulled.append(i)
             yield add.s(i, i)
 
+    as_json = chord(members(), app.tasks["wave2.tsum"].s())
+    assert len(json.loads(json.dumps(as_json))["kwargs"]["header"]["kwargs"]["tasks"]) == 5  # read for JSON
+    pulled.clear()
     c = chord(members(), app.tasks["wave2.tsum"].s())
     assert pulled == [] and c.is_lazy
     assert len(c.header.tasks) == 5 and pulled == [0, 1, 2, 3, 4]  # read to the end, once
@@ -186,3 +189,13 @@ def test_stamps_reach_an_eager_request(app: Celeriac) -> None:
     sig = seen.s()
     sig.stamp(where="eager")
     assert sig.delay().get() == {"where": "eager"}
+
+
+def test_a_chain_ending_in_a_group_links_its_callback_as_group_link(app: Celeriac) -> None:
+    add = app.tasks["wave2.add"]
+    flow = chain(add.s(1, 1), group(add.s(1), add.s(2)))
+    placed = flow._with_tail({"link": add.s(10)})
+    last = placed.tasks[-1]
+    assert isinstance(last, group)
+    assert [len(t.options.get("link") or []) for t in last.tasks] == [1, 0]
+    assert last.tasks[0].options["link"][0].immutable

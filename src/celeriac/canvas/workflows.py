@@ -254,7 +254,11 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         if any(options.get(k) is not None for k in ("chord", "group_id", "group_index")):
             # A member of a chord or group has one result: the group's list, via accumulate.
             return _single_result(self)._with_tail(options)
-        return super()._with_tail(options)
+        callbacks = _as_list(options.get("link"))
+        copy = super()._with_tail({k: v for k, v in options.items() if k != "link"})
+        for callback in callbacks:  # e.g. a chain ending in a group: Celery's group.link placement
+            copy.link(callback)
+        return copy
 
     def _members(self) -> list[Signature]:
         members = self.tasks
@@ -343,6 +347,13 @@ class chord(Signature):  # noqa: N801 - Celery's name
             app = app or header_part._app or (body_sig._app if body_sig else None)
         super().__init__("celery.chord", (), {"header": header_part, "body": body_sig}, options,
                          subtask_type="chord", app=app)
+
+    def items(self) -> Any:
+        # json.dumps and pickling read a dict subclass through items(): a generator header is
+        # read to its end first, so that the JSON has every member.
+        if self.is_lazy:
+            self.header  # noqa: B018 - materializes it
+        return super().items()
 
     @property
     def is_lazy(self) -> bool:
