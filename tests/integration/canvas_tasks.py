@@ -112,3 +112,10 @@ def record_result(value: Any, path: str) -> Any:
     """A link callback: gets the parent's result first, as in Celery."""
     _append(path, str(value))
     return value
+
+
+@app.task
+def sends_lazy_chord(n: int) -> str:
+    """Starts a chord whose header is a generator, from inside a task; returns the body's id."""
+    from celeriac import chord
+    return str(chord((add.s(i, i) for i in range(n)), tsum.s()).delay().id)

@@ -127,6 +127,15 @@ def test_lazy_chord_header_sizes_one_and_zero_and_a_failing_generator(ct: Any, w
         ct.app.AsyncResult(body_id).get(timeout=20)
 
 
+def test_lazy_chord_sent_from_a_task_is_its_child(ct: Any, worker: Any) -> None:
+    parent = ct.sends_lazy_chord.delay(5)
+    body_id = parent.get(timeout=20)
+    assert ct.app.AsyncResult(body_id).get(timeout=20) == 20
+    header, body = parent.children  # as for a chord sent any other way: the header group, then the body
+    assert len(header.results) == 5 and header.get(timeout=20) == [0, 2, 4, 6, 8]
+    assert body.id == body_id
+
+
 def test_lazy_chord_header_failure_fails_the_body(ct: Any, worker: Any) -> None:
     members = (ct.fail.si("member 3") if i == 3 else ct.add.s(i, i) for i in range(10))
     res = chord(members, ct.tsum.s()).delay()

@@ -105,12 +105,13 @@ def send_lazy_chord(ch: "chord", args: Any, kwargs: dict[str, Any] | None,
     if not results:  # nothing to wait for: the body runs now, with no results
         timing = {k: v for k, v in opts.items() if k in _TIMING_OPTIONS}
         app.publish(body.messages(app, ([],), {}, timing), what=f"chord body {body.name}")
-    _root_of(body_result).parent = header_result
-    if request is not None:
+    body_first = _root_of(body_result)  # the body's first step (the body may be a chain)
+    body_first.parent = header_result
+    if request is not None:  # sent from a task: two children, the header group and the body
         from ..result import child_entry
         del request.children[known_children:]
         request.children.append(child_entry(header_result))
-        request.children.append(child_entry(_root_of(body_result)))
+        request.children.append(child_entry(body_first))
     return body_result  # type: ignore[return-value]
 
 
