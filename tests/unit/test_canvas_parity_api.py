@@ -199,3 +199,20 @@ def test_a_chain_ending_in_a_group_links_its_callback_as_group_link(app: Celeria
     assert isinstance(last, group)
     assert [len(t.options.get("link") or []) for t in last.tasks] == [1, 0]
     assert last.tasks[0].options["link"][0].immutable
+
+
+def test_revocations_by_stamp_are_read_apart_from_revoked_ids(app: Celeriac) -> None:
+    from celeriac.worker.revocations import Revocations
+
+    app.control.revoke_by_stamped_headers({"batch": ["b1", "b2"], "n": 7})
+    app.control.revoke("some-task-id")
+    seen = Revocations(app)
+    seen.refresh(force=True)
+    assert seen.known() == ["some-task-id"]  # stamps are not listed as task ids
+    assert seen.revoked_stamp({"batch": "b2"}) == 'batch="b2"'
+    assert seen.revoked_stamp({"batch": ["x", "b1"]}) == 'batch="b1"'  # any value of a list stamp
+    assert seen.revoked_stamp({"n": 7}) == "n=7"
+    assert seen.revoked_stamp({"n": "7"}) is None and seen.revoked_stamp({"batch": "b3"}) is None
+    assert seen.revoked_stamp(None) is None
+    with pytest.raises(NotImplementedError, match="terminate=True"):
+        app.control.revoke_by_stamped_headers({"batch": "b1"}, terminate=True)
