@@ -216,3 +216,12 @@ def test_revocations_by_stamp_are_read_apart_from_revoked_ids(app: Celeriac) -> 
     assert seen.revoked_stamp(None) is None
     with pytest.raises(NotImplementedError, match="terminate=True"):
         app.control.revoke_by_stamped_headers({"batch": "b1"}, terminate=True)
+
+
+def test_group_set_immutable_reaches_every_member(app: Celeriac) -> None:
+    add = app.tasks["wave2.add"]
+    g = group(add.s(1, 1), add.s(2, 2))
+    g.set_immutable(True)
+    assert [t.immutable for t in g.tasks] == [True, True]
+    app.conf.task_always_eager = True
+    assert chain(add.s(5, 5), g).apply_async().get() == [2, 4]  # the members ignore add(5, 5)'s result

@@ -221,6 +221,11 @@ class group(_TaskList):  # noqa: N801 - Celery's name
             member.link_error(copy)
         return copies
 
+    def set_immutable(self, immutable: bool) -> None:
+        """As in Celery: every member ignores (or takes) the partial arguments it is sent with."""
+        for member in self.tasks:
+            member.set_immutable(immutable)
+
     def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> "group":
         """Spread the members' start: countdown `start`, `start + step`, ... (up to `stop`, then
         `stop` again for the rest), as Celery's group.skew."""
