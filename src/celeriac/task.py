@@ -187,19 +187,23 @@ class Task(Generic[P, R]):
         """End this task and put `sig` in its place: its result becomes this task's result, and
         whatever was to run after this task (chain, chord, callbacks) runs after it."""
         from .canvas import signature
-        self.on_replace(signature(sig, app=self.app))
+        from .canvas.callbacks import replacement_signature
+        request = self.request
+        eager = request.called_directly or request.is_eager
+        self.on_replace(signature(sig, app=self.app) if eager else replacement_signature(self.app, sig, request))
         raise RuntimeError(f"{type(self).__name__}.on_replace() returned: it must end with "
                            "`return super().on_replace(sig)`, which puts the replacement in place")
 
     def on_replace(self, sig: Any) -> NoReturn:
-        """Handler called by replace() with the replacement signature (Celery 5.3's hook: e.g.
-        stamp it). An override must end with ``return super().on_replace(sig)``."""
-        from .canvas import replacement_messages
+        """Handler called by replace() with the replacement, already holding this task's id and
+        callbacks (Celery 5.3's hook: e.g. stamp it). An override must end with
+        ``return super().on_replace(sig)``."""
+        from .canvas.callbacks import placed_replacement_messages
         from .exceptions import Replaced
         request = self.request
         if request.called_directly or request.is_eager:
             raise Replaced(sig.apply().get())
-        request.replaced_by = replacement_messages(self.app, sig, request)
+        request.replaced_by = placed_replacement_messages(self.app, sig, request)
         raise Replaced()
 
     def add_to_chord(self, sig: Any, lazy: bool = False) -> Any:

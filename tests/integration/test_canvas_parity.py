@@ -261,8 +261,13 @@ def test_group_unrolling_chord_callbacks_invert_and_on_replace(ct: Any, worker: 
     wait_until(lambda: ct.lines(errors), 20, message="the chord's errback")
     assert len(ct.lines(errors)) == 1 and ct.lines(errors)[0].startswith(f"{res.id} ChordError(")
 
-    seen = ct.replaced_by_stamps_seen.delay().get(timeout=20)
+    replaced = ct.replaced_by_stamps_seen.s()
+    callback = ct.stamps_seen.s()
+    callback_result = callback.freeze()
+    replaced.link(callback)  # inherited by the replacement, so on_replace stamps it too
+    seen = replaced.delay().get(timeout=20)
     assert seen["stamps"] == {"replaced_by": "canvas_tasks.replaced_by_stamps_seen"}
+    assert ct.app.AsyncResult(callback_result.id).get(timeout=20)["stamps"] == seen["stamps"]
 
 
 def test_group_skew_spreads_countdowns(ct: Any) -> None:

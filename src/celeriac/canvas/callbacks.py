@@ -47,22 +47,31 @@ def run_errback(app: "Celeriac", errback: Signature, task_id: str, exc: BaseExce
 
 
 
-def replacement_messages(app: "Celeriac", sig: Any, request: Any) -> list[Outgoing]:
-    """The messages that put `sig` in the place of the running task (`Task.replace`).
-
-    The replacement's tail takes over the task's id, its group/chord membership and its
-    callbacks; the rest of the task's chain runs after the replacement.
-    """
+def replacement_signature(app: "Celeriac", sig: Any, request: Any) -> Signature:
+    """`sig` placed where the running task is (`Task.replace`): the replacement's tail takes
+    over the task's id, its group/chord membership and its callbacks and errbacks (so that
+    `Task.on_replace` sees, and can stamp, all of them)."""
     new = _single_result(signature(sig, app=app))
     new = new._with_tail({"task_id": request.id, "group_id": request.group, "group_index": request.group_index,
                           "chord": request.chord, "link": request.callbacks})
     if request.errbacks:
         new.options["link_error"] = _as_list(new.options.get("link_error")) + list(request.errbacks)
     new.freeze()
+    return new
+
+
+def placed_replacement_messages(app: "Celeriac", placed: Signature, request: Any) -> list[Outgoing]:
+    """The messages of a replacement from `replacement_signature`; the rest of the task's
+    chain runs after it."""
     options: dict[str, Any] = {"parent_id": request.parent_id, "root_id": request.root_id}
     if request.chain:
         options["chain"] = list(request.chain)
-    return new.messages(app, (), {}, options)
+    return placed.messages(app, (), {}, options)
+
+
+def replacement_messages(app: "Celeriac", sig: Any, request: Any) -> list[Outgoing]:
+    """The messages that put `sig` in the place of the running task (`Task.replace`)."""
+    return placed_replacement_messages(app, replacement_signature(app, sig, request), request)
 
 
 # Members added to a running chord take header indexes from here on, after every header member
