@@ -136,6 +136,22 @@ class Control:
                 raise ValueError(f"unknown signal {signal!r} for revoke(terminate=True): use 'SIGTERM' or 'SIGKILL'")
         self.app.backend.revoke(ids, float(self.app.conf.worker_revoke_expires or 10800.0), name)
 
+    def revoke_by_stamped_headers(self, headers: dict[str, Any], destination: Any = None, terminate: bool = False,
+                                  signal: str | None = None, **kwargs: Any) -> None:
+        """Revoke every task stamped with one of these stamps ({name: value or [values]}, see
+        canvas stamping): a worker that has not started such a task never will, for
+        `worker_revoke_expires` seconds, as with revoke(). Tasks already running go on:
+        terminate=True is not supported here; revoke those by id."""
+        if terminate:
+            raise NotImplementedError(
+                "revoke_by_stamped_headers(terminate=True) is not supported: celeriac revokes by stamp "
+                "only tasks that have not started; end running ones with app.control.revoke(ids, terminate=True)")
+        from .worker.revocations import stamp_revocation
+        entries = [stamp_revocation(str(name), value) for name, values in headers.items()
+                   for value in (values if isinstance(values, (list, tuple, set)) else [values])]
+        if entries:
+            self.app.backend.revoke(entries, float(self.app.conf.worker_revoke_expires or 10800.0), None)
+
 
 class Inspect:
     """`app.control.inspect()`: questions to the workers; each method returns {hostname: answer},

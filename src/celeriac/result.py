@@ -219,6 +219,11 @@ class AsyncResult(Generic[R]):
             ids += [r.id for r in self._parent.results if r.id]
         self.app.control.revoke(ids, terminate=terminate, signal=signal)
 
+    def revoke_by_stamped_headers(self, headers: dict[str, Any], terminate: bool = False,
+                                  signal: str | None = None, **kwargs: Any) -> None:
+        """Revoke every task stamped with these stamps (canvas stamping), as Celery's method."""
+        self.app.control.revoke_by_stamped_headers(headers, terminate=terminate, signal=signal)
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
             return other.id == self.id

@@ -51,6 +51,10 @@ class Context:
     headers: dict[str, Any] | None = None
     properties: dict[str, Any] = {}
     replaced_by: Any = None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    stamped_headers: list[str] | None = None  # canvas stamping: the names of the stamps
+    stamps: dict[str, Any] | None = None  # canvas stamping: {name: value}
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []
@@ -197,13 +201,32 @@ class Task(Generic[P, R]):
     def replace(self, sig: Any) -> NoReturn:
         """End this task and put `sig` in its place: its result becomes this task's result, and
         whatever was to run after this task (chain, chord, callbacks) runs after it."""
-        from .canvas import replacement_messages, signature
+        from .canvas import signature
+        from .canvas.callbacks import replacement_signature
+        request = self.request
+        eager = request.called_directly or request.is_eager
+        self.on_replace(signature(sig, app=self.app) if eager else replacement_signature(self.app, sig, request))
+        raise RuntimeError(f"{type(self).__name__}.on_replace() returned: it must end with "
+                           "`return super().on_replace(sig)`, which puts the replacement in place")
+
+    def on_replace(self, sig: Any) -> NoReturn:
+        """Handler called by replace() with the replacement, already holding this task's id and
+        callbacks (Celery 5.3's hook: e.g. stamp it). An override must end with
+        ``return super().on_replace(sig)``."""
+        from .canvas.callbacks import placed_replacement_messages
         from .exceptions import Replaced
         request = self.request
         if request.called_directly or request.is_eager:
-            raise Replaced(signature(sig, app=self.app).apply().get())
-        request.replaced_by = replacement_messages(self.app, sig, request)
+            raise Replaced(sig.apply().get())
+        request.replaced_by = placed_replacement_messages(self.app, sig, request)
         raise Replaced()
+
+    def add_to_chord(self, sig: Any, lazy: bool = False) -> Any:
+        """Add `sig` to the chord this task is a header member of: the body waits for it too and
+        gets its result after the header's. Sends it (returns its result), or with `lazy`,
+        returns the signature for you to send: the chord waits until you do."""
+        from .canvas.callbacks import add_to_chord
+        return add_to_chord(self, sig, lazy)
 
     def AsyncResult(self, task_id: str) -> "AsyncResult[R]":  # noqa: N802 - Celery's name
         from .result import AsyncResult

@@ -428,8 +428,12 @@ class Celeriac:
                      parent_id: str | None = None, group_id: str | None = None, group_index: int | None = None,
                      soft_time_limit: float | None = None, time_limit: float | None = None,
                      shadow: str | None = None, chain: Any = None, chord: Any = None,
-                     _task: BaseTask[Any, Any] | None = None, **options: Any) -> tuple[Outgoing, protocol.TaskMessage]:
+                     _task: BaseTask[Any, Any] | None = None, stamped_headers: Any = None,
+                     **options: Any) -> tuple[Outgoing, protocol.TaskMessage]:
         """Encode one task call as a broker message, without sending it (groups send many at once)."""
+        if stamped_headers:  # canvas stamping: the stamps are options named in stamped_headers
+            from ..canvas.stamping import message_headers
+            headers = {**(headers or {}), **message_headers(stamped_headers, options)}
         task = _task if _task is not None else self.tasks.get(name)
         task_id = task_id or str(uuid.uuid4())
         current = current_task_and_request()
@@ -551,6 +555,8 @@ class Celeriac:
         if self.conf.get("result_extended") and request is not None:
             meta["args"], meta["kwargs"] = list(request.args), request.kwargs
             meta["queue"] = request.delivery_info.get("routing_key")
+            if getattr(request, "stamps", None):  # as in Celery: each stamp under its own name
+                meta.update({"stamped_headers": request.stamped_headers, **(request.stamps or {})})
         return meta
 
     def store_state(self, task_id: str, state: str, result: Any, *, request: Context | None = None,

@@ -30,7 +30,7 @@ class ChordPart:
 
     group_id: str
     index: int
-    size: int
+    size: int  # members in the header; 0: not known to this part (a lazy header), the store knows it
     task_id: str
     status: str
     data: bytes  # the serialized meta of its outcome
@@ -130,7 +130,18 @@ class ResultStore(ABC):
 
     @abstractmethod
     def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
-        """Store the parts; for each chord that fires for this caller: (part, [(index, meta)])."""
+        """Store the parts; for each chord that fires for this caller: (part, [(index, meta)]).
+
+        The chord's size is the largest `size` any of its parts carried (a lazily sent header
+        tells only its last part) plus the members added by `chord_extend`; a part that fires
+        the chord gets that total as its `size`."""
+
+    def chord_extend(self, group_id: str, count: int = 1) -> int:
+        """Add `count` members to a chord that is running (Task.add_to_chord); returns how many
+        have been added to it so far. The chord then waits for them too."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot add members to a running chord (Task.add_to_chord); "
+            "the SQLite, Redis and memory result stores can")
 
     # --- revocations: durable, with a bounded lifetime, read incrementally by workers ---
 

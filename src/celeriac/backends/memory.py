@@ -13,6 +13,7 @@ from .base import ChordPart, ResultStore, StoredResult
 _STORES: dict[str, tuple[threading.Condition, dict[str, tuple[str, bytes, float | None]]]] = {}
 # name -> group id -> (parts by index, task id that fired it)
 _CHORDS: dict[str, dict[str, tuple[dict[int, bytes], list[str | None]]]] = {}
+_CHORD_SIZES: dict[str, dict[str, list[int]]] = {}  # group id -> [header size, added members]
 # name -> [(seq, task id, signal, expires)]
 _REVOKED: dict[str, list[tuple[int, str, str | None, float]]] = {}
 _RATE: dict[str, dict[str, float]] = {}  # name -> key -> next free start time
@@ -30,6 +31,7 @@ class MemoryResultStore(ResultStore):
         with _LOCK:
             self._cond, self._data = _STORES.setdefault(name, (threading.Condition(), {}))
             self._chords = _CHORDS.setdefault(name, {})
+            self._chord_sizes = _CHORD_SIZES.setdefault(name, {})
             self._revoked = _REVOKED.setdefault(name, [])
             self._rate = _RATE.setdefault(name, {})
             self._commands, self._replies = _CONTROL.setdefault(name, ([], {}))
@@ -68,11 +70,20 @@ class MemoryResultStore(ResultStore):
             for part in parts:
                 members, fired_by = self._chords.setdefault(part.group_id, ({}, [None]))
                 members[part.index] = part.data
-                if fired_by[0] is None and (part.failed or len(members) >= part.size):
+                size = self._chord_sizes.setdefault(part.group_id, [0, 0])  # [header size, added]
+                size[0] = max(size[0], part.size)
+                if fired_by[0] is None and (part.failed or (size[0] and len(members) >= sum(size))):
                     fired_by[0] = part.task_id
                 if fired_by[0] == part.task_id:
+                    part.size = sum(size)
                     fired.append((part, sorted(members.items())))
         return fired
+
+    def chord_extend(self, group_id: str, count: int = 1) -> int:
+        with self._cond:
+            size = self._chord_sizes.setdefault(group_id, [0, 0])
+            size[1] += count
+            return size[1]
 
     def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
         with self._cond:

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix, pipelined
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
-from ..brokers.redis_scripts import (CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
-                                     STORE_RESULTS)
+from ..brokers.redis_scripts import (CHORD_EXTEND, CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT,
+                                     REVOKE, REVOKED_SINCE, STORE_RESULTS)
 from ..exceptions import OperationalError
 from .base import ChordPart, ResultStore, StoredResult
 
@@ -32,6 +32,7 @@ class RedisResultStore(ResultStore):
         self._store = Script(self.client, STORE_RESULTS)
         self._fetch = Script(self.client, FETCH_RESULTS)
         self._chord_parts = Script(self.client, CHORD_PARTS)
+        self._chord_extend = Script(self.client, CHORD_EXTEND)
         self._revoke = Script(self.client, REVOKE)
         self._reserve_rate_slot = Script(self.client, RESERVE_RATE_SLOT)
         self._control_send = Script(self.client, CONTROL_SEND)
@@ -94,8 +95,16 @@ class RedisResultStore(ResultStore):
         for part in parts:
             args += [part.group_id, part.index, part.size, part.task_id, 1 if part.failed else 0, part.data]
         reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
-        return [(parts[int(number) - 1], [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)])
-                for number, flat in reply]
+        fired = []
+        for number, total, flat in reply:
+            part = parts[int(number) - 1]
+            part.size = int(total)
+            fired.append((part, [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]))
+        return fired
+
+    def chord_extend(self, group_id: str, count: int = 1) -> int:
+        args = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0, group_id, count]
+        return int(guarded(self.url, "add chord members", lambda: self._chord_extend(args)))
 
     def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
         return RedisScheduleStore(self.url, self.client, self.keys.prefix, name, publish)

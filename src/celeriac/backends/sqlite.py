@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS celeriac_chords (
     done INTEGER NOT NULL,
     fired_by TEXT,
     expires REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_chord_sizes (
+    group_id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    added INTEGER NOT NULL
 ) WITHOUT ROWID
 """
 
@@ -138,17 +143,29 @@ class SQLiteResultStore(ResultStore):
                     "INSERT INTO celeriac_chords(group_id, done, fired_by, expires) VALUES (?, ?, NULL, ?) "
                     "ON CONFLICT(group_id) DO UPDATE SET done = done + excluded.done, expires = excluded.expires "
                     "RETURNING done, fired_by", (part.group_id, new, expires)).fetchone()
-                if fired_by is None and (part.failed or done >= part.size):
+                # The size the parts carried (a lazy header tells only its last part) + added members.
+                size, added = c.execute(
+                    "INSERT INTO celeriac_chord_sizes(group_id, size, added) VALUES (?, ?, 0) "
+                    "ON CONFLICT(group_id) DO UPDATE SET size = max(size, excluded.size) RETURNING size, added",
+                    (part.group_id, part.size)).fetchone()
+                if fired_by is None and (part.failed or (size and done >= size + added)):
                     c.execute("UPDATE celeriac_chords SET fired_by = ? WHERE group_id = ?",
                               (part.task_id, part.group_id))
                     fired_by = part.task_id
                 if fired_by == part.task_id:
+                    part.size = int(size + added)
                     fired.append((part, [(int(i), bytes(m)) for i, m in c.execute(
                         "SELECT idx, meta FROM celeriac_chord_parts WHERE group_id = ? ORDER BY idx",
                         (part.group_id,))]))
             return fired
 
         return self.db.write(record)
+
+    def chord_extend(self, group_id: str, count: int = 1) -> int:
+        return int(self.db.write(lambda c: c.execute(
+            "INSERT INTO celeriac_chord_sizes(group_id, size, added) VALUES (?, 0, ?) "
+            "ON CONFLICT(group_id) DO UPDATE SET added = added + excluded.added RETURNING added",
+            (group_id, count)).fetchone()[0]))
 
     def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
         return SQLiteScheduleStore(self.db, name, publish)
@@ -238,6 +255,7 @@ class SQLiteResultStore(ResultStore):
             c.execute("DELETE FROM celeriac_revoked WHERE expires < ?", (now,))
             c.executemany("DELETE FROM celeriac_chord_parts WHERE group_id = ?", chords)
             c.executemany("DELETE FROM celeriac_chords WHERE group_id = ?", chords)
+            c.executemany("DELETE FROM celeriac_chord_sizes WHERE group_id = ?", chords)
             return int(gone)
 
         return self.db.write(clean)

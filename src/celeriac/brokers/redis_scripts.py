@@ -351,8 +351,15 @@ for i = 3, #ARGV, 6 do
   local parts, state = p .. ':chord:' .. gid .. ':parts', p .. ':chord:' .. gid
   if redis.call('HSET', parts, idx, meta) == 1 then redis.call('HINCRBY', state, 'done', 1) end
   local done = tonumber(redis.call('HGET', state, 'done') or '0')
+  -- the size the parts carried (a lazy header tells only its last part) + added members
+  local known = tonumber(redis.call('HGET', state, 'size') or '0')
+  if size > known then
+    redis.call('HSET', state, 'size', size)
+    known = size
+  end
+  local total = known + tonumber(redis.call('HGET', state, 'added') or '0')
   local fired = redis.call('HGET', state, 'fired')
-  if not fired and (failed == '1' or done >= size) then
+  if not fired and (failed == '1' or (known > 0 and done >= total)) then
     redis.call('HSET', state, 'fired', tid)
     fired = tid
   end
@@ -361,10 +368,18 @@ for i = 3, #ARGV, 6 do
     redis.call('PEXPIRE', state, ttl)
   end
   if fired == tid then
-    table.insert(out, {n, redis.call('HGETALL', parts)})
+    table.insert(out, {n, total, redis.call('HGETALL', parts)})
   end
 end
 return out
+"""
+
+# ARGV: prefix, ttl ms, group id, count -> members added to that chord so far (Task.add_to_chord)
+CHORD_EXTEND = """
+local state = ARGV[1] .. ':chord:' .. ARGV[3]
+local added = redis.call('HINCRBY', state, 'added', tonumber(ARGV[4]))
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', state, tonumber(ARGV[2])) end
+return added
 """
 
 # ARGV: prefix, now ms, expires ms, signal ('' for none), task id...

@@ -294,6 +294,9 @@ class Consumer:
         if self.revocations.is_revoked(task_id):
             self._discard(batch, delivery, task, request, "was revoked", expired=False)
             return
+        if request.stamps and (stamp := self.revocations.revoked_stamp(request.stamps)):
+            self._discard(batch, delivery, task, request, f"was revoked by its stamp {stamp}", expired=False)
+            return
         expires = headers.get("expires")
         if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
             self._discard(batch, delivery, task, request, f"expired at {expires}", expired=True)
@@ -387,7 +390,8 @@ class Consumer:
             chord=embed.get("chord"), ignore_result=bool(headers.get("ignore_result")),
             delivery_info={"routing_key": delivery.queue, "priority": delivery.priority,
                            "redelivered": delivery.deliveries > 1, "exchange": ""},
-            headers=headers, properties=msg.properties)
+            headers=headers, properties=msg.properties, stamped_headers=headers.get("stamped_headers"),
+            stamps=headers.get("stamps"), argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr"))
 
     def _unknown(self, batch: Batch, delivery: Delivery, task_id: str, name: str, msg: Any) -> None:
         if name not in self._unknown_logged:

@@ -208,7 +208,8 @@ def apply_eagerly(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str,
             id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries, is_eager=True,
             called_directly=False, hostname=_HOSTNAME, root_id=root_id or task_id, parent_id=parent_id,
             delivery_info={"is_eager": True, "routing_key": options.get("queue")},
-            ignore_result=bool(options.get("ignore_result")), headers=options.get("headers"))
+            ignore_result=bool(options.get("ignore_result")), headers=options.get("headers"),
+            **_eager_stamps(options))
         if task.is_async:
             outcome = _run_coroutine(trace_async(task, request, args, kwargs))
         else:
@@ -233,3 +234,12 @@ def apply_eagerly(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str,
     if app.conf.task_store_eager_result:
         app.store_state(task_id, state, value, request=request, task=task, traceback=traceback)
     return EagerResult(task_id, value, state, traceback, app=app, name=task.name)
+
+
+def _eager_stamps(options: dict[str, Any]) -> dict[str, Any]:
+    """The stamps of an eager call (canvas stamping), as the request fields a worker would set."""
+    names = options.get("stamped_headers")
+    if not names:
+        return {}
+    names = list(names) if isinstance(names, (list, tuple)) else [names]
+    return {"stamped_headers": names, "stamps": {n: options.get(n) for n in names}}

@@ -8,9 +8,10 @@ starting a task: one small read per interval, not one per task.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import OperationalError
 
@@ -18,6 +19,20 @@ if TYPE_CHECKING:
     from ..app import Celeriac
 
 logger = logging.getLogger("celeriac.worker")
+
+# A revocation by stamp (app.control.revoke_by_stamped_headers) is stored beside the revoked
+# ids, as this prefix + JSON [stamp name, stamp value]; no task id starts with it.
+STAMP_PREFIX = "celeriac-stamp:"
+
+
+def stamp_revocation(name: str, value: Any) -> str:
+    return STAMP_PREFIX + json.dumps([name, value], sort_keys=True)
+
+
+def _stamp_values(value: Any) -> list[str]:
+    """A stamp's values in comparable form (a stamp may hold one value or a list of them)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [json.dumps(v, sort_keys=True) for v in values]
 
 
 class Revocations:
@@ -29,6 +44,7 @@ class Revocations:
         self._cursor = 0
         self._last = float("-inf")
         self._revoked: dict[str, tuple[str | None, float]] = {}  # id -> (terminate signal, forget after)
+        self._stamps: dict[tuple[str, str], float] = {}  # (stamp name, JSON value) -> forget after
         self._warned = False
 
     def refresh(self, force: bool = False) -> list[tuple[str, str | None]]:
@@ -47,7 +63,12 @@ class Revocations:
         self._warned = False
         self._last = now
         for task_id, signal in new:
+            if task_id.startswith(STAMP_PREFIX):
+                name, value = json.loads(task_id[len(STAMP_PREFIX):])
+                self._stamps[(str(name), json.dumps(value, sort_keys=True))] = now + self.lifetime
+                continue
             self._revoked[task_id] = (signal, now + self.lifetime)
+        new = [(task_id, signal) for task_id, signal in new if not task_id.startswith(STAMP_PREFIX)]
         if len(self._revoked) > 10_000:  # bounded memory: drop what the store has dropped too
             self._revoked = {k: v for k, v in self._revoked.items() if v[1] > now}
         return new
@@ -58,3 +79,13 @@ class Revocations:
     def is_revoked(self, task_id: str) -> bool:
         self.refresh()
         return task_id in self._revoked
+
+    def revoked_stamp(self, stamps: dict[str, Any] | None) -> str | None:
+        """The first of these stamps that was revoked (revoke_by_stamped_headers), as "name=value"."""
+        if not stamps or not self._stamps:
+            return None
+        for name, value in stamps.items():
+            for text in _stamp_values(value):
+                if (name, text) in self._stamps:
+                    return f"{name}={text}"
+        return None
