@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextvars
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, NoReturn, ParamSpec, Sequence, TypeVar
 
 from . import states
 from .exceptions import MaxRetriesExceededError, Retry
@@ -19,6 +20,23 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the running task retries when its body calls `self.retry()` without a countdown,
+    eta or max_retries: set by `@celeriac.decorators.retry(...)` on the request it runs in."""
+
+    max_retries: int | None = None  # None: the task's own max_retries
+    countdown: float | Sequence[float] | None = None  # a list: one delay per attempt, the last repeats
+    on_retry: Callable[..., Any] | None = None  # on_retry(request, exc=exc) before each retry is sent
+
+    def delay_for(self, retries: int) -> float | None:
+        """The delay before retry number `retries + 1`."""
+        if self.countdown is None or isinstance(self.countdown, (int, float)):
+            return self.countdown
+        delays = list(self.countdown)
+        return float(delays[min(retries, len(delays) - 1)]) if delays else None
 
 
 class Context:
@@ -51,6 +69,7 @@ class Context:
     headers: dict[str, Any] | None = None
     properties: dict[str, Any] = {}
     replaced_by: Any = None
+    retry_policy: RetryPolicy | None = None
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []
@@ -216,13 +235,21 @@ class Task(Generic[P, R]):
     def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
               throw: bool = True, eta: datetime | None = None, countdown: float | None = None,
               max_retries: int | None = None, **options: Any) -> NoReturn:
-        """Retry this task later (state RETRY); raises Retry, or `exc` when retries are used up."""
+        """Retry this task later (state RETRY); raises Retry, or `exc` when retries are used up.
+
+        What the call leaves open (countdown/eta, max_retries) comes from the request's
+        `retry_policy` (the `@retry` decorator's) when there is one, else from the task."""
         request = self.request
         if request.called_directly:
             # Called as a plain function: nothing to retry, so the error surfaces here.
             if exc is not None:
                 raise exc
             raise Retry("Task can be retried", None)
+        policy = request.retry_policy
+        if policy is not None:
+            max_retries = policy.max_retries if max_retries is None else max_retries
+            if eta is None and countdown is None:
+                countdown = policy.delay_for(request.retries)
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:
             if exc is not None:
@@ -232,6 +259,8 @@ class Task(Generic[P, R]):
                 task_args=request.args, task_kwargs=request.kwargs)
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
+        if policy is not None and policy.on_retry is not None:
+            policy.on_retry(request, exc=exc)
         signal = Retry(exc=exc, when=eta or countdown)
         signal.retry_options = {  # type: ignore[attr-defined]
             "args": tuple(request.args if args is None else args),

@@ -479,7 +479,7 @@ class Celeriac:
             origin=_origin(), timelimit=tuple(request.timelimit or (None, None)),  # type: ignore[arg-type]
             ignore_result=request.ignore_result, callbacks=request.callbacks, errbacks=request.errbacks,
             chain=request.chain, chord=request.chord, priority=int(priority), queue=queue,
-            extra_headers=request.headers)
+            extra_headers=_user_headers(request.headers))
         return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch)
 
     # --- results ---
@@ -611,6 +611,18 @@ _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 
 def _origin() -> str:
     return _ORIGIN
+
+
+# Headers a broker adds on the way (RabbitMQ's dead-letter history, celeriac's delivery
+# counter). A retry is a new message: carrying RabbitMQ's `x-death` into it makes RabbitMQ
+# see a dead-letter cycle when the retry walks the same delay queues again, and drop it.
+_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-celeriac-")
+
+
+def _user_headers(headers: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not headers:
+        return headers
+    return {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADER_PREFIXES)}
 
 
 def _encode_sigs(value: Any) -> Any:
