@@ -320,3 +320,34 @@ def current_task() -> Task[Any, Any] | None:
 
 
 TaskFunction = Callable[..., Any]
+
+
+get_current_task = current_task
+
+
+class CurrentTaskProxy:
+    """`from celeriac import current_task`: stands for the task running here (falsy when none),
+    as Celery's proxy does: `if current_task: current_task.update_state(...)`."""
+
+    def _get(self) -> Task[Any, Any]:
+        running = current_task()
+        if running is None:
+            raise RuntimeError("no task is running here: current_task is only set inside a running task "
+                               "(check `if current_task:` first)")
+        return running
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def __bool__(self) -> bool:
+        return current_task() is not None
+
+    def __eq__(self, other: object) -> bool:
+        return current_task() is other or current_task() == other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        running = current_task()
+        return f"<current_task: {running!r}>"

@@ -6,11 +6,16 @@ file named by DROPIN_SIGNALS (nothing when it is unset)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
 import time
 from typing import Any
 
-from celeriac import Celeriac
+from celeriac import Celeriac, signals
 from celeriac.decorators import retry, task
+from celeriac.exceptions import Reject
 
 app = Celeriac("dropin_app")
 app.conf.worker_heartbeat_interval = 0.5
@@ -67,3 +72,88 @@ def under_plain_task(self: Any, arg1: str, arg2: int) -> int:
         return _attempt(self.request, arg1, arg2)
     except Exception as exc:
         raise self.retry(exc=exc)  # noqa: B904 - the tutorial's form, verbatim
+
+
+# --- signals: every receiver records the keyword arguments it was sent ---
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+def _describe(name: str, value: Any) -> Any:
+    if name == "request":  # a task's request: the fields receivers use
+        return {"id": value.id, "task": value.task, "args": _plain(list(value.args or ()))}
+    if name in ("task", "sender") and hasattr(value, "name") and hasattr(value, "apply_async"):
+        return f"task:{value.name}"
+    if name == "logger":
+        return f"logger:{value.name}"
+    if name in ("conf", "options") and hasattr(value, "get"):
+        return {"default_queue": value.get("task_default_queue"), "has_concurrency": "concurrency" in value}
+    return _plain(value)
+
+
+def _record(signal: Any, sender: Any = None, **kwargs: Any) -> None:
+    path = os.environ.get("DROPIN_SIGNALS")
+    if not path:
+        return
+    line = {"signal": signal.name, "pid": os.getpid(), "sender": _describe("sender", sender),
+            "kwargs": {k: _describe(k, v) for k, v in kwargs.items()}}
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+WORKER_SIGNALS = [
+    "before_task_publish", "after_task_publish", "task_received", "task_prerun", "task_postrun", "task_success",
+    "task_failure", "task_retry", "task_revoked", "task_rejected", "task_unknown", "task_internal_error",
+    "celeryd_init", "celeryd_after_setup", "worker_init", "worker_before_create_process", "worker_process_init",
+    "worker_ready", "heartbeat_sent", "worker_shutting_down", "worker_process_shutdown", "worker_shutdown",
+    "import_modules", "after_setup_logger", "after_setup_task_logger", "beat_init", "beat_embedded_init",
+]
+for _name in WORKER_SIGNALS:
+    getattr(signals, _name).connect(_record, dispatch_uid=f"dropin-{_name}")
+    getattr(signals, _name).connect(_record, dispatch_uid=f"dropin-{_name}")  # connected once: dispatch_uid
+
+if os.environ.get("DROPIN_OWN_LOGGING"):  # the project configures logging itself, as Django projects do
+    @signals.setup_logging.connect
+    def own_logging(signal: Any = None, sender: Any = None, **kwargs: Any) -> None:
+        _record(signal, sender, **kwargs)
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="OWN %(levelname)s %(message)s",
+                            force=True)
+
+
+@app.task
+def plus(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def broken() -> None:
+    raise KeyError("broken on purpose")
+
+
+@app.task(bind=True, max_retries=1)
+def retry_once(self: Any) -> str:
+    if self.request.retries == 0:
+        raise self.retry(exc=OSError("once"), countdown=0.1)
+    return "retried"
+
+
+@app.task
+def refuse() -> None:
+    raise Reject("not for us", requeue=False)
+
+
+@app.task
+def unstorable() -> Any:
+    return object()
+
+
+@app.task
+def spawn() -> str:
+    return str(plus.delay(1, 1).id)

@@ -168,6 +168,7 @@ class Celeriac:
                         raise
 
     def import_default_modules(self) -> None:
+        signals.import_modules.send(sender=self)
         for name in list(self.conf.imports or []) + list(self.conf.include or []):
             importlib.import_module(name)
         self._import_autodiscovered()
@@ -432,7 +433,8 @@ class Celeriac:
             extra_headers=headers, shadow=shadow)
         if signals.before_task_publish.receivers:
             signals.before_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
-                                             properties=msg.properties, routing_key=queue, exchange="")
+                                             properties=msg.properties, routing_key=queue, exchange="",
+                                             declare=[], retry_policy=self.conf.task_publish_retry_policy)
         return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch), msg
 
     def publish(self, messages: Sequence[Outgoing], what: str = "messages", *, sent_events: bool = True) -> None:

@@ -247,6 +247,8 @@ class Consumer:
             logger.error("message %s on queue %r cannot be decoded and goes to the dead-letter queue: %s",
                          delivery.tag, delivery.queue, exc)
             batch.dead.append((delivery, f"cannot decode message: {exc}"))
+            if signals.task_rejected.receivers:  # Celery's meaning: a message that is not a task
+                signals.task_rejected.send(sender=self, message=delivery, exc=exc)
             return
         headers = msg.headers
         task_id, name = str(headers["id"]), str(headers["task"])
@@ -274,6 +276,8 @@ class Consumer:
             self._store(batch, task_id, states.FAILURE, exc, name=name)
             return
         request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
+        if signals.task_received.receivers:
+            signals.task_received.send(sender=self, request=request)
         if self.events is not None:
             self.events.send("task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
                              kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),

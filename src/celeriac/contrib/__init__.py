@@ -1,0 +1,1 @@
+"""Optional parts under Celery's `celery.contrib` names."""

@@ -1,0 +1,1 @@
+"""Celery's `celery.utils` paths that projects import: `celeriac.utils.log`."""
