@@ -70,6 +70,7 @@ class Context:
     properties: dict[str, Any] = {}
     replaced_by: Any = None
     retry_policy: RetryPolicy | None = None
+    date_started: str | None = None  # ISO time this run began (stored with result_extended)
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []
@@ -108,6 +109,7 @@ class Task(Generic[P, R]):
     default_retry_delay: float = 180
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    throws: tuple[type[BaseException], ...] = ()  # expected errors: FAILURE, logged in one line without traceback
     retry_kwargs: dict[str, Any] = {}
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600
@@ -150,11 +152,14 @@ class Task(Generic[P, R]):
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               headers=headers, ignore_result=ignore_result, **options)
-        return self.app.send_task(
+        result = self.app.send_task(
             self.name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
             expires=expires if expires is not None else self.expires,
             priority=priority, queue=queue, link=link, link_error=link_error, headers=headers,
             ignore_result=ignore_result, serializer=serializer, _task=self, **options)
+        if type(self).AsyncResult is not Task.AsyncResult:  # a task type with its own result class
+            return self.AsyncResult(result.id)
+        return result
 
     def apply(self, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
               retries: int = 0, throw: bool | None = None, **options: Any) -> "EagerResult[R]":

@@ -157,3 +157,69 @@ def unstorable() -> Any:
 @app.task
 def spawn() -> str:
     return str(plus.delay(1, 1).id)
+
+
+# --- result_extended, pydantic=True, AbortableTask, allow_join_result, throws ---
+
+app.conf.result_extended = True
+
+try:
+    from pydantic import BaseModel
+except ImportError:  # pragma: no cover - pydantic is in the test extra
+    BaseModel = object  # type: ignore[assignment,misc]
+
+
+class Order(BaseModel):
+    id: int
+    amount: float
+
+
+class Receipt(BaseModel):
+    order_id: int
+    total: float
+
+
+@app.task(pydantic=True)
+def charge(order: Order, coupon: Order | None = None, note: str = "") -> Receipt:
+    assert isinstance(order, Order), type(order)  # converted from the dict the client sent
+    discount = coupon.amount if coupon is not None else 0.0
+    return Receipt(order_id=order.id, total=order.amount - discount)
+
+
+@app.task(pydantic=True)
+async def charge_async(order: Order) -> Receipt:
+    return Receipt(order_id=order.id, total=order.amount)
+
+
+from celeriac.contrib.abortable import AbortableTask  # noqa: E402
+
+
+@app.task(bind=True, base=AbortableTask)
+def abortable_loop(self: Any, marker: str) -> str:
+    with open(marker, "a") as f:
+        f.write("started\n")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if self.is_aborted():
+            return "aborted"
+        time.sleep(0.05)
+    return "ran to the end"
+
+
+@app.task
+def joins() -> int:
+    from celeriac.result import allow_join_result
+    with allow_join_result():
+        # On its own queue (another worker's): a prefetching broker (RabbitMQ) may hand the
+        # child to this very process, which waits here - the deadlock Celery's docs warn about.
+        return int(plus.apply_async((20, 22), queue="side").get(timeout=15))
+
+
+@app.task
+def spawn_detached() -> str:
+    return str(plus.apply_async((1, 1), add_to_parent=False).id)
+
+
+@app.task(throws=(KeyError,))
+def expected_failure() -> None:
+    raise KeyError("expected on purpose")

@@ -465,6 +465,8 @@ class Consumer:
             assert outcome.einfo is not None and outcome.exc is not None
             if state == states.REVOKED:
                 logger.warning("Task %s[%s] was terminated (revoked): %s", task.name, task_id, outcome.exc)
+            elif task.throws and isinstance(outcome.exc, tuple(task.throws)):
+                logger.info("Task %s[%s] raised expected: %r", task.name, task_id, outcome.exc)
             else:
                 logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, outcome.exc,
                              outcome.einfo.traceback.rstrip())
