@@ -12,10 +12,13 @@ CELERY_IMPORTS = [
     ("celeriac", ["Celery", "Task", "shared_task", "current_app", "current_task", "states", "signature", "chain",
                   "group", "chord", "chunks", "AsyncResult", "GroupResult"]),
     ("celeriac.utils.log", ["get_task_logger", "get_logger", "task_logger", "mlevel"]),
+    ("celeriac.utils.time", ["get_exponential_backoff_interval", "maybe_timedelta", "maybe_iso8601", "remaining",
+                             "timezone"]),
+    ("celeriac.contrib.abortable", ["AbortableTask", "AbortableAsyncResult", "ABORTED"]),
     ("celeriac.app.task", ["Task", "Context"]),
     ("celeriac.app.base", ["Celery"]),
     ("celeriac.app.control", ["Control", "Inspect"]),
-    ("celeriac.result", ["AsyncResult", "GroupResult", "EagerResult"]),
+    ("celeriac.result", ["AsyncResult", "GroupResult", "EagerResult", "allow_join_result", "denied_join_result"]),
     ("celeriac.canvas", ["Signature", "signature", "chain", "group", "chord", "chunks", "maybe_signature",
                          "xmap", "xstarmap", "subtask"]),
     ("celeriac.schedules", ["crontab", "schedule", "solar", "schedstate"]),
@@ -115,3 +118,42 @@ def test_solar_polar_night_skips_to_the_first_sunrise_and_bad_input() -> None:
         solar("moonrise", 0, 0)
     with pytest.raises(ValueError, match="latitude"):
         solar("sunrise", 91, 0)
+
+
+def test_utils_time_helpers() -> None:
+    from datetime import timedelta
+
+    from celeriac.utils.time import get_exponential_backoff_interval, maybe_timedelta, remaining, timezone
+    assert [get_exponential_backoff_interval(1, n, 10) for n in range(5)] == [1, 2, 4, 8, 10]
+    assert all(0 <= get_exponential_backoff_interval(4, 2, 100, full_jitter=True) <= 16 for _ in range(50))
+    assert maybe_timedelta(3) == timedelta(seconds=3) and maybe_timedelta("x") == "x"
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    assert remaining(start, timedelta(minutes=5), now=datetime(2024, 1, 1, 0, 2, tzinfo=UTC)) == timedelta(minutes=3)
+    assert str(timezone.get_timezone("Europe/Paris")) == "Europe/Paris" and timezone.utc is UTC
+
+
+def test_task_logger_records_carry_task_name_and_id() -> None:
+    import logging
+
+    from celeriac import Celeriac
+    from celeriac.utils.log import get_task_logger
+    app = Celeriac("logs", broker="memory://", backend="memory://", set_as_current=False)
+    records: list[logging.LogRecord] = []
+    logger = get_task_logger("dropin.paths")
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        @app.task
+        def noisy() -> None:
+            logger.info("hello")
+
+        noisy.apply(task_id="t-1")
+    finally:
+        logger.removeHandler(handler)
+    assert [(r.task_name, r.task_id) for r in records] == [(noisy.name, "t-1")]  # type: ignore[attr-defined]
