@@ -10,7 +10,7 @@ import pytest
 # What real Celery projects import (found by reading them), as (module, names).
 CELERY_IMPORTS = [
     ("celeriac", ["Celery", "Task", "shared_task", "current_app", "current_task", "states", "signature", "chain",
-                  "group", "chord", "chunks", "AsyncResult", "GroupResult"]),
+                  "group", "chord", "chunks", "AsyncResult", "GroupResult", "uuid"]),
     ("celeriac.utils.log", ["get_task_logger", "get_logger", "task_logger", "mlevel"]),
     ("celeriac.utils.time", ["get_exponential_backoff_interval", "maybe_timedelta", "maybe_iso8601", "remaining",
                              "timezone"]),
@@ -157,3 +157,11 @@ def test_task_logger_records_carry_task_name_and_id() -> None:
     finally:
         logger.removeHandler(handler)
     assert [(r.task_name, r.task_id) for r in records] == [(noisy.name, "t-1")]  # type: ignore[attr-defined]
+
+
+def test_uuid_is_a_fresh_task_id() -> None:
+    import uuid as std_uuid
+
+    from celeriac import uuid
+    first, second = uuid(), uuid()
+    assert first != second and str(std_uuid.UUID(first)) == first
