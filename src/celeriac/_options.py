@@ -3,6 +3,8 @@ never a silent drop (docs/drop-in.md lists them with the reasons)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -48,6 +50,17 @@ CALL_OPTION_WARNINGS = {
 }
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_at_caller(message: str) -> None:
+    """Warn, pointing at the first line outside celeriac (the user's call or decorator)."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, CeleryWarning, stacklevel=level)
+
+
 def check_task_options(task_name: str, options: dict[str, Any]) -> None:
     """Raise for a Celery task option that would change behaviour; warn for a harmless one."""
     for key in options:
@@ -55,13 +68,11 @@ def check_task_options(task_name: str, options: dict[str, Any]) -> None:
             raise ImproperlyConfigured(f"task {task_name}: option {key}= is not supported by celeriac: "
                                        f"{TASK_OPTION_ERRORS[key]}")
         if key in TASK_OPTION_WARNINGS:
-            warnings.warn(f"task {task_name}: option {key}= is ignored by celeriac: {TASK_OPTION_WARNINGS[key]}",
-                          CeleryWarning, stacklevel=4)
+            warn_at_caller(f"task {task_name}: option {key}= is ignored by celeriac: {TASK_OPTION_WARNINGS[key]}")
 
 
 def check_call_options(task_name: str, options: dict[str, Any]) -> None:
     """Warn for each Celery publish option among `options` that celeriac does not use."""
     for key in options:
         if key in CALL_OPTION_WARNINGS:
-            warnings.warn(f"sending {task_name}: option {key}= is ignored by celeriac: {CALL_OPTION_WARNINGS[key]}",
-                          CeleryWarning, stacklevel=4)
+            warn_at_caller(f"sending {task_name}: option {key}= is ignored by celeriac: {CALL_OPTION_WARNINGS[key]}")

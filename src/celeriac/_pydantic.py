@@ -13,10 +13,10 @@ import functools
 import inspect
 import types
 import typing
-import warnings
 from typing import Any, Callable
 
-from .exceptions import CeleryWarning, ImproperlyConfigured
+from ._options import warn_at_caller
+from .exceptions import ImproperlyConfigured
 
 PYDANTIC_OPTIONS = ("pydantic", "pydantic_strict", "pydantic_context", "pydantic_dump_kwargs")
 
@@ -37,8 +37,8 @@ def _hints(fn: Callable[..., Any], task_name: str) -> dict[str, Any]:
     try:  # resolves string annotations (`from __future__ import annotations`)
         return typing.get_type_hints(fn)
     except Exception as exc:  # noqa: BLE001 - e.g. a model defined inside a function
-        warnings.warn(f"task {task_name}: pydantic=True cannot resolve its annotations ({exc}); arguments are "
-                      "passed unvalidated. Define the models at module level.", CeleryWarning, stacklevel=5)
+        warn_at_caller(f"task {task_name}: pydantic=True cannot resolve its annotations ({exc}); arguments "
+                       "are passed unvalidated. Define the models at module level.")
         return {}
 
 

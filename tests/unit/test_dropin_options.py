@@ -23,10 +23,12 @@ def app() -> Iterator[Celeriac]:
 
 @pytest.mark.parametrize("option", ["send_events", "acks_on_failure_or_timeout", "trail", "compression"])
 def test_harmless_task_option_warns_naming_it(app: Celeriac, option: str) -> None:
-    with pytest.warns(CeleryWarning, match=rf"task test_dropin_options\.f: option {option}= is ignored by celeriac: "):
+    pattern = rf"task test_dropin_options\.f: option {option}= is ignored by celeriac: "
+    with pytest.warns(CeleryWarning, match=pattern) as caught:
         @app.task(**{option: False})
         def f() -> None: ...
     assert "test_dropin_options.f" in app.tasks
+    assert caught[0].filename == __file__  # points at the decorator, not inside celeriac
 
 
 @pytest.mark.parametrize("option", ["backend", "Request", "Strategy"])
@@ -50,8 +52,10 @@ def test_celery_publish_option_warns_naming_it(app: Celeriac, option: str) -> No
     @app.task
     def k() -> None: ...
 
-    with pytest.warns(CeleryWarning, match=rf"sending test_dropin_options\.k: option {option}= is ignored by celeriac"):
+    pattern = rf"sending test_dropin_options\.k: option {option}= is ignored by celeriac"
+    with pytest.warns(CeleryWarning, match=pattern) as caught:
         k.apply_async((), **{option: "x"})
+    assert caught[0].filename == __file__
 
 
 def test_argsrepr_and_kwargsrepr_replace_what_monitors_show(app: Celeriac) -> None:
@@ -110,3 +114,20 @@ def test_pydantic_unresolvable_annotation_warns(app: Celeriac) -> None:
     with pytest.warns(CeleryWarning, match=r"cannot resolve its annotations .* passed unvalidated"):
         @app.task(pydantic=True)
         def local(p: Local) -> None: ...
+
+
+def test_result_extended_on_the_memory_store(app: Celeriac) -> None:
+    app.conf.update(result_extended=True, task_store_eager_result=True)
+
+    @app.task(bind=True, max_retries=2)
+    def flaky(self: Any, x: int, label: str = "") -> int:
+        if self.request.retries < 1:
+            raise self.retry(countdown=0)
+        return x
+
+    sent = flaky.apply((4,), {"label": "l"}, task_id="ext-1")
+    stored = app.AsyncResult(sent.id)
+    assert stored.get() == 4
+    assert (stored.name, stored.args, stored.kwargs, stored.retries) == (flaky.name, [4], {"label": "l"}, 1)
+    assert stored.date_started is not None and stored.date_done is not None
+    assert stored.date_started <= stored.date_done
