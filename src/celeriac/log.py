@@ -31,7 +31,7 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def setup_worker_logging(loglevel: str | int, fmt: str, *, hijack_root: bool = True, **_: Any) -> None:
+def setup_worker_logging(loglevel: str | int, fmt: str, *, hijack_root: bool | None = None, **_: Any) -> None:
     """Configure logging for a worker or beat, as Celery does: a `setup_logging` receiver takes
     it over entirely; otherwise the root logger gets one handler, and `after_setup_logger` /
     `after_setup_task_logger` receivers may then adjust the loggers."""
@@ -41,6 +41,9 @@ def setup_worker_logging(loglevel: str | int, fmt: str, *, hijack_root: bool = T
     options: dict[str, Any] = {"loglevel": level, "logfile": None, "format": fmt, "colorize": False}
     if signals.setup_logging.send(sender=None, **options):
         return  # the project configures logging itself (e.g. dictConfig(settings.LOGGING))
+    if hijack_root is None:  # the setting of the app the command loaded (Celery's worker_hijack_root_logger)
+        from .app import current_app
+        hijack_root = bool(current_app().conf.get("worker_hijack_root_logger", True))
     root = logging.getLogger()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(fmt))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,29 @@ def test_uuid_is_a_fresh_task_id() -> None:
     from celeriac import uuid
     first, second = uuid(), uuid()
     assert first != second and str(std_uuid.UUID(first)) == first
+
+
+def test_logging_signals_and_worker_hijack_root_logger_false() -> None:
+    import logging
+
+    from celeriac import signals
+    from celeriac.log import setup_worker_logging
+    root = logging.getLogger()
+    before_handlers, before_level = list(root.handlers), root.level
+    sent: list[tuple[str, str, int]] = []
+
+    def note(signal: Any = None, logger: Any = None, loglevel: int = 0, **_: Any) -> None:
+        sent.append((signal.name, logger.name, loglevel))
+
+    signals.after_setup_logger.connect(note)
+    signals.after_setup_task_logger.connect(note)
+    try:
+        setup_worker_logging("warning", "%(message)s", hijack_root=False)
+        assert root.handlers[:len(before_handlers)] == before_handlers  # kept, not replaced
+    finally:
+        signals.after_setup_logger.disconnect(note)
+        signals.after_setup_task_logger.disconnect(note)
+        root.handlers[:] = before_handlers
+        root.setLevel(before_level)
+    assert sent == [("after_setup_logger", "root", logging.WARNING),
+                    ("after_setup_task_logger", "celeriac.task", logging.WARNING)]
