@@ -79,6 +79,13 @@ class Context:
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
 
+    @property
+    def name(self) -> str | None:
+        """The task's name, as on Celery's worker Request (the `task_received` signal's `request`)."""
+        return self.task
+
+    task_name = name
+
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in dir(self) if not k.startswith("_")
                 and not callable(getattr(self, k))}

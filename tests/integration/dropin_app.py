@@ -88,7 +88,7 @@ def _plain(value: Any) -> Any:
 
 def _describe(name: str, value: Any) -> Any:
     if name == "request":  # a task's request: the fields receivers use
-        return {"id": value.id, "task": value.task, "args": _plain(list(value.args or ()))}
+        return {"id": value.id, "task": value.task, "name": value.name, "args": _plain(list(value.args or ()))}
     if name in ("task", "sender") and hasattr(value, "name") and hasattr(value, "apply_async"):
         return f"task:{value.name}"
     if name == "logger":

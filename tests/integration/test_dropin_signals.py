@@ -83,6 +83,7 @@ def test_worker_sends_celerys_signals_with_celerys_arguments(dropin: Any, start_
     # tasks
     received = one(records, "task_received")
     assert keys(received) == {"request"} and received["pid"] != supervisor_pid
+    assert received["kwargs"]["request"]["name"] == received["kwargs"]["request"]["task"]
     assert {r["kwargs"]["request"]["task"] for r in sent(records, "task_received")} >= {
         "dropin_app.plus", "dropin_app.broken", "dropin_app.retry_once", "dropin_app.spawn"}
     prerun = one(records, "task_prerun", task="task:dropin_app.plus", args=[2, 3])
