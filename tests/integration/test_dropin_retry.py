@@ -94,3 +94,25 @@ def test_policy_is_per_run_and_explicit_countdown_wins(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         explicit.apply(throw=True)
     assert seen == [(1, True)]  # the explicit countdown; the second run is past max_retries=1
+
+
+def test_async_body_uses_the_policy_too() -> None:
+    from celeriac import Celeriac
+    from celeriac.decorators import retry
+    app = Celeriac("policy_async", broker="memory://", backend="memory://", set_as_current=False)
+    told: list[int] = []
+
+    def handler(request: Any, exc: BaseException | None = None) -> None:
+        told.append(request.retries)
+
+    @app.task(bind=True)
+    @retry(max_retries=2, countdown=[1, 2], on_retry=handler)
+    async def tutorial_async(self: Any) -> None:
+        try:
+            raise ConnectionError("down")
+        except Exception as exc:
+            raise self.retry(exc=exc)  # noqa: B904 - the tutorial's form
+
+    with pytest.raises(ConnectionError, match="down"):
+        tutorial_async.apply(throw=True)
+    assert told == [0, 1]  # two retries (max_retries=2 of the decorator), handler before each
