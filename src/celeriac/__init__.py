@@ -16,10 +16,13 @@ from .app import Celeriac, Celery, current_app, shared_task  # noqa: E402
 from .canvas import (Signature, chain, chord, chunks, group, maybe_signature, signature,  # noqa: E402
                      subtask, xmap, xstarmap)
 from .result import AsyncResult, EagerResult, GroupResult  # noqa: E402
-from .task import Task  # noqa: E402
+from .task import CurrentTaskProxy, Task  # noqa: E402
+from .utils import uuid  # noqa: E402 - Celery's `from celery import uuid`
+
+current_task = CurrentTaskProxy()  # Celery's `from celery import current_task`
 
 __all__ = [
     "AsyncResult", "Celeriac", "Celery", "EagerResult", "GroupResult", "Signature", "Task", "chain", "chord",
-    "chunks", "current_app", "group", "maybe_signature", "shared_task", "signature", "states", "subtask",
-    "xmap", "xstarmap", "__version__",
+    "chunks", "current_app", "current_task", "group", "maybe_signature", "shared_task", "signature", "states",
+    "subtask", "uuid", "xmap", "xstarmap", "__version__",
 ]

@@ -270,13 +270,22 @@ def exception_from_dict(data: Any) -> BaseException:
     for part in name.split("."):
         cls = getattr(cls, part, None) if cls is not None else None
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        key = (module_name, name)
-        cls = _synthesized.get(key)
-        if cls is None:
-            cls = _synthesized[key] = type(name.rsplit(".", 1)[-1], (Exception,), {"__module__": module_name})
+        cls = _stand_in(module_name, name)
     try:
         return cls(*message)  # type: ignore[no-any-return]
     except Exception:
-        exc = BaseException.__new__(cls)
+        try:
+            exc = BaseException.__new__(cls)
+        except TypeError:  # a type built in C that cannot be made this way (e.g. pydantic's ValidationError)
+            exc = BaseException.__new__(_stand_in(module_name, name))
         exc.args = tuple(message)
         return exc  # type: ignore[no-any-return]
+
+
+def _stand_in(module_name: str, name: str) -> type[BaseException]:
+    """An exception class with the task's exception's name and module, for types not rebuilt."""
+    key = (module_name, name)
+    cls = _synthesized.get(key)
+    if cls is None:
+        cls = _synthesized[key] = type(name.rsplit(".", 1)[-1], (Exception,), {"__module__": module_name})
+    return cls

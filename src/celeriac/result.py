@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Iterator, Sequence, TypeVar
@@ -18,8 +20,34 @@ R = TypeVar("R")
 
 def _in_running_task() -> bool:
     from .task import current_task_and_request
+    if _join_allowed.get():
+        return False
     current = current_task_and_request()
     return current is not None and not current[1].is_eager and not current[1].called_directly
+
+
+_join_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("celeriac_join_allowed", default=False)
+
+
+@contextlib.contextmanager
+def allow_join_result() -> Iterator[None]:
+    """Celery's escape hatch: `with allow_join_result(): r.get()` inside a task (it can deadlock
+    a worker whose slots all wait; prefer a chain or chord)."""
+    token = _join_allowed.set(True)
+    try:
+        yield
+    finally:
+        _join_allowed.reset(token)
+
+
+@contextlib.contextmanager
+def denied_join_result() -> Iterator[None]:
+    """The opposite of allow_join_result(): get() inside a task refuses again."""
+    token = _join_allowed.set(False)
+    try:
+        yield
+    finally:
+        _join_allowed.reset(token)
 
 
 class AsyncResult(Generic[R]):
@@ -117,6 +145,17 @@ class AsyncResult(Generic[R]):
     @property
     def worker(self) -> str | None:
         return self._meta().get("worker")
+
+    @property
+    def queue(self) -> str | None:
+        """The queue the task came from (stored with `result_extended = True`)."""
+        return self._meta().get("queue")
+
+    @property
+    def date_started(self) -> datetime | None:
+        """When the task's last run began (stored with `result_extended = True`)."""
+        value = self._meta().get("date_started")
+        return datetime.fromisoformat(value) if value else None
 
     @property
     def children(self) -> list["ResultBase"]:

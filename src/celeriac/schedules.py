@@ -16,13 +16,14 @@ Intervals are elapsed time and know nothing about clocks.
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["schedule", "crontab", "schedstate", "to_schedule", "timezone_named", "CrontabParseError"]
+__all__ = ["schedule", "crontab", "solar", "schedstate", "to_schedule", "timezone_named", "CrontabParseError"]
 
 # A wall-clock time and the instant it names differ from naive ordering by at most the size
 # of a clock change (two hours anywhere, historically): the search below keeps this margin.
@@ -314,12 +315,75 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         return hash(self._key())
 
 
+# Celery's solar events: the sun's altitude (degrees) at the event, and whether it is the
+# morning (-1), evening (+1) crossing or the transit (0).
+SOLAR_EVENTS: dict[str, tuple[float, int]] = {
+    "dawn_astronomical": (-18.0, -1), "dawn_nautical": (-12.0, -1), "dawn_civil": (-6.0, -1),
+    "sunrise": (-0.833, -1), "solar_noon": (0.0, 0), "sunset": (-0.833, 1),
+    "dusk_civil": (-6.0, 1), "dusk_nautical": (-12.0, 1), "dusk_astronomical": (-18.0, 1),
+}
+_J2000 = 2451545.0
+_UNIX_EPOCH_JD = 2440587.5
+
+
+class solar(BaseSchedule):  # noqa: N801 - Celery's name
+    """At a solar event (`"sunrise"`, `"sunset"`, `"solar_noon"`, `"dawn_civil"`, ...) at a place:
+    `solar("sunset", -37.81753, 144.96715)`. Times come from the sunrise equation (about a
+    minute of accuracy); a day on which the event does not happen (polar day or night) is skipped."""
+
+    def __init__(self, event: str, lat: float, lon: float, **_compat: Any) -> None:
+        if event not in SOLAR_EVENTS:
+            raise ValueError(f"solar event {event!r} is not known: use one of {', '.join(SOLAR_EVENTS)}")
+        if not -90 <= lat <= 90:
+            raise ValueError(f"solar latitude {lat!r} must be between -90 and 90")
+        if not -180 <= lon <= 180:
+            raise ValueError(f"solar longitude {lon!r} must be between -180 and 180")
+        self.event, self.lat, self.lon = event, float(lat), float(lon)
+
+    def event_on(self, day_number: int) -> float | None:
+        """The event's instant (epoch seconds) on day `day_number` after J2000, or None."""
+        altitude, side = SOLAR_EVENTS[self.event]
+        mean_noon = day_number - self.lon / 360.0
+        anomaly = math.radians((357.5291 + 0.98560028 * mean_noon) % 360)
+        centre = 1.9148 * math.sin(anomaly) + 0.02 * math.sin(2 * anomaly) + 0.0003 * math.sin(3 * anomaly)
+        ecliptic = math.radians((math.degrees(anomaly) + centre + 180 + 102.9372) % 360)
+        transit = _J2000 + mean_noon + 0.0053 * math.sin(anomaly) - 0.0069 * math.sin(2 * ecliptic)
+        declination = math.asin(math.sin(ecliptic) * math.sin(math.radians(23.4397)))
+        phi = math.radians(self.lat)
+        cos_hour = (math.sin(math.radians(altitude)) - math.sin(phi) * math.sin(declination)) / (
+            math.cos(phi) * math.cos(declination) or 1e-12)
+        if side and not -1 <= cos_hour <= 1:
+            return None  # the sun does not cross that altitude on this day here
+        hour_angle = math.degrees(math.acos(max(-1.0, min(1.0, cos_hour)))) if side else 0.0
+        return (transit + side * hour_angle / 360.0 - _UNIX_EPOCH_JD) * 86400.0
+
+    def next_after(self, instant: float, tz: tzinfo = UTC) -> float:
+        first = math.floor(instant / 86400.0 + _UNIX_EPOCH_JD - _J2000) - 1
+        for day in range(first, first + 370):
+            at = self.event_on(day)
+            if at is not None and at > instant:
+                return at
+        raise ValueError(f"{self!r} does not happen within a year of {datetime.fromtimestamp(instant, UTC)}")
+
+    def human(self) -> str:
+        return f"{self.event} at ({self.lat:g}, {self.lon:g})"
+
+    def __repr__(self) -> str:
+        return f"<solar: {self.event} at latitude {self.lat}, longitude: {self.lon}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, solar) and (other.event, other.lat, other.lon) == (self.event, self.lat, self.lon)
+
+    def __hash__(self) -> int:
+        return hash((self.event, self.lat, self.lon))
+
+
 def _longest_month(month: int) -> int:
     return 29 if month == 2 else calendar.monthrange(2001, month)[1]
 
 
 def to_schedule(value: Any) -> BaseSchedule:
-    """What a beat_schedule entry may say: seconds, a timedelta, schedule(...) or crontab(...)."""
+    """What a beat_schedule entry may say: seconds, a timedelta, schedule(...), crontab(...) or solar(...)."""
     if isinstance(value, BaseSchedule):
         return value
     if isinstance(value, timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool)):

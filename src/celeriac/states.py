@@ -30,3 +30,26 @@ def precedence(state: str | None) -> int:
         return _PRECEDENCE.index(state)
     except ValueError:
         return _NONE_RANK
+
+
+PRECEDENCE = list(_PRECEDENCE)
+PRECEDENCE_LOOKUP = {name: rank for rank, name in enumerate(_PRECEDENCE)}
+NONE_PRECEDENCE = _NONE_RANK
+
+
+class state(str):  # noqa: N801 - Celery's name
+    """A state name that compares by precedence: `state(SUCCESS) > state(STARTED)`."""
+
+    def __gt__(self, other: object) -> bool:
+        return precedence(self) < precedence(str(other))
+
+    def __ge__(self, other: object) -> bool:
+        return precedence(self) <= precedence(str(other))
+
+    def __lt__(self, other: object) -> bool:
+        return precedence(self) > precedence(str(other))
+
+    def __le__(self, other: object) -> bool:
+        return precedence(self) >= precedence(str(other))
+
+    __hash__ = str.__hash__

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextvars
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, NoReturn, ParamSpec, Sequence, TypeVar
 
 from . import states
 from .exceptions import MaxRetriesExceededError, Retry
@@ -19,6 +20,23 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the running task retries when its body calls `self.retry()` without a countdown,
+    eta or max_retries: set by `@celeriac.decorators.retry(...)` on the request it runs in."""
+
+    max_retries: int | None = None  # None: the task's own max_retries
+    countdown: float | Sequence[float] | None = None  # a list: one delay per attempt, the last repeats
+    on_retry: Callable[..., Any] | None = None  # on_retry(request, exc=exc) before each retry is sent
+
+    def delay_for(self, retries: int) -> float | None:
+        """The delay before retry number `retries + 1`."""
+        if self.countdown is None or isinstance(self.countdown, (int, float)):
+            return self.countdown
+        delays = list(self.countdown)
+        return float(delays[min(retries, len(delays) - 1)]) if delays else None
 
 
 class Context:
@@ -55,6 +73,8 @@ class Context:
     kwargsrepr: str | None = None
     stamped_headers: list[str] | None = None  # canvas stamping: the names of the stamps
     stamps: dict[str, Any] | None = None  # canvas stamping: {name: value}
+    retry_policy: RetryPolicy | None = None
+    date_started: str | None = None  # ISO time this run began (stored with result_extended)
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []
@@ -62,6 +82,13 @@ class Context:
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
+
+    @property
+    def name(self) -> str | None:
+        """The task's name, as on Celery's worker Request (the `task_received` signal's `request`)."""
+        return self.task
+
+    task_name = name
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in dir(self) if not k.startswith("_")
@@ -93,6 +120,7 @@ class Task(Generic[P, R]):
     default_retry_delay: float = 180
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    throws: tuple[type[BaseException], ...] = ()  # expected errors: FAILURE, logged in one line without traceback
     retry_kwargs: dict[str, Any] = {}
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600
@@ -135,11 +163,14 @@ class Task(Generic[P, R]):
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               headers=headers, ignore_result=ignore_result, **options)
-        return self.app.send_task(
+        result = self.app.send_task(
             self.name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
             expires=expires if expires is not None else self.expires,
             priority=priority, queue=queue, link=link, link_error=link_error, headers=headers,
             ignore_result=ignore_result, serializer=serializer, _task=self, **options)
+        if type(self).AsyncResult is not Task.AsyncResult:  # a task type with its own result class
+            return self.AsyncResult(result.id)
+        return result
 
     def apply(self, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
               retries: int = 0, throw: bool | None = None, **options: Any) -> "EagerResult[R]":
@@ -254,13 +285,21 @@ class Task(Generic[P, R]):
     def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
               throw: bool = True, eta: datetime | None = None, countdown: float | None = None,
               max_retries: int | None = None, **options: Any) -> NoReturn:
-        """Retry this task later (state RETRY); raises Retry, or `exc` when retries are used up."""
+        """Retry this task later (state RETRY); raises Retry, or `exc` when retries are used up.
+
+        What the call leaves open (countdown/eta, max_retries) comes from the request's
+        `retry_policy` (the `@retry` decorator's) when there is one, else from the task."""
         request = self.request
         if request.called_directly:
             # Called as a plain function: nothing to retry, so the error surfaces here.
             if exc is not None:
                 raise exc
             raise Retry("Task can be retried", None)
+        policy = request.retry_policy
+        if policy is not None:
+            max_retries = policy.max_retries if max_retries is None else max_retries
+            if eta is None and countdown is None:
+                countdown = policy.delay_for(request.retries)
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:
             if exc is not None:
@@ -270,6 +309,8 @@ class Task(Generic[P, R]):
                 task_args=request.args, task_kwargs=request.kwargs)
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
+        if policy is not None and policy.on_retry is not None:
+            policy.on_retry(request, exc=exc)
         signal = Retry(exc=exc, when=eta or countdown)
         signal.retry_options = {  # type: ignore[attr-defined]
             "args": tuple(request.args if args is None else args),
@@ -329,3 +370,34 @@ def current_task() -> Task[Any, Any] | None:
 
 
 TaskFunction = Callable[..., Any]
+
+
+get_current_task = current_task
+
+
+class CurrentTaskProxy:
+    """`from celeriac import current_task`: stands for the task running here (falsy when none),
+    as Celery's proxy does: `if current_task: current_task.update_state(...)`."""
+
+    def _get(self) -> Task[Any, Any]:
+        running = current_task()
+        if running is None:
+            raise RuntimeError("no task is running here: current_task is only set inside a running task "
+                               "(check `if current_task:` first)")
+        return running
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def __bool__(self) -> bool:
+        return current_task() is not None
+
+    def __eq__(self, other: object) -> bool:
+        return current_task() is other or current_task() == other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        running = current_task()
+        return f"<current_task: {running!r}>"

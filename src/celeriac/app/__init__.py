@@ -19,6 +19,8 @@ from .. import celery_urls, protocol, signals, states
 from ..brokers import Broker, Outgoing, create_broker, safe_url
 from ..backends import ResultStore, create_result_store
 from ..config import DEFAULT_SQLITE_FILE, Settings, env_urls
+from .._options import check_call_options, check_task_options
+from .._pydantic import PYDANTIC_OPTIONS, pydantic_task_function
 from ..exceptions import EncodeError, ImproperlyConfigured, NotRegistered, OperationalError
 from ..result import AsyncResult
 from ..result import AsyncResult as ResultHandle
@@ -190,6 +192,7 @@ class Celeriac:
         from ..contrib.django import is_django_project, setup_django
         if is_django_project():  # task modules import models: Django's apps must be loaded first
             setup_django()
+        signals.import_modules.send(sender=self)
         for name in list(self.conf.imports or []) + list(self.conf.include or []):
             importlib.import_module(name)
         self._import_autodiscovered()
@@ -368,6 +371,14 @@ class Celeriac:
         bind = bool(options.pop("bind", False))
         shared = options.pop("shared", True)
         del shared
+        check_task_options(name, options)
+        pydantic = {key: options.pop(key) for key in PYDANTIC_OPTIONS if key in options}
+        if pydantic.get("pydantic"):
+            run = pydantic_task_function(fn, name, self, strict=bool(pydantic.get("pydantic_strict")),
+                                         context=pydantic.get("pydantic_context"),
+                                         dump_kwargs=pydantic.get("pydantic_dump_kwargs"))
+        else:
+            run = fn
         bases: tuple[type, ...] = (base,)
         if _is_coroutine_function(fn) and not issubclass(base, AsyncTask):
             bases = (AsyncTask,) if base is BaseTask else (base, AsyncTask)
@@ -375,7 +386,7 @@ class Celeriac:
             if key in options and not isinstance(options[key], tuple):
                 options[key] = tuple(options[key])
         attrs = {
-            "name": name, "app": self, "run": fn if bind else staticmethod(fn), "__wrapped__": fn,
+            "name": name, "app": self, "run": run if bind else staticmethod(run), "__wrapped__": fn,
             "__doc__": fn.__doc__, "__module__": fn.__module__, "_bound": bind, **options,
         }
         task: BaseTask[Any, Any] = type(fn.__name__, bases, attrs)()
@@ -436,12 +447,16 @@ class Celeriac:
             headers = {**(headers or {}), **message_headers(stamped_headers, options)}
         task = _task if _task is not None else self.tasks.get(name)
         task_id = task_id or str(uuid.uuid4())
+        if options:
+            check_call_options(name, options)
+        argsrepr, kwargsrepr = options.pop("argsrepr", None), options.pop("kwargsrepr", None)
         current = current_task_and_request()
         if current is not None and not current[1].called_directly and current[1].id != task_id:
             # Started from inside a running task: tie it into that task's tree.
             if parent_id is None:
                 parent_id = current[1].id
-                current[1].children.append(task_id)
+                if options.pop("add_to_parent", True):
+                    current[1].children.append(task_id)
             root_id = root_id or current[1].root_id or current[1].id
         route = self.route_for(name, args, kwargs, options, task) if self.conf.task_routes else {}
         # As in Celery: apply_async(queue=) beats the task's own queue, which beats task_routes.
@@ -476,9 +491,13 @@ class Celeriac:
             ignore_result=ignore_result, callbacks=_encode_sigs(link), errbacks=_encode_sigs(link_error),
             chain=chain or None, chord=dict(chord) if chord else None, priority=int(priority), queue=queue,
             extra_headers=headers, shadow=shadow)
+        if argsrepr is not None or kwargsrepr is not None:  # what logs and monitors show instead (secrets)
+            msg.headers.update({k: v for k, v in (("argsrepr", argsrepr), ("kwargsrepr", kwargsrepr))
+                                if v is not None})
         if signals.before_task_publish.receivers:
             signals.before_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
-                                             properties=msg.properties, routing_key=queue, exchange="")
+                                             properties=msg.properties, routing_key=queue, exchange="",
+                                             declare=[], retry_policy=self.conf.task_publish_retry_policy)
         return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch), msg
 
     def publish(self, messages: Sequence[Outgoing], what: str = "messages", *, sent_events: bool = True) -> None:
@@ -557,6 +576,9 @@ class Celeriac:
             meta["queue"] = request.delivery_info.get("routing_key")
             if getattr(request, "stamps", None):  # as in Celery: each stamp under its own name
                 meta.update({"stamped_headers": request.stamped_headers, **(request.stamps or {})})
+            if status == states.STARTED and request.date_started is None:
+                request.date_started = datetime.now(UTC).isoformat()
+            meta["date_started"] = request.date_started
         return meta
 
     def store_state(self, task_id: str, state: str, result: Any, *, request: Context | None = None,

@@ -1,2 +1,2 @@
-"""Integrations with other frameworks and tools (Celery's `celery.contrib` paths); those that need
-more than celeriac itself name their extra (e.g. `pip install 'celeriac[otel]'`)."""
+"""Optional parts under Celery's `celery.contrib` names; those that need more than celeriac
+itself name their extra (e.g. `pip install 'celeriac[otel]'`)."""

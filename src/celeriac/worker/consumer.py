@@ -249,6 +249,8 @@ class Consumer:
             logger.error("message %s on queue %r cannot be decoded and goes to the dead-letter queue: %s",
                          delivery.tag, delivery.queue, exc)
             batch.dead.append((delivery, f"cannot decode message: {exc}"))
+            if signals.task_rejected.receivers:  # Celery's meaning: a message that is not a task
+                signals.task_rejected.send(sender=self, message=delivery, exc=exc)
             return
         headers = msg.headers
         task_id, name = str(headers["id"]), str(headers["task"])
@@ -276,6 +278,8 @@ class Consumer:
             self._store(batch, task_id, states.FAILURE, exc, name=name)
             return
         request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
+        if signals.task_received.receivers:
+            signals.task_received.send(sender=self, request=request)
         if self.events is not None:
             self.events.send("task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
                              kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
@@ -467,6 +471,8 @@ class Consumer:
             assert outcome.einfo is not None and outcome.exc is not None
             if state == states.REVOKED:
                 logger.warning("Task %s[%s] was terminated (revoked): %s", task.name, task_id, outcome.exc)
+            elif task.throws and isinstance(outcome.exc, tuple(task.throws)):
+                logger.info("Task %s[%s] raised expected: %r", task.name, task_id, outcome.exc)
             else:
                 logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, outcome.exc,
                              outcome.einfo.traceback.rstrip())

@@ -9,6 +9,7 @@ import socket
 import threading
 import traceback as tb_module
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
@@ -48,6 +49,7 @@ def exception_info(exc: BaseException) -> ExceptionInfo:
 
 
 def _before(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    request.date_started = request.date_started or datetime.now(UTC).isoformat()
     if signals.task_prerun.receivers:
         signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs)
     task.before_start(str(request.id), args, kwargs)

@@ -8,6 +8,7 @@ one child when that child dies.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import logging
 import multiprocessing
@@ -109,6 +110,8 @@ class Worker:
         # Expired results are deleted a few times per expiry period (at most every 5 minutes).
         expires = app.backend.expires
         self._cleanup_interval = 300.0 if not expires else max(0.5, min(300.0, expires / 4))
+        signals.celeryd_init.send(sender=options.hostname, instance=self, conf=app.conf,
+                                  options=dataclasses.asdict(options))
 
     # --- pool slots ---
 
@@ -156,6 +159,7 @@ class Worker:
         owner = self._owner(index, generation)
         if self.options.pool == "process":
             shared = self._ctx.RawValue(SharedSlot)  # type: ignore[attr-defined]
+            signals.worker_before_create_process.send(sender=self)
             process = self._ctx.Process(target=self._child_main, args=(owner, shared),
                                         name=f"ForkPoolWorker-{index + 1}", daemon=False)
             process.start()
@@ -233,6 +237,8 @@ class Worker:
         if not self.app.broker.tracks_workers:
             self.app.backend.worker_heartbeat(self.worker_id, self.options.lease_timeout, info)
         self._last_beat = time.monotonic()
+        if signals.heartbeat_sent.receivers:
+            signals.heartbeat_sent.send(sender=self)
         if self.events.enabled:
             self._worker_event("worker-heartbeat")
 
@@ -259,6 +265,7 @@ class Worker:
             return 1
         signals.worker_init.send(sender=self)
         self.control.start()
+        signals.celeryd_after_setup.send(sender=self.options.hostname, instance=self, conf=self.app.conf)
         self._warn_unenforceable_limits()
         if self.options.pool == "process":
             # Everything imported so far is shared copy-on-write with the children; keep the
@@ -445,6 +452,7 @@ class Worker:
         # several workers.
         from ..beat import embedded_beat
         beat, thread = embedded_beat(self.app)
+        signals.beat_embedded_init.send(sender=beat)
         thread.start()
         self._beat = (beat, thread)
 

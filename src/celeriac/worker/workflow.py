@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import protocol, states
+from .. import protocol, signals, states
 from ..backends import StoredResult
 from ..backends.base import ChordPart, FiredChord
 from ..canvas import Signature, chain, chord, run_errback, signature
@@ -41,6 +41,11 @@ def encode_outcome(app: "Celeriac", task_id: str, status: str, result: Any, *, n
         return app.backend.encode(meta)
     except EncodeError as exc:
         logger.error("task %s[%s]: result cannot be serialized: %s", meta.get("name"), task_id, exc)
+        if signals.task_internal_error.receivers:
+            signals.task_internal_error.send(
+                sender=app.tasks.get(str(meta.get("name"))), task_id=task_id, request=request, exception=exc,
+                args=getattr(request, "args", None), kwargs=getattr(request, "kwargs", None),
+                traceback=exc.__traceback__, einfo=None)
         meta.update(status=states.FAILURE, result=protocol.exception_to_dict(exc), traceback=None)
         return app.backend.encode(meta)
 
