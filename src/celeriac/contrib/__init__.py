@@ -1,0 +1,1 @@
+"""Optional integrations (Celery's `celery.contrib` paths): the pytest plugin and friends."""
