@@ -353,6 +353,20 @@ def result_from_child(child: Any, app: "Celeriac") -> "ResultBase":
     return AsyncResult(str(child), app=app)
 
 
+def result_from_tuple(r: Any, app: "Celeriac | None" = None) -> "ResultBase":
+    """Rebuild a result from its `as_tuple()` form (Celery's function), parents included."""
+    if isinstance(r, (AsyncResult, GroupResult)):
+        return r
+    from .app import current_app
+    app = app or current_app()
+    head, nodes = r
+    task_id, parent = head if isinstance(head, (list, tuple)) else (head, None)
+    parent_result = result_from_tuple(parent, app) if parent else None
+    if nodes is not None:
+        return GroupResult(task_id, [result_from_tuple(n, app) for n in nodes], app=app, parent=parent_result)
+    return AsyncResult(task_id, app=app, parent=parent_result)
+
+
 def child_entry(result: "ResultBase") -> Any:
     """How a started task or group is written into its parent's `children`."""
     if isinstance(result, GroupResult):
@@ -366,4 +380,4 @@ from ._groups import GroupResult, ResultSet  # noqa: E402
 ResultBase: TypeAlias = AsyncResult | GroupResult  # type: ignore[type-arg]
 
 __all__ = ["AsyncResult", "EagerResult", "GroupResult", "ResultBase", "ResultSet", "child_entry",
-           "result_from_child"]
+           "result_from_child", "result_from_tuple"]

@@ -14,7 +14,7 @@ import pytest
 from celeriac import AsyncResult, Celeriac, GroupResult, chain, chord, group, states
 from celeriac.backends.base import ResultStore
 from celeriac.exceptions import ChordError, TaskRevokedError, TimeoutError
-from celeriac.result import ResultSet
+from celeriac.result import ResultSet, result_from_tuple
 from celeriac.testing import start_worker
 
 
@@ -217,6 +217,11 @@ def test_async_result_extras(wk: SimpleNamespace) -> None:
     assert r.as_list() == [r.id, r.parent.id]
     assert r.as_tuple() == ((r.id, ((r.parent.id, None), None)), None)
     assert r.maybe_throw() == 3
+    back = result_from_tuple(r.as_tuple(), app=wk.app)
+    assert back.id == r.id and back.parent is not None and back.parent.id == r.parent.id
+    gr = group(wk.add.s(1, 1), wk.add.s(2, 2)).delay()
+    gback = result_from_tuple(gr.as_tuple(), app=wk.app)
+    assert isinstance(gback, GroupResult) and gback == gr and gback.get(timeout=5) == [2, 4]
     parent_id = r.parent.id
     r.forget()  # forgets the parents it knows, as in Celery
     assert AsyncResult(parent_id, app=wk.app).state == states.PENDING
