@@ -96,20 +96,22 @@ class ResultSet:
 
     # --- state, read in batches ---
 
-    def _refresh(self) -> None:
-        """Read the stored state of every unfinished member in as few round trips as possible."""
+    def _refresh(self) -> dict[str, dict[str, Any]]:
+        """Read the stored state of every unfinished member in one round trip; the metas read
+        (finished ones are also cached on their handles)."""
         pending = [r for r in self.results if isinstance(r, AsyncResult) and not isinstance(r, EagerResult)
                    and r._cache is None]
         if not pending:
-            return
+            return {}
         found = self.backend.get_many([r.id for r in pending])
         for r in pending:
             meta = found.get(r.id)
             if meta is not None:
                 r._remember(meta)
+        return found
 
     def _states(self) -> list[str]:
-        self._refresh()
+        found = self._refresh()
         out = []
         for r in self.results:
             if isinstance(r, ResultSet):
@@ -117,8 +119,8 @@ class ResultSet:
                            else states.PENDING)
             elif r._cache is not None:
                 out.append(str(r._cache["status"]))
-            else:
-                out.append(r.state)
+            else:  # not final: what the batch read said, without another read per member
+                out.append(str((found.get(r.id) or {}).get("status") or states.PENDING))
         return out
 
     def completed_count(self) -> int:
@@ -141,7 +143,9 @@ class ResultSet:
         """Raise the first failed member's exception, in member order."""
         self._refresh()
         for r in self.results:
-            r.maybe_throw(callback=callback, propagate=propagate)
+            # A member still unfinished after the batch read cannot have failed: skip its own read.
+            if isinstance(r, ResultSet) or r._cache is not None:
+                r.maybe_throw(callback=callback, propagate=propagate)
 
     maybe_reraise = maybe_throw
 
@@ -182,7 +186,8 @@ class ResultSet:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._refresh()
-            waiting = [r for r in self.results if not r.ready()]
+            # Finished members are cached by the batch read: no read per member here.
+            waiting = [r for r in self.results if (not r.ready() if isinstance(r, ResultSet) else r._cache is None)]
             failed = next((r for r in self.results if isinstance(r, AsyncResult) and r._cache is not None
                            and r._cache.get("status") in states.PROPAGATE_STATES), None)
             if failed is not None and propagate:
