@@ -225,3 +225,33 @@ def test_async_result_extras(wk: SimpleNamespace) -> None:
     parent_id = r.parent.id
     r.forget()  # forgets the parents it knows, as in Celery
     assert AsyncResult(parent_id, app=wk.app).state == states.PENDING
+
+
+def test_group_state_reads_pending_members_in_one_batch() -> None:
+    name = uuid.uuid4().hex
+    app = Celeriac("batch", broker=f"memory://{name}", backend=f"memory://{name}", set_as_current=False)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    gr = group(add.s(i, i) for i in range(50)).delay()  # no worker: all stay PENDING
+    reads = {"get": 0, "get_many": 0}
+    store = app.backend
+    get, get_many = store.get, store.get_many
+
+    def counted_get(task_id: str) -> Any:
+        reads["get"] += 1
+        return get(task_id)
+
+    def counted_get_many(ids: Any) -> Any:
+        reads["get_many"] += 1
+        return get_many(ids)
+
+    store.get, store.get_many = counted_get, counted_get_many  # type: ignore[method-assign]
+    assert not gr.ready() and gr.waiting() and gr.completed_count() == 0
+    gr.maybe_throw()
+    with pytest.raises(TimeoutError):
+        gr.get(timeout=0.2)
+    assert reads["get"] <= 5, reads  # the wait follows one member; states are read in batches
+    assert reads["get_many"] <= 10, reads
