@@ -287,7 +287,7 @@ class AsyncResult(Generic[R]):
         result (whose parent here is the header's GroupResult), the header tasks too."""
         ids = [self.id]
         if isinstance(self._parent, GroupResult):
-            ids += [r.id for r in self._parent.results if r.id]
+            ids += self._parent._task_ids()  # nested groups: their tasks
         self.app.control.revoke(ids, terminate=terminate, signal=signal)
 
     def __eq__(self, other: object) -> bool:

@@ -255,3 +255,23 @@ def test_group_state_reads_pending_members_in_one_batch() -> None:
         gr.get(timeout=0.2)
     assert reads["get"] <= 5, reads  # the wait follows one member; states are read in batches
     assert reads["get_many"] <= 10, reads
+
+
+def test_revoking_a_chord_reaches_the_tasks_of_a_nested_group() -> None:
+    name = uuid.uuid4().hex
+    app = Celeriac("rv", broker=f"memory://{name}", backend=f"memory://{name}", set_as_current=False)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    def tsum(xs: list[int]) -> int:
+        return sum(xs)
+
+    r = chord([group(add.s(1, 1), add.s(2, 2)), add.s(3, 3)], tsum.s()).delay()  # no worker
+    inner = r.parent.results[0]
+    assert isinstance(inner, GroupResult)
+    r.revoke()
+    revoked = {task_id for task_id, _signal in app.backend.revoked_since(0)[0]}
+    assert {x.id for x in inner.results} | {r.parent.results[1].id, r.id} <= revoked
