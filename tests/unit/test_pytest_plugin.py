@@ -296,3 +296,36 @@ def test_unsupported_worker_options_are_named(pytester: pytest.Pytester) -> None
     result = run(pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*TypeError*does not support exclude_queues*"])
+
+
+def test_a_projects_own_app_as_celery_app(pytester: pytest.Pytester) -> None:
+    # Celery's worker fixture fails here ("celery.ping" not registered on the project's app).
+    pytester.makepyfile(proj="""
+        from celeriac import Celeriac
+
+        app = Celeriac("proj", broker="memory://proj-tests", backend="memory://proj-tests")
+
+        @app.task
+        def shout(word):
+            return word.upper()
+    """)
+    pytester.makeconftest("""
+        import pytest
+        from proj import app
+
+        @pytest.fixture
+        def celery_app():
+            app.set_current()
+            yield app
+    """)
+    pytester.makepyfile(test_proj="""
+        from proj import app, shout
+
+        def test_shout(celery_app, celery_worker):
+            assert celery_app is app and "celery.ping" in app.tasks
+            assert shout.delay("hi").get(timeout=5) == "HI"
+
+        def test_again(celery_worker):
+            assert shout.delay("again").get(timeout=5) == "AGAIN"
+    """)
+    run(pytester).assert_outcomes(passed=2)
