@@ -33,6 +33,7 @@ def test_worker_runs_tasks_starts_fast_and_a_failure_surfaces_in_the_test(pytest
     pytester.makepyfile(test_user="""
         import time
         import pytest
+        import celeriac.testing  # imported up front: START measures the worker's start, not first imports
 
         class PaymentDeclined(Exception):
             pass
@@ -68,14 +69,17 @@ def test_worker_runs_tasks_starts_fast_and_a_failure_surfaces_in_the_test(pytest
                 return x / y
             divide.delay(1, 0).get(timeout=5)
 
-        def test_ping_is_registered_by_the_worker(celery_app, celery_worker):
+        def test_ping_is_registered_by_the_worker(celery_app, celery_worker, caplog):
             assert celery_app.send_task("celery.ping").get(timeout=5) == "pong"
             celery_worker.reload()  # Celery's call after defining tasks in the test: harmless
+            # celery_enable_logging is off: no INFO line per task
+            assert not any("succeeded" in r.getMessage() for r in caplog.records)
     """)
     result = run(pytester)
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*test_uncaught_failure_fails_the_test*", "*ZeroDivisionError*"])
     starts = numbers(result, "START")
+    print(f"measured: worker start {starts} s, previous worker's stop + next setup {numbers(result, 'BETWEEN')} s")
     assert len(starts) == 2 and max(starts) < 1.0, starts
     between = numbers(result, "BETWEEN")
     assert len(between) == 1 and between[0] < 1.0, between  # stop of one worker + setup of the next app
@@ -329,3 +333,22 @@ def test_a_projects_own_app_as_celery_app(pytester: pytest.Pytester) -> None:
             assert shout.delay("again").get(timeout=5) == "AGAIN"
     """)
     run(pytester).assert_outcomes(passed=2)
+
+
+def test_enable_logging_puts_the_workers_task_lines_in_the_log_capture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_logging="""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def celery_enable_logging():
+            return True
+
+        def test_logged(celery_app, celery_worker, caplog):
+            @celery_app.task
+            def hello():
+                return "hi"
+            result = hello.delay()
+            assert result.get(timeout=5) == "hi"
+            assert any(result.id in r.getMessage() and "succeeded" in r.getMessage() for r in caplog.records)
+    """)
+    run(pytester).assert_outcomes(passed=1)
