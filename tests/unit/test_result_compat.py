@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Iterator
 
@@ -38,7 +39,8 @@ def test_get_task_meta_and_friends(any_store: ResultStore) -> None:
     assert any_store.get_result("t1") == {"done": 3, "total": 10}
     any_store.mark_as_done("t1", 42)
     meta = any_store.get_task_meta("t1")
-    assert meta["status"] == states.SUCCESS and meta["result"] == 42 and meta["date_done"]
+    assert meta["status"] == states.SUCCESS and meta["result"] == 42
+    assert isinstance(meta["date_done"], datetime) and meta["date_done"].tzinfo is not None
     any_store.mark_as_started("t1", pid=1)  # in-flight never replaces final
     assert any_store.get_state("t1") == states.SUCCESS
 

@@ -9,6 +9,7 @@ here, on top of the store interface (`get`, `store`, `forget`), so every store h
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .. import protocol, states
@@ -67,6 +68,8 @@ class CeleryBackendAPI:
         meta = dict(meta)
         if meta.get("status") in states.EXCEPTION_STATES and isinstance(meta.get("result"), dict):
             meta["result"] = protocol.exception_from_dict(meta["result"])
+        if isinstance(meta.get("date_done"), str):  # a datetime, as Celery 5's JSON gives it back
+            meta["date_done"] = datetime.fromisoformat(meta["date_done"])
         return meta
 
     def get_state(self, task_id: str) -> str:
