@@ -91,6 +91,10 @@ class ResultSet:
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like a list
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled without the app (bound to the current app when unpickled)."""
+        return type(self), (self.results,)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: [{', '.join(str(r.id) for r in self.results)}]>"
 
@@ -256,6 +260,9 @@ class GroupResult(ResultSet):
 
     def __bool__(self) -> bool:
         return bool(self.id or self.results)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.id, self.results, None, self.parent)
 
     def __str__(self) -> str:
         return str(self.id)

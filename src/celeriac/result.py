@@ -290,6 +290,10 @@ class AsyncResult(Generic[R]):
             ids += self._parent._task_ids()  # nested groups: their tasks
         self.app.control.revoke(ids, terminate=terminate, signal=signal)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled without its app (bound to the current app when unpickled), as signatures are."""
+        return type(self), (self.id, None, self.task_name, self._parent)
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
             return other.id == self.id
@@ -338,6 +342,11 @@ class EagerResult(AsyncResult[R]):
         if callback is not None:
             callback(self.id, value)
         return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        meta = self._cache or {}
+        return type(self), (self.id, meta.get("result"), meta.get("status"), meta.get("traceback"), None,
+                            meta.get("name"))
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""

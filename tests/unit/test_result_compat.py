@@ -277,3 +277,20 @@ def test_revoking_a_chord_reaches_the_tasks_of_a_nested_group() -> None:
     r.revoke()
     revoked = {task_id for task_id, _signal in app.backend.revoked_since(0)[0]}
     assert {x.id for x in inner.results} | {r.parent.results[1].id, r.id} <= revoked
+
+
+def test_results_pickle_without_their_app(wk: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    import celeriac.app as app_module
+    r = (wk.add.s(1, 1) | wk.add.s(1)).delay()
+    gr = group(group(wk.add.s(1, 1), wk.add.s(2, 2)), wk.add.s(3, 3)).delay()
+    rs = ResultSet([wk.add.delay(4, 4)])
+    monkeypatch.setattr(app_module._state, "app", wk.app, raising=False)  # unpickled: bound to the current app
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and back.parent == r.parent and back.get(timeout=5) == 3
+    gback = pickle.loads(pickle.dumps(gr))
+    assert gback == gr and isinstance(gback.results[0], GroupResult) and gback.get(timeout=5) == [[2, 4], 6]
+    assert pickle.loads(pickle.dumps(rs)).get(timeout=5) == [8]
+    eager = wk.add.apply((2, 2))
+    assert pickle.loads(pickle.dumps(eager)).get() == 4
