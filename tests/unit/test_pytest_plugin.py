@@ -352,3 +352,35 @@ def test_enable_logging_puts_the_workers_task_lines_in_the_log_capture(pytester:
             assert any(result.id in r.getMessage() and "succeeded" in r.getMessage() for r in caplog.records)
     """)
     run(pytester).assert_outcomes(passed=1)
+
+
+def test_celerys_own_test_settings_run_unchanged(pytester: pytest.Pytester) -> None:
+    # What Celery's docs put in celery_config: a shared memory:// broker and an in-process backend.
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def celery_config():
+            return {"broker_url": "memory://", "result_backend": "cache+memory://"}
+    """)
+    pytester.makepyfile(test_celery_settings="""
+        import pytest
+
+        def test_runs(celery_app, celery_worker):
+            assert celery_app.broker_url.startswith("memory://celeriac-test-")
+            assert celery_app.result_backend_url.startswith("memory://celeriac-test-")
+            @celery_app.task
+            def one():
+                return 1
+            assert one.delay().get(timeout=5) == 1
+
+        @pytest.mark.celery(result_backend="rpc://")
+        def test_rpc_too(celery_app, celery_worker):
+            @celery_app.task
+            def two():
+                return 2
+            assert two.delay().get(timeout=5) == 2
+    """)
+    result = run(pytester)
+    result.assert_outcomes(passed=2, warnings=2)
+    result.stdout.fnmatch_lines(["*result_backend 'cache+memory://' is Celery's*"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -62,6 +63,19 @@ def _memory_url() -> str:
     return f"memory://celeriac-test-{uuid.uuid4().hex[:12]}"
 
 
+# Result backends Celery test suites name that live in the test process (Celery's own test
+# default is cache+memory://): they become the app's private memory store.
+_CELERY_IN_PROCESS_BACKENDS = ("cache+memory", "rpc")
+
+
+def _private_memory(url: str | None) -> str | None:
+    """A bare `memory://` (Celery's test default, one shared transport) becomes a private one,
+    so that no two test apps share queues or results."""
+    if url and url.rstrip("/") in ("memory:", "memory"):
+        return _memory_url()
+    return url
+
+
 def _settings(config: Mapping[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
     """celery_config, then the closest `celery`/`celeriac` marker on top (Celery's precedence)."""
     settings = {**DEFAULT_TEST_CONFIG, **dict(config)}
@@ -79,8 +93,12 @@ def _pin_urls(app: Celeriac, settings: Mapping[str, Any]) -> None:
     CELERIAC_RESULT_BACKEND (which override an app's URLs elsewhere) are ignored here, so a
     shell pointed at a real server never receives test tasks."""
     from ..app import _absolute_sqlite
-    broker = settings.get("broker_url") or _memory_url()
-    backend = settings.get("result_backend")
+    broker = _private_memory(settings.get("broker_url")) or _memory_url()
+    backend = _private_memory(settings.get("result_backend"))
+    if backend and backend.split("://", 1)[0] in _CELERY_IN_PROCESS_BACKENDS:
+        warnings.warn(f"celeriac.contrib.pytest: result_backend {backend!r} is Celery's; the test app "
+                      f"keeps its results in a private in-process store (memory://) instead", stacklevel=2)
+        backend = _memory_url()
     if not backend:
         same_store = broker.split("://", 1)[0] in ("memory", "sqlite", "redis", "rediss", "unix")
         backend = broker if same_store else _memory_url()
