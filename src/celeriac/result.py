@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Sequence, TypeAlias, TypeVar
 
 from . import states
 from .exceptions import IncompleteStream, TaskRevokedError, TimeoutError
@@ -14,6 +14,7 @@ from .protocol import exception_from_dict
 
 if TYPE_CHECKING:
     from .app import Celeriac
+    from .backends.base import ResultStore
 
 R = TypeVar("R")
 
@@ -54,13 +55,26 @@ class AsyncResult(Generic[R]):
     """A handle on a task's outcome; unknown ids are PENDING, as in Celery."""
 
     def __init__(self, id: str, app: "Celeriac | None" = None, task_name: str | None = None,
-                 parent: "ResultBase | None" = None) -> None:  # noqa: A002 - Celery's name
+                 parent: "ResultBase | None" = None, backend: "ResultStore | None" = None) -> None:  # noqa: A002
         from .app import current_app
+        if id is None:
+            raise ValueError("AsyncResult needs a task id, not None")
         self.id = id
         self.app = app or current_app()
         self.task_name = task_name
         self._parent: ResultBase | None = parent
         self._cache: dict[str, Any] | None = None
+        self._backend = backend
+        #: True when the task was sent with ignore_result: get() returns None at once (as in Celery).
+        self.ignored = False
+
+    @property
+    def backend(self) -> "ResultStore":
+        return self._backend if self._backend is not None else self.app.backend
+
+    @property
+    def supports_native_join(self) -> bool:
+        return True
 
     @property
     def parent(self) -> "ResultBase | None":
@@ -83,7 +97,7 @@ class AsyncResult(Generic[R]):
     def _meta(self) -> dict[str, Any]:
         if self._cache is not None:
             return self._cache
-        meta = self.app.backend.get(self.id)
+        meta = self.backend.get(self.id)
         return self._remember(meta)
 
     def _remember(self, meta: dict[str, Any] | None) -> dict[str, Any]:
@@ -208,60 +222,121 @@ class AsyncResult(Generic[R]):
     # --- waiting ---
 
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
-            disable_sync_subtasks: bool = True, **_ignored: Any) -> R:
+            disable_sync_subtasks: bool = True, follow_parents: bool = True,
+            on_interval: Callable[[], Any] | None = None, **_ignored: Any) -> R:
         """Wait for the task to finish and return its value (or raise its exception).
 
-        Waiting is event-driven where the store supports it; `interval` only matters for
-        stores that must be polled.
+        As in Celery, a failure of a parent known to this handle (the earlier steps of a chain
+        sent from here, a chord's header) is raised first, with the failed task's own
+        exception: `chord(header)(body).get()` raises the header task's error, while the
+        body's stored result is a ChordError. A result sent with ignore_result returns None
+        at once. Waiting is event-driven where the store supports it; `interval` is how often
+        the parents are checked (and the poll interval of stores that must be polled).
         """
+        if self.ignored:
+            return None  # type: ignore[return-value]
         if disable_sync_subtasks and _in_running_task():
             raise RuntimeError(
                 "Never call result.get() within a task: it can deadlock the worker. "
                 "Chain the tasks instead, or pass disable_sync_subtasks=False if you must.")
-        meta = self._wait(timeout)
+        checks: list[Callable[[], Any]] = [c for c in (on_interval,) if c is not None]
+        if follow_parents and propagate and self._parent is not None:
+            self._maybe_reraise_parent_error()
+            checks.insert(0, self._maybe_reraise_parent_error)
+        meta = self._wait(timeout, checks, interval)
         status = meta.get("status")
         if status not in states.READY_STATES:
             raise TimeoutError(f"task {self.id} is not ready after {timeout}s (state {status})")
         if status in states.PROPAGATE_STATES and propagate:
-            if status == states.REVOKED and not isinstance(meta.get("result"), dict):
-                raise TaskRevokedError(f"task {self.id} was revoked")
-            raise self._value(meta)
+            raise self._error(meta)
         return self._value(meta)  # type: ignore[no-any-return]
 
     wait = get
 
-    def _wait(self, timeout: float | None) -> dict[str, Any]:
+    def _error(self, meta: dict[str, Any]) -> BaseException:
+        if meta.get("status") == states.REVOKED and not isinstance(meta.get("result"), dict):
+            return TaskRevokedError(f"task {self.id} was revoked")
+        error = self._value(meta)
+        return error if isinstance(error, BaseException) else Exception(error)
+
+    def maybe_throw(self, propagate: bool = True, callback: Callable[[str, Any], Any] | None = None) -> Any:
+        """Raise the task's exception if it failed (or was revoked); else return its value so far."""
+        meta = self._meta()
+        if meta.get("status") in states.PROPAGATE_STATES and propagate:
+            raise self._error(meta)
+        value = self._value(meta)
+        if callback is not None:
+            callback(self.id, value)
+        return value
+
+    maybe_reraise = maybe_throw
+
+    def _parents(self) -> Iterator["ResultBase"]:
+        """The parents this handle knows in memory (never read from the store, as in Celery)."""
+        node = self._parent
+        while node is not None:
+            yield node
+            node = node.__dict__.get("_parent", node.__dict__.get("parent"))
+
+    def _maybe_reraise_parent_error(self) -> None:
+        for node in reversed(list(self._parents())):  # the first failure in the workflow wins
+            node.maybe_throw()
+
+    def _wait(self, timeout: float | None, checks: Sequence[Callable[[], Any]] = (),
+              interval: float = 0.5) -> dict[str, Any]:
         if self._cache is not None:
             return self._cache
-        backend = self.app.backend
+        backend = self.backend
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = 60.0 if deadline is None else deadline - time.monotonic()
+            if checks:
+                remaining = min(remaining, max(0.01, interval))
             meta = self._remember(backend.wait(self.id, max(0.0, remaining)))
+            for check in checks:  # also after the last wait: a parent's own error beats what follows it
+                check()
             if meta.get("status") in states.READY_STATES:
                 return meta
             if deadline is not None and time.monotonic() >= deadline:
                 return meta
 
+    def exists(self) -> bool:
+        """True if the store holds a state for this id (PENDING cannot tell "unknown" apart)."""
+        return self._cache is not None or self.backend.get(self.id) is not None
+
+    def as_tuple(self) -> tuple[Any, None]:
+        parent = self._parent
+        return (self.id, parent.as_tuple() if parent is not None else None), None
+
+    def as_list(self) -> list[str]:
+        """This id and the ids of its parents known in memory."""
+        return [str(self.id)] + [str(p.id) for p in self._parents()]
+
     # --- lifecycle ---
 
     def forget(self) -> None:
-        """Remove the stored result."""
+        """Remove the stored result, and those of its parents known in memory (as in Celery)."""
         self._cache = None
-        self.app.backend.forget([self.id])
+        if self._parent is not None:
+            self._parent.forget()
+        self.backend.forget([self.id])
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
         """Revoke the task: a worker will not run it (it is marked REVOKED). For a chord's
         result (whose parent here is the header's GroupResult), the header tasks too."""
         ids = [self.id]
         if isinstance(self._parent, GroupResult):
-            ids += [r.id for r in self._parent.results if r.id]
+            ids += self._parent._task_ids()  # nested groups: their tasks
         self.app.control.revoke(ids, terminate=terminate, signal=signal)
 
     def revoke_by_stamped_headers(self, headers: dict[str, Any], terminate: bool = False,
                                   signal: str | None = None, **kwargs: Any) -> None:
         """Revoke every task stamped with these stamps (canvas stamping), as Celery's method."""
         self.app.control.revoke_by_stamped_headers(headers, terminate=terminate, signal=signal)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled without its app (bound to the current app when unpickled), as signatures are."""
+        return type(self), (self.id, None, self.task_name, self._parent)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
@@ -298,12 +373,24 @@ class EagerResult(AsyncResult[R]):
         return True  # it ran to the end before apply() returned
 
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
-            disable_sync_subtasks: bool = True, **_ignored: Any) -> R:
+            disable_sync_subtasks: bool = True, follow_parents: bool = True,
+            on_interval: Callable[[], Any] | None = None, **_ignored: Any) -> R:
         """The value (or the exception, raised): nothing to wait for, so no deadlock check."""
         meta: dict[str, Any] = self._cache or {}
         if meta.get("status") in states.PROPAGATE_STATES and propagate:
             raise meta["result"]
         return meta.get("result")  # type: ignore[return-value]
+
+    def maybe_throw(self, propagate: bool = True, callback: Callable[[str, Any], Any] | None = None) -> Any:
+        value = self.get(propagate=propagate)
+        if callback is not None:
+            callback(self.id, value)
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        meta = self._cache or {}
+        return type(self), (self.id, meta.get("result"), meta.get("status"), meta.get("traceback"), None,
+                            meta.get("name"))
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""
@@ -319,6 +406,20 @@ def result_from_child(child: Any, app: "Celeriac") -> "ResultBase":
     return AsyncResult(str(child), app=app)
 
 
+def result_from_tuple(r: Any, app: "Celeriac | None" = None) -> "ResultBase":
+    """Rebuild a result from its `as_tuple()` form (Celery's function), parents included."""
+    if isinstance(r, (AsyncResult, GroupResult)):
+        return r
+    from .app import current_app
+    app = app or current_app()
+    head, nodes = r
+    task_id, parent = head if isinstance(head, (list, tuple)) else (head, None)
+    parent_result = result_from_tuple(parent, app) if parent else None
+    if nodes is not None:
+        return GroupResult(task_id, [result_from_tuple(n, app) for n in nodes], app=app, parent=parent_result)
+    return AsyncResult(task_id, app=app, parent=parent_result)
+
+
 def child_entry(result: "ResultBase") -> Any:
     """How a started task or group is written into its parent's `children`."""
     if isinstance(result, GroupResult):
@@ -326,157 +427,10 @@ def child_entry(result: "ResultBase") -> Any:
     return result.id
 
 
-class GroupResult:
-    """The results of a group, in the group's order."""
+# The group results live in their own module; imported last because they build on AsyncResult.
+from ._groups import GroupResult, ResultSet  # noqa: E402
 
-    def __init__(self, id: str | None = None, results: Sequence["ResultBase"] | None = None,  # noqa: A002
-                 app: "Celeriac | None" = None, parent: "ResultBase | None" = None) -> None:
-        from .app import current_app
-        self.id = id
-        self.results: list[ResultBase] = list(results or [])
-        self.app = app or current_app()
-        self.parent = parent
+ResultBase: TypeAlias = AsyncResult | GroupResult  # type: ignore[type-arg]
 
-    children = property(lambda self: self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator["ResultBase"]:
-        return iter(self.results)
-
-    def __getitem__(self, index: int) -> "ResultBase":
-        return self.results[index]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, GroupResult):
-            return other.id == self.id and other.results == self.results
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id or '' for r in self.results)}]>"
-
-    # --- state, read in batches ---
-
-    def _refresh(self) -> None:
-        """Read the stored state of every unfinished member in as few round trips as possible."""
-        pending = [r for r in self.results if isinstance(r, AsyncResult) and not isinstance(r, EagerResult)
-                   and r._cache is None]
-        if not pending:
-            return
-        found = self.app.backend.get_many([r.id for r in pending])
-        for r in pending:
-            meta = found.get(r.id)
-            if meta is not None:
-                r._remember(meta)
-
-    def _states(self) -> list[str]:
-        self._refresh()
-        out = []
-        for r in self.results:
-            if isinstance(r, GroupResult):
-                out.append(states.SUCCESS if r.successful() else states.FAILURE if r.failed()
-                           else states.PENDING)
-            elif r._cache is not None:
-                out.append(str(r._cache["status"]))
-            else:
-                out.append(r.state)
-        return out
-
-    def completed_count(self) -> int:
-        """How many members succeeded."""
-        return sum(1 for s in self._states() if s == states.SUCCESS)
-
-    def ready(self) -> bool:
-        return all(s in states.READY_STATES for s in self._states())
-
-    def successful(self) -> bool:
-        return all(s == states.SUCCESS for s in self._states())
-
-    def failed(self) -> bool:
-        return any(s == states.FAILURE for s in self._states())
-
-    def waiting(self) -> bool:
-        return any(s not in states.READY_STATES for s in self._states())
-
-    # --- waiting ---
-
-    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
-            disable_sync_subtasks: bool = True, **kwargs: Any) -> list[Any]:
-        """Wait for every member; their values in order (the first failure is raised)."""
-        return self.join(timeout=timeout, propagate=propagate, interval=interval,
-                         disable_sync_subtasks=disable_sync_subtasks, **kwargs)
-
-    def join(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
-             disable_sync_subtasks: bool = True, **kwargs: Any) -> list[Any]:
-        """Wait for every member (one shared deadline) and return their values in order."""
-        if disable_sync_subtasks and _in_running_task():
-            raise RuntimeError(
-                "Never call result.get() within a task: it can deadlock the worker. "
-                "Chain the tasks instead, or pass disable_sync_subtasks=False if you must.")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._refresh()
-            waiting = [r for r in self.results if not r.ready()]
-            failed = next((r for r in self.results if isinstance(r, AsyncResult) and r._cache is not None
-                           and r._cache.get("status") in states.PROPAGATE_STATES), None)
-            if failed is not None and propagate:
-                failed.get(propagate=True, disable_sync_subtasks=False)
-            if not waiting:
-                break
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"group {self.id}: {len(waiting)} of {len(self.results)} task(s) not "
-                                   f"ready after {timeout}s (first waiting: {waiting[0].id})")
-            first = waiting[0]
-            if isinstance(first, GroupResult):
-                first.join(timeout=remaining, propagate=propagate, disable_sync_subtasks=False)
-            else:
-                # Wait on the first unfinished member; the next pass reads all the others at once.
-                first._wait(None if remaining is None else remaining)
-        return [r.get(propagate=propagate, disable_sync_subtasks=False) for r in self.results]
-
-    join_native = join
-
-    def iter_native(self, timeout: float | None = None) -> Iterator[tuple[str | None, Any]]:
-        for r in self.results:
-            yield r.id, r.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
-
-    # --- lifecycle ---
-
-    def forget(self) -> None:
-        for r in self.results:
-            r.forget()
-        if self.id:
-            self.app.backend.forget_group(self.id)
-
-    def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
-        """Revoke every member."""
-        self.app.control.revoke([r.id for r in self.results if r.id], terminate=terminate, signal=signal)
-
-    def save(self, backend: Any = None) -> "GroupResult":
-        """Store the member ids so that `GroupResult.restore(id)` works in any process."""
-        if self.id is None:
-            raise ValueError("a GroupResult needs an id to be saved")
-        (backend or self.app.backend).save_group(self.id, [child_entry(r) for r in self.results])
-        return self
-
-    @classmethod
-    def restore(cls, id: str, backend: Any = None, app: "Celeriac | None" = None) -> "GroupResult | None":  # noqa: A002
-        """The group saved under `id`, or None."""
-        from .app import current_app
-        app = app or current_app()
-        children = (backend or app.backend).restore_group(id)
-        if children is None:
-            return None
-        return cls(id, [result_from_child(c, app) for c in children], app=app)
-
-    def delete(self, backend: Any = None) -> None:
-        if self.id:
-            (backend or self.app.backend).forget_group(self.id)
-
-
-ResultBase = AsyncResult | GroupResult  # type: ignore[type-arg]
+__all__ = ["AsyncResult", "EagerResult", "GroupResult", "ResultBase", "ResultSet", "child_entry",
+           "result_from_child", "result_from_tuple"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from celeriac import GroupResult, chain, chord, group, signature, states
+from celeriac import AsyncResult, GroupResult, chain, chord, group, signature, states
 from celeriac.exceptions import ChordError
 from helpers import wait_until
 
@@ -80,10 +80,12 @@ def test_failing_chord_header(tasks: Any, start_worker: Any, tmp_path: Path) -> 
     failing = tasks.fail.s("header broke")
     body = tasks.record_body.s(str(body_trace)).on_error(tasks.record_error.s(str(errors)))
     res = chord([tasks.add.s(1, 1), failing, tasks.add.s(2, 2)], body)()
-    with pytest.raises(ChordError) as info:
+    with pytest.raises(ValueError, match="header broke"):  # as in Celery: the header task's own error
         res.get(timeout=20)
     header = res.parent
     failed_id = header.results[1].id
+    with pytest.raises(ChordError) as info:  # what the body's result holds, read by id alone
+        AsyncResult(res.id, app=res.app).get(timeout=20)
     assert failed_id in str(info.value) and "header broke" in str(info.value)
     assert res.state == states.FAILURE
     wait_until(lambda: _lines(errors), 20, message="errback")

@@ -86,6 +86,8 @@ def test_revoking_a_group_and_a_chord_header(tasks: Any, start_worker: Any, tmp_
         g.get(timeout=20)
     g.join(timeout=20, propagate=False)
     assert all(r.state == states.REVOKED for r in g.results)
-    with pytest.raises(ChordError):  # a revoked header fails the chord: nothing waits forever
+    with pytest.raises(TaskRevokedError):  # a revoked header fails the chord: nothing waits forever
         c.get(timeout=20)
+    with pytest.raises(ChordError):  # the body's own result
+        c.get(timeout=20, follow_parents=False)
     assert not trace.exists()

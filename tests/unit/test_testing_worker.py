@@ -57,3 +57,37 @@ def test_autodiscover_imports_tasks_modules_of_listed_packages(tmp_path: object,
     app.autodiscover_tasks(["shop", "billing"], force=True)  # billing has no tasks module: skipped
     assert "shop.tasks.restock" in app.tasks
     assert "shop.tasks" in sys.modules
+
+
+def test_start_worker_on_a_users_own_app_registers_ping_and_pings_its_own_queue() -> None:
+    import time
+    name = uuid.uuid4().hex
+    app = Celeriac("own", broker=f"memory://{name}", backend=f"memory://{name}", set_as_current=False)
+    assert "celery.ping" not in app.tasks  # Celery's test worker fails here unless its tasks module was imported
+    started = time.monotonic()
+    with start_worker(app, queues=["reports"]) as worker:  # no worker on the default queue: ping still answers
+        assert time.monotonic() - started < 1.0
+        assert app.send_task("celery.ping", queue="reports").get(timeout=5) == "pong"
+        worker.reload()
+    assert time.monotonic() - started < 2.0  # stopping took a fraction of a second
+
+
+def test_start_worker_refuses_what_it_cannot_do() -> None:
+    name = uuid.uuid4().hex
+    app = Celeriac("bad", broker=f"memory://{name}", backend=f"memory://{name}", set_as_current=False)
+    with pytest.raises(ValueError, match="pool='prefork'"):
+        with start_worker(app, pool="prefork"):
+            pass
+    with pytest.raises(TypeError, match="does not support exclude_queues"):
+        with start_worker(app, exclude_queues=["x"]):
+            pass
+
+
+def test_start_worker_on_an_unreachable_broker_fails_fast_with_its_url() -> None:
+    import time
+    app = Celeriac("down", broker="redis://127.0.0.1:9/0", backend="memory://down", set_as_current=False)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="127.0.0.1:9"):
+        with start_worker(app, ready_timeout=30):
+            pass
+    assert time.monotonic() - started < 10  # not the whole ready_timeout

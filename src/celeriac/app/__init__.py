@@ -278,6 +278,7 @@ class Celeriac:
                 self.result_backend_url, serializer=conf.result_serializer,
                 accept=conf.result_accept_content or conf.accept_content,
                 expires=_seconds(conf.result_expires) or None, options=options)  # 0/None: keep forever
+            self._backend.app = self  # Celery's backend.app: store_result() builds metas as the worker does
         return self._backend
 
     def _reset_connections(self) -> None:
@@ -428,7 +429,9 @@ class Celeriac:
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
                                             routing_key=outgoing.queue, exchange="")
-        return AsyncResult(msg.task_id, app=self, task_name=name)
+        result: AsyncResult[Any] = AsyncResult(msg.task_id, app=self, task_name=name)
+        result.ignored = bool(msg.headers.get("ignore_result"))  # as Celery: get() returns None at once
+        return result
 
     def prepare_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
                      countdown: float | None = None, eta: Any = None,

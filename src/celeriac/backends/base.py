@@ -14,6 +14,9 @@ from typing import Any, ClassVar, Sequence
 
 from .. import protocol, states
 from ..brokers.base import EventChannel, Publisher, ScheduleStore, safe_url
+from .celery_api import CeleryBackendAPI, as_id_list, group_key
+
+__all__ = ["ChordPart", "FiredChord", "ResultStore", "StoredResult", "as_id_list", "group_key"]
 
 
 @dataclass(slots=True)
@@ -50,11 +53,7 @@ class FiredChord:
     metas: list[dict[str, Any]]  # every recorded header outcome, in header order
 
 
-def group_key(group_id: str) -> str:
-    return f"celeriac-group-{group_id}"
-
-
-class ResultStore(ABC):
+class ResultStore(CeleryBackendAPI, ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, url: str, *, serializer: str = "json", accept: Sequence[str] = ("json",),
@@ -201,23 +200,10 @@ class ResultStore(ABC):
     def live_workers(self) -> dict[str, dict[str, Any]]:
         """Workers whose last heartbeat has not expired, with their info."""
 
-    # --- saved groups (GroupResult.save/restore) ---
-
-    def save_group(self, group_id: str, children: list[Any]) -> None:
-        meta = {"task_id": group_key(group_id), "status": states.SUCCESS, "result": children,
-                "date_done": None, "children": [], "name": "celeriac.group"}
-        self.store([self.encode(meta)])
-
-    def restore_group(self, group_id: str) -> list[Any] | None:
-        meta = self.get(group_key(group_id))
-        return None if meta is None else list(meta.get("result") or [])
-
-    def forget_group(self, group_id: str) -> None:
-        self.forget([group_key(group_id)])
-
     @abstractmethod
     def forget(self, task_ids: Sequence[str]) -> None:
-        """Delete these results."""
+        """Delete these results. One id as a str is accepted too (Celery's `forget(task_id)`):
+        implementations read `task_ids` through `as_id_list`."""
 
     @abstractmethod
     def cleanup(self) -> int:

@@ -8,7 +8,7 @@ import time
 from typing import Any, Sequence
 
 from .. import states
-from .base import ChordPart, ResultStore, StoredResult
+from .base import ChordPart, ResultStore, StoredResult, as_id_list
 
 _STORES: dict[str, tuple[threading.Condition, dict[str, tuple[str, bytes, float | None]]]] = {}
 # name -> group id -> (parts by index, task id that fired it)
@@ -142,7 +142,7 @@ class MemoryResultStore(ResultStore):
 
     def forget(self, task_ids: Sequence[str]) -> None:
         with self._cond:
-            for t in task_ids:
+            for t in as_id_list(task_ids):
                 self._data.pop(t, None)
 
     def cleanup(self) -> int:

@@ -17,7 +17,7 @@ from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_EXTEND, CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT,
                                      REVOKE, REVOKED_SINCE, STORE_RESULTS)
 from ..exceptions import OperationalError
-from .base import ChordPart, ResultStore, StoredResult
+from .base import ChordPart, ResultStore, StoredResult, as_id_list
 
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
 
@@ -185,7 +185,7 @@ class RedisResultStore(ResultStore):
         return found, cursor
 
     def forget(self, task_ids: Sequence[str]) -> None:
-        keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t))]
+        keys = [k for t in as_id_list(task_ids) for k in (self.keys.result(t), self.keys.done(t))]
         if keys:
             guarded(self.url, "forget results", lambda: self.client.delete(*keys))
 

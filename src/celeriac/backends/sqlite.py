@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from .. import states
 from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
-from .base import ChordPart, ResultStore, StoredResult
+from .base import ChordPart, ResultStore, StoredResult, as_id_list
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_results (
@@ -243,7 +243,7 @@ class SQLiteResultStore(ResultStore):
 
     def forget(self, task_ids: Sequence[str]) -> None:
         self.db.write(lambda c: c.executemany(
-            "DELETE FROM celeriac_results WHERE task_id = ?", [(t,) for t in task_ids]))
+            "DELETE FROM celeriac_results WHERE task_id = ?", [(t,) for t in as_id_list(task_ids)]))
 
     def cleanup(self) -> int:
         now = time.time()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from typing import TYPE_CHECKING, Any, Iterable, Self
+from typing import TYPE_CHECKING, Any, Iterable, Self, cast
 
 from ..brokers import Outgoing
 from .lazy import LazyHeader, is_lazy, send_lazy_chord
@@ -27,6 +27,20 @@ def _single_result(sig: Signature) -> Signature:
     if isinstance(sig, group):
         return chord(sig, _accumulate(sig._app), app=sig._app)
     return sig
+
+
+def _is_nested_group(sig: Signature) -> bool:
+    """A group inside a group, as `_single_result` made it: chord(group, accumulate)."""
+    body = sig["kwargs"].get("body") if isinstance(sig, chord) else None
+    return isinstance(body, Signature) and body.name == "celery.accumulate"
+
+
+def _member_result(member: Signature, frozen: Any) -> Any:
+    """Celery's shape: a group inside a group is a GroupResult of its tasks (its chord's
+    header), not the accumulate task that carries its list to an enclosing chord."""
+    if _is_nested_group(member):
+        return frozen.__dict__.get("_parent") or frozen
+    return frozen
 
 
 class _TaskList(Signature):
@@ -281,7 +295,7 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         if _id is not None:
             self.options["task_id"] = _id
         group_id = self.options.setdefault("task_id", str(uuid.uuid4()))
-        return GroupResult(group_id, [m.freeze() for m in self._members()], app=self.app)
+        return GroupResult(group_id, [_member_result(m, m.freeze()) for m in self._members()], app=self.app)
 
     def result_ids(self) -> list[str]:
         return [i for s in self.tasks for i in s.result_ids()]
@@ -321,7 +335,8 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         group_id = self.options.get("task_id") or str(uuid.uuid4())
         errbacks = _as_list(self.options.get("link_error")) + _as_list(options.pop("link_error", None))
         members = [m.clone(link_error=errbacks) if errbacks else m for m in self._members()]
-        return GroupResult(group_id, [m.apply(args, kwargs, **options) for m in members], app=self.app)
+        return GroupResult(group_id, [cast(chord, m).header.apply(args, kwargs, **options) if _is_nested_group(m)
+                                      else m.apply(args, kwargs, **options) for m in members], app=self.app)
 
 
 @Signature.register_type
@@ -485,6 +500,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
             body_id = str(self.body.clone().freeze().id)  # as in the worker: the body's id carries the failure
             for errback in _as_list(self.body.options.get("link_error")) + _as_list(self.options.get("link_error")):
                 run_errback(self.app, signature(errback, app=self.app), body_id, error, None, publish=None)
+            failed.maybe_throw()  # as in Celery: the failed header task's own exception
             raise error
         return self.body.apply((header_result.get(),))
 

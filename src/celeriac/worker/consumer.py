@@ -160,6 +160,10 @@ class Batch:
 
 
 class Consumer:
+    # How long one fetch waits for work; also how long a stop request can take to be noticed
+    # (in-process test workers use a short one so that each test's worker stops at once).
+    fetch_timeout: float = 1.0
+
     def __init__(self, app: "Celeriac", *, worker_id: str, owner: str, queues: list[str], prefetch: int,
                  hostname: str, slot: SlotState | None = None, async_runner: "AsyncRunner | None" = None,
                  events: "EventDispatcher | None" = None) -> None:
@@ -210,8 +214,8 @@ class Consumer:
                         logger.warning("gave back %d message(s) leased by a fetch whose reply was lost", returned)
                     fetch_failed = False
                 in_flight = self.async_runner.in_flight if self.async_runner else 0
-                deliveries = broker.fetch(self.queues, self.worker_id, self.owner, self.prefetch, timeout=1.0,
-                                          in_flight=in_flight)
+                deliveries = broker.fetch(self.queues, self.worker_id, self.owner, self.prefetch,
+                                          timeout=self.fetch_timeout, in_flight=in_flight)
                 backoff = 0.1
             except OperationalError as exc:
                 fetch_failed = True

@@ -87,6 +87,7 @@ class Worker:
         self.app = app
         self.install_signal_handlers = install_signal_handlers
         self.ready = threading.Event()
+        self._wakeup = threading.Event()  # set by stop(): the supervisor loop need not finish its nap
         self.options = options
         self.worker_id = f"{options.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique even for equal -n
         self.slots: list[PoolSlot] = []
@@ -229,6 +230,7 @@ class Worker:
     def stop(self) -> None:
         """Ask for a warm shutdown (what SIGTERM does)."""
         self._stop_requested = max(1, self._stop_requested)
+        self._wakeup.set()
 
     def heartbeat(self) -> None:
         info = {"hostname": self.options.hostname, "pid": os.getpid(), "pool": self.options.pool,
@@ -311,7 +313,7 @@ class Worker:
         if sentinels:
             multiprocessing.connection.wait(sentinels, timeout=wait)
         else:
-            time.sleep(wait)
+            self._wakeup.wait(wait)
         self._reap()
         self._reap_retiring()
         self._kill_stuck_past_hard_limit()
