@@ -21,7 +21,7 @@ from ..backends.base import ChordPart
 from ..exceptions import (ContentDisallowed, DecodeError, NotRegistered, OperationalError,
                           TaskRevokedError, TimeLimitExceeded, WorkerLostError)
 from ..task import Context, Task
-from . import workflow
+from . import slotinfo, workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
 from .ratelimit import defer_if_limited
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FLUSH_AFTER = 0.005  # seconds a finished result may wait to be written with later ones
+# Set on the copy of a message that its task gave back with Reject(requeue=True): the next
+# delivery says `redelivered`, as RabbitMQ's own requeue would.
+REDELIVERED_HEADER = "celeriac_redelivered"
+# Header keys that are the protocol's own: `request.headers` shows the others (Celery's meaning).
+_NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER}
 
 
 class SlotState(Protocol):
@@ -51,6 +56,9 @@ class SlotState(Protocol):
     thread_ident: int
     processed: int
     events_dropped: int
+    info: bytes  # the running request's details (slotinfo.py), for `inspect active`
+    totals: bytes  # finished tasks by name, for `inspect stats`
+    totals_seq: int
 
 
 @dataclass
@@ -65,6 +73,9 @@ class PlainSlot:
     thread_ident: int = 0
     processed: int = 0
     events_dropped: int = 0
+    info: bytes = b""
+    totals: bytes = b""
+    totals_seq: int = 0
 
 
 @dataclass
@@ -184,6 +195,8 @@ class Consumer:
         self.default_rate_limit = app.conf.task_default_rate_limit
         self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
         self.events = events  # None unless task events are on (-E)
+        self.totals: dict[str, int] = {}  # finished tasks by name, for `inspect stats`
+        self._totals_shown = 0
 
     def stop(self) -> None:
         self.stopping = True
@@ -219,6 +232,9 @@ class Consumer:
                 continue
             if deliveries:
                 self.handle_batch(deliveries)
+            if self._totals_shown != self.processed:
+                self._totals_shown = self.processed
+                slotinfo.publish_totals(self.slot, dict(self.totals))
         if self.async_runner is not None:
             self.async_runner.drain()
 
@@ -317,6 +333,7 @@ class Consumer:
         self.slot.tag = delivery.tag.encode()
         self.slot.task_id = task_id.encode()[:64]
         self.slot.task_name = name.encode()[:128]
+        slotinfo.write_info(self.slot, task_id, args, kwargs, request.delivery_info)
         self.slot.started = time.time()
         started = time.perf_counter()
         if task.is_async:  # thread pool without a loop: run it to completion here
@@ -373,19 +390,24 @@ class Consumer:
     def _request(self, msg: protocol.TaskMessage, task_id: str, name: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], embed: dict[str, Any], delivery: Delivery) -> Context:
         headers = msg.headers
+        stamped = headers.get("stamped_headers")
         return Context(
             id=task_id, task=name, args=args, kwargs=kwargs, retries=int(headers.get("retries") or 0),
             is_eager=False, called_directly=False, eta=headers.get("eta"), expires=headers.get("expires"),
             hostname=self.hostname, root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
             group=headers.get("group"), group_index=headers.get("group_index"),
             correlation_id=msg.properties.get("correlation_id", task_id),
-            reply_to=msg.properties.get("reply_to"), origin=headers.get("origin"),
+            reply_to=msg.properties.get("reply_to"), origin=headers.get("origin"), shadow=headers.get("shadow"),
             timelimit=tuple(headers.get("timelimit") or (None, None)),
             callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"), chain=embed.get("chain"),
             chord=embed.get("chord"), ignore_result=bool(headers.get("ignore_result")),
             delivery_info={"routing_key": delivery.queue, "priority": delivery.priority,
-                           "redelivered": delivery.deliveries > 1, "exchange": ""},
-            headers=headers, properties=msg.properties)
+                           "redelivered": delivery.deliveries > 1 or bool(headers.get(REDELIVERED_HEADER)),
+                           "exchange": ""},
+            headers={k: v for k, v in headers.items() if k not in _NOT_CUSTOM} or None,
+            properties=msg.properties, replaced_task_nesting=int(headers.get("replaced_task_nesting") or 0),
+            stamped_headers=list(stamped) if stamped else None,
+            stamps={h: headers.get(h) for h in stamped} if stamped else None)
 
     def _unknown(self, batch: Batch, delivery: Delivery, task_id: str, name: str, msg: Any) -> None:
         if name not in self._unknown_logged:
@@ -444,6 +466,7 @@ class Consumer:
         state = outcome.state
         self.processed += 1
         self.slot.processed += 1
+        self.totals[task.name] = self.totals.get(task.name, 0) + 1
         flows = workflow.in_workflow(request)
         record: StoredResult | None = None
         if self.events is not None:
@@ -479,14 +502,11 @@ class Consumer:
                 self._store(batch, task_id, state, outcome.exc, request=request, task=task,
                             traceback=outcome.einfo.traceback)
         elif state == states.REJECTED:
-            reject = outcome.exc
-            if getattr(reject, "requeue", False):
-                batch.releases.append(delivery)
-            else:
-                batch.dead.append((delivery, f"rejected by the task: {getattr(reject, 'reason', reject)}"))
-            if signals.task_rejected.receivers:
-                signals.task_rejected.send(sender=task, message=delivery, exc=reject)
-            batch.mark()
+            assert outcome.exc is not None
+            if getattr(outcome.exc, "requeue", False):
+                self._requeue_rejected(task, request, delivery, outcome.exc, batch)
+                return
+            self._reject_for_good(task, request, delivery, outcome.exc, batch, ignore)
             return
         elif state == states.IGNORED and request.replaced_by:
             # Task.replace(): the replacement goes out with this message's ack.
@@ -498,6 +518,54 @@ class Consumer:
             if part is not None:
                 batch.chord_parts.append(part)
         batch.acks.append(delivery)
+        batch.mark()
+
+    def _requeue_rejected(self, task: Task[Any, Any], request: Context, delivery: Delivery, reject: BaseException,
+                          batch: Batch) -> None:
+        """Reject(requeue=True): the message is delivered again (to any worker), marked redelivered.
+        A copy goes back and this delivery is acked, so the broker's crash count stays untouched."""
+        logger.warning("Task %s[%s] rejected its message with requeue=True; it will be delivered again",
+                       task.name, request.id)
+        try:
+            msg = protocol.unpack(delivery.payload)
+            msg.headers[REDELIVERED_HEADER] = True
+            payload = protocol.pack(msg)
+        except DecodeError:
+            payload = delivery.payload
+        batch.publishes.append(Outgoing(delivery.queue, payload, delivery.priority))
+        batch.acks.append(delivery)
+        if signals.task_rejected.receivers:
+            signals.task_rejected.send(sender=task, message=delivery, exc=reject)
+        batch.mark()
+
+    def _reject_for_good(self, task: Task[Any, Any], request: Context, delivery: Delivery, reject: BaseException,
+                         batch: Batch, ignore: bool) -> None:
+        """Reject(requeue=False): the task never runs again, so it ends FAILURE with the Reject as its
+        result (task_failure and errbacks as for any failure, as in Celery), and its message is kept
+        in the dead-letter queue with the reason, where it can be looked at or requeued."""
+        reason = getattr(reject, "reason", None)
+        logger.error("Task %s[%s] rejected its message (requeue=False): %s; state FAILURE, message kept in the "
+                     "dead-letter queue", task.name, request.id, reason)
+        batch.dead.append((delivery, f"rejected by the task: {reason if reason is not None else reject}"))
+        einfo = exception_info(reject)
+        record = None
+        if not ignore or task.store_errors_even_if_ignored:
+            record = self._store(batch, str(request.id), states.FAILURE, reject, request=request, task=task,
+                                 traceback=einfo.traceback)
+        if signals.task_failure.receivers:
+            signals.task_failure.send(sender=task, task_id=request.id, exception=reject, args=request.args,
+                                      kwargs=request.kwargs, traceback=einfo.tb, einfo=einfo)
+        if signals.task_rejected.receivers:
+            signals.task_rejected.send(sender=task, message=delivery, exc=reject)
+        if self.events is not None:
+            self.events.send("task-failed", uuid=str(request.id), exception=repr(reject), traceback=einfo.traceback)
+        if workflow.in_workflow(request):
+            workflow.after_failure(self.app, request, states.FAILURE, reject, einfo.traceback, batch.publishes,
+                                   self._storer(batch), batch.chord_parts)
+            part = workflow.chord_part(self.app, request, record, states.FAILURE, reject, einfo.traceback,
+                                       self.hostname)
+            if part is not None:
+                batch.chord_parts.append(part)
         batch.mark()
 
     def _outcome_event(self, task_id: str, outcome: Outcome, runtime: float) -> None:
