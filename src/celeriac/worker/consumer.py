@@ -21,7 +21,7 @@ from ..backends.base import ChordPart
 from ..exceptions import (ContentDisallowed, DecodeError, NotRegistered, OperationalError,
                           TaskRevokedError, TimeLimitExceeded, WorkerLostError)
 from ..task import Context, Task
-from . import slotinfo, workflow
+from . import rejection, slotinfo, workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
 from .ratelimit import defer_if_limited
@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FLUSH_AFTER = 0.005  # seconds a finished result may wait to be written with later ones
-# Set on the copy of a message that its task gave back with Reject(requeue=True): the next
-# delivery says `redelivered`, as RabbitMQ's own requeue would.
-REDELIVERED_HEADER = "celeriac_redelivered"
+REDELIVERED_HEADER = rejection.REDELIVERED_HEADER
 # Header keys that are the protocol's own: `request.headers` shows the others (Celery's meaning).
 _NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER}
 
@@ -504,9 +502,9 @@ class Consumer:
         elif state == states.REJECTED:
             assert outcome.exc is not None
             if getattr(outcome.exc, "requeue", False):
-                self._requeue_rejected(task, request, delivery, outcome.exc, batch)
+                rejection.requeue(self, task, request, delivery, outcome.exc, batch)
                 return
-            self._reject_for_good(task, request, delivery, outcome.exc, batch, ignore)
+            rejection.for_good(self, task, request, delivery, outcome.exc, batch, ignore)
             return
         elif state == states.IGNORED and request.replaced_by:
             # Task.replace(): the replacement goes out with this message's ack.
@@ -518,54 +516,6 @@ class Consumer:
             if part is not None:
                 batch.chord_parts.append(part)
         batch.acks.append(delivery)
-        batch.mark()
-
-    def _requeue_rejected(self, task: Task[Any, Any], request: Context, delivery: Delivery, reject: BaseException,
-                          batch: Batch) -> None:
-        """Reject(requeue=True): the message is delivered again (to any worker), marked redelivered.
-        A copy goes back and this delivery is acked, so the broker's crash count stays untouched."""
-        logger.warning("Task %s[%s] rejected its message with requeue=True; it will be delivered again",
-                       task.name, request.id)
-        try:
-            msg = protocol.unpack(delivery.payload)
-            msg.headers[REDELIVERED_HEADER] = True
-            payload = protocol.pack(msg)
-        except DecodeError:
-            payload = delivery.payload
-        batch.publishes.append(Outgoing(delivery.queue, payload, delivery.priority))
-        batch.acks.append(delivery)
-        if signals.task_rejected.receivers:
-            signals.task_rejected.send(sender=task, message=delivery, exc=reject)
-        batch.mark()
-
-    def _reject_for_good(self, task: Task[Any, Any], request: Context, delivery: Delivery, reject: BaseException,
-                         batch: Batch, ignore: bool) -> None:
-        """Reject(requeue=False): the task never runs again, so it ends FAILURE with the Reject as its
-        result (task_failure and errbacks as for any failure, as in Celery), and its message is kept
-        in the dead-letter queue with the reason, where it can be looked at or requeued."""
-        reason = getattr(reject, "reason", None)
-        logger.error("Task %s[%s] rejected its message (requeue=False): %s; state FAILURE, message kept in the "
-                     "dead-letter queue", task.name, request.id, reason)
-        batch.dead.append((delivery, f"rejected by the task: {reason if reason is not None else reject}"))
-        einfo = exception_info(reject)
-        record = None
-        if not ignore or task.store_errors_even_if_ignored:
-            record = self._store(batch, str(request.id), states.FAILURE, reject, request=request, task=task,
-                                 traceback=einfo.traceback)
-        if signals.task_failure.receivers:
-            signals.task_failure.send(sender=task, task_id=request.id, exception=reject, args=request.args,
-                                      kwargs=request.kwargs, traceback=einfo.tb, einfo=einfo)
-        if signals.task_rejected.receivers:
-            signals.task_rejected.send(sender=task, message=delivery, exc=reject)
-        if self.events is not None:
-            self.events.send("task-failed", uuid=str(request.id), exception=repr(reject), traceback=einfo.traceback)
-        if workflow.in_workflow(request):
-            workflow.after_failure(self.app, request, states.FAILURE, reject, einfo.traceback, batch.publishes,
-                                   self._storer(batch), batch.chord_parts)
-            part = workflow.chord_part(self.app, request, record, states.FAILURE, reject, einfo.traceback,
-                                       self.hostname)
-            if part is not None:
-                batch.chord_parts.append(part)
         batch.mark()
 
     def _outcome_event(self, task_id: str, outcome: Outcome, runtime: float) -> None:
@@ -582,7 +532,10 @@ class Consumer:
         elif state == states.RETRY:
             send("task-retried", uuid=task_id, exception=repr(outcome.exc), traceback=traceback)
         elif state == states.REJECTED:
-            send("task-rejected", uuid=task_id, requeue=bool(getattr(outcome.exc, "requeue", False)))
+            requeue = bool(getattr(outcome.exc, "requeue", False))
+            if not requeue:  # it ends FAILURE: task-failed, then task-rejected (Celery's order)
+                send("task-failed", uuid=task_id, exception=repr(outcome.exc), traceback=None, runtime=runtime)
+            send("task-rejected", uuid=task_id, requeue=requeue)
         self.slot.events_dropped = self.events.dropped
 
     def _storer(self, batch: Batch) -> workflow.StoreFn:
