@@ -73,6 +73,28 @@ def test_custom_commands_from_python_and_the_cli(capp: Any, start_worker: Any, a
     assert "current_prefetch_count" in unknown.stderr
 
 
+def test_a_custom_command_changes_the_prefetch_of_the_pool(capp: Any, start_worker: Any, tmp_path: Path,
+                                                            broker_kind: str) -> None:
+    if broker_kind == "amqp":
+        pytest.skip("RabbitMQ cannot list what a consumer holds (inspect reserved), which shows the effect")
+    worker = start_worker("-c", "1", "-n", "a@host", "--prefetch-multiplier", "1", app="control_app")
+    control = capp.app.control
+    assert control.broadcast("increase_prefetch_count", {"n": 3}, reply=True, timeout=3.0)
+    worker.wait_for(r"prefetch count now 4")
+    # While one task keeps the slot busy, four more are sent: the next fetch takes all four.
+    blocking = tmp_path / "blocking"
+    capp.hold.delay(str(blocking), 1.0)
+    wait_until(blocking.exists, 20, message="the first task started")
+    long = capp.hold.apply_async((str(tmp_path / "trace"), 30), priority=3)
+    others = [capp.add.delay(i, i) for i in range(3)]
+    inspect = control.inspect(timeout=3.0)
+    reserved = wait_until(lambda: len((inspect.reserved() or {}).get("a@host") or []) == 3 and inspect.reserved(), 20,
+                          message="three messages held beside the running one")
+    assert sorted(r["id"] for r in reserved["a@host"]) == sorted(r.id for r in others)
+    control.revoke(long.id, terminate=True)
+    assert [r.get(timeout=20) for r in others] == [0, 2, 4]
+
+
 def test_inspect_replies_carry_celerys_fields(capp: Any, start_worker: Any, tmp_path: Path, broker_kind: str,
                                               app_env: dict[str, str]) -> None:
     start_worker("-c", "1", "-n", "a@host", "--prefetch-multiplier", "2", app="control_app")

@@ -101,6 +101,7 @@ class ProcessControl:
                 self.consumer.queues = [q for q in self.consumer.queues if q != args.get("queue")]
             elif name == SET_PREFETCH and args.get("worker_id") == self.consumer.worker_id:
                 self.consumer.prefetch = max(1, int(args.get("prefetch") or 1))
+                logger.info("pool slot %s: prefetch count now %d", self.consumer.owner, self.consumer.prefetch)
 
 
 class SupervisorControl:
