@@ -661,6 +661,8 @@ def _print_replies(what: str, replies: dict[str, Any] | None, timeout: float, as
         for worker, stats in sorted(replies.items()):
             for key, value in sorted(stats.items()):
                 table.add_row(worker, key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+            if not stats:
+                table.add_row(worker, "(none)", "")
     elif what in ("registered", "revoked", "active_queues", "scheduled"):
         table = Table("worker", {"registered": "task", "revoked": "task id", "active_queues": "queue",
                                  "scheduled": "task"}[what])
@@ -672,7 +674,7 @@ def _print_replies(what: str, replies: dict[str, Any] | None, timeout: float, as
     elif what in ("report", "memdump"):  # text of many lines: printed as is
         for worker, reply in sorted(replies.items()):
             text = reply.get("ok") or reply.get("error") if isinstance(reply, dict) else reply
-            click.echo(f"{worker}:\n{text}")
+            click.echo(f"{worker}:\n{str(text).rstrip()}")
         click.echo(f"{len(replies)} worker(s) replied.")
         return
     else:
@@ -681,7 +683,9 @@ def _print_replies(what: str, replies: dict[str, Any] | None, timeout: float, as
             known = isinstance(reply, dict) and set(reply) <= {"ok", "error"} and reply
             text = (reply.get("ok") or reply.get("error")) if known else reply
             table.add_row(worker, text if isinstance(text, str) else json.dumps(text, sort_keys=True, default=str))
-    for column in table.columns[:3]:
+    for column in table.columns[: 3 if len(table.columns) > 2 else 1]:
         column.no_wrap = True
-    _console().print(table)
+    from rich.console import Console
+    # Replies are data, not markup: "name [rate_limit=10/s]" must print as it is.
+    Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False, markup=False).print(table)
     click.echo(f"{len(replies)} worker(s) replied.")

@@ -115,7 +115,7 @@ for _name, _help in [
         ("stats", "Worker statistics."), ("revoked", "Revoked task ids."),
         ("active_queues", "The queues a worker consumes from."), ("clock", "The worker's logical clock."),
         ("report", "Versions and settings, for bug reports."),
-        ("memsample", "Sample the resident memory of the worker's processes."),
+        ("memsample", "Sample the resident memory of the worker's main process."),
         ("objgraph", "Not supported (see docs/workers.md).")]:
     _builtin(_name, "inspect", _help)
 _builtin("registered", "inspect", "Registered tasks (with the given task attributes).",
@@ -123,7 +123,8 @@ _builtin("registered", "inspect", "Registered tasks (with the given task attribu
 _builtin("query_task", "inspect", "Running or prefetched tasks by id.", "[id1 [id2 [... [idN]]]]", variadic="ids")
 _builtin("conf", "inspect", "The worker's configuration (passwords hidden).", "[include_defaults=False]",
          args=[("with_defaults", _flag)])
-_builtin("memdump", "inspect", "Memory samples taken by memsample.", "[n_samples=10]", args=[("samples", int)])
+_builtin("memdump", "inspect", "Memory samples taken by memsample, and of every pool process now.", "[n_samples=10]",
+         args=[("samples", int)])
 _builtin("revoke", "control", "Revoke tasks by id.", "[id1 [id2 [... [idN]]]]", variadic="task_id")
 _builtin("rate_limit", "control", "Change a task's rate limit.", "<task_name> <rate_limit (e.g. 5/s | 5/m | 5/h)>",
          args=[("task_name", str), ("rate_limit", str)])

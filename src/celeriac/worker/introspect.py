@@ -38,7 +38,7 @@ def broker_info(url: str, transport_options: Any) -> dict[str, Any]:
         "transport": {"amqps": "amqp", "rediss": "redis"}.get(scheme, scheme),
         "hostname": None if sqlite else parts.hostname, "port": port,
         "userid": None if sqlite else (unquote(parts.username) if parts.username else None),
-        "virtual_host": (parts.path if sqlite else vhost) or ("/" if scheme.startswith("amqp") else None),
+        "virtual_host": vhost or ("/" if scheme.startswith("amqp") else None),  # SQLite: the file
         "ssl": scheme in ("amqps", "rediss"), "insist": False, "connect_timeout": None, "heartbeat": None,
         "login_method": None, "uri_prefix": None, "failover_strategy": None, "alternates": [],
         "transport_options": censor(dict(transport_options or {})), "url": safe_url(url),
