@@ -67,6 +67,14 @@ def replaced_by_describe(self: Task[Any, Any]) -> None:
     self.replace(describe_request.s("replacement"))
 
 
+@app.task(bind=True)
+def retried_request(self: Task[Any, Any]) -> dict[str, Any]:
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.05)
+    return {"retries": self.request.retries, "headers": self.request.headers,
+            "redelivered": self.request.delivery_info["redelivered"], "time_limit": self.request.time_limit}
+
+
 @app.task(rate_limit="100/s")
 def limited() -> str:
     return "limited"

@@ -184,6 +184,9 @@ def test_the_request_a_task_sees(capp: Any, start_worker: Any) -> None:
     # Per-call limits win over the task's, in Celery's (hard, soft) order.
     r = capp.describe_request.apply_async(time_limit=9, soft_time_limit=4).get(timeout=20)
     assert (r["timelimit"], r["time_limit"], r["soft_time_limit"]) == ([9, 4], 9, 4) and r["headers"] is None
+    # A retry keeps the custom headers and the limits; it is a new message, not a redelivery.
+    again = capp.retried_request.apply_async(headers={"trace": "t1"}, time_limit=7).get(timeout=20)
+    assert again == {"retries": 1, "headers": {"trace": "t1"}, "redelivered": False, "time_limit": 7}
     # Inside a group, and as a replacement.
     from celeriac import group
     members = group(capp.describe_request.s(i) for i in range(2)).apply_async().get(timeout=20)
