@@ -106,3 +106,27 @@ def test_request_time_limits_follow_celerys_order() -> None:
     assert Context(timelimit=None).time_limit is None and Context().soft_time_limit is None
     assert Context(timelimit=(None, 5)).soft_time_limit == 5
     assert Context(group="g").taskset == "g" and Context().replaced_task_nesting == 0
+
+
+def test_slot_info_and_totals_round_trip() -> None:
+    from celeriac.worker import slotinfo
+    from celeriac.worker.consumer import PlainSlot
+    from celeriac.worker.supervisor import SharedSlot
+
+    delivery = {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False}
+    for slot in (PlainSlot(), SharedSlot()):
+        slotinfo.write_info(slot, "t1", [1, 2], {"k": "v"}, delivery, 100, ("(1, 2)", "{'k': 'v'}"))
+        assert slotinfo.read_info(slot, "t1") == {"id": "t1", "args": [1, 2], "kwargs": {"k": "v"},
+                                                  "delivery_info": delivery}
+        assert slotinfo.read_info(slot, "t2") == {}  # the slot moved on to another task
+        big = ["x" * 100] * 100  # not encoded again: the sender's reprs stand in
+        slotinfo.write_info(slot, "t3", big, {}, delivery, 20_000, ("['xxx', ...]", "{}"))
+        assert slotinfo.read_info(slot, "t3")["args"] == "['xxx', ...]"
+        assert slotinfo.read_totals(slot) == {}
+        slotinfo.publish_totals(slot, {"a": 2, "b": 1})
+        assert slotinfo.read_totals(slot) == {"a": 2, "b": 1} and slot.totals_seq % 2 == 0
+        many = {f"task.number.{i:05d}": i for i in range(2000)}  # more names than fit: the busiest stay
+        slotinfo.publish_totals(slot, many)
+        kept = slotinfo.read_totals(slot) or {}
+        assert 0 < len(kept) < 2000 and "task.number.01999" in kept and "task.number.00000" not in kept
+    assert slotinfo.merge_totals({"a": 1}, {"a": 2, "b": 1}) == {"a": 3, "b": 1}

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import protocol
-
 INFO_SIZE = 4096
 TOTALS_SIZE = 16384
 
@@ -22,12 +20,14 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=repr).encode()
 
 
-def write_info(slot: Any, task_id: str, args: Any, kwargs: Any, delivery_info: dict[str, Any]) -> None:
-    """The running request's details; arguments too big for the slot are shown as their repr."""
+def write_info(slot: Any, task_id: str, args: Any, kwargs: Any, delivery_info: dict[str, Any],
+               message_size: int, reprs: tuple[Any, Any]) -> None:
+    """The running request's details. Arguments too big for the slot are shown as the reprs the
+    sender put in the message (`argsrepr`, `kwargsrepr`): a big message is never encoded again."""
     info = {"id": task_id, "args": args, "kwargs": kwargs, "delivery_info": delivery_info}
-    data = _encode(info)
-    if len(data) >= INFO_SIZE:
-        info["args"], info["kwargs"] = protocol._saferepr(args, 1000), protocol._saferepr(kwargs, 1000)
+    data = _encode(info) if message_size < INFO_SIZE - 256 else b""
+    if not data or len(data) >= INFO_SIZE:
+        info["args"], info["kwargs"] = (str(r)[:1000] if r is not None else None for r in reprs)
         data = _encode(info)
     slot.info = data if len(data) < INFO_SIZE else b""
 
