@@ -39,6 +39,8 @@ FLUSH_AFTER = 0.005  # seconds a finished result may wait to be written with lat
 REDELIVERED_HEADER = rejection.REDELIVERED_HEADER
 # Header keys that are the protocol's own: `request.headers` shows the others (Celery's meaning).
 _NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER}
+# What RabbitMQ (and celeriac's RabbitMQ broker) add to a message that went through the delay levels.
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-celeriac-")
 
 
 class SlotState(Protocol):
@@ -403,7 +405,8 @@ class Consumer:
             delivery_info={"routing_key": delivery.queue, "priority": delivery.priority,
                            "redelivered": delivery.deliveries > 1 or bool(headers.get(REDELIVERED_HEADER)),
                            "exchange": ""},
-            headers={k: v for k, v in headers.items() if k not in _NOT_CUSTOM} or None,
+            headers={k: v for k, v in headers.items() if k not in _NOT_CUSTOM and not k.startswith(_BROKER_HEADERS)}
+            or None,
             properties=msg.properties, replaced_task_nesting=int(headers.get("replaced_task_nesting") or 0),
             stamped_headers=list(stamped) if stamped else None,
             stamps={h: headers.get(h) for h in stamped} if stamped else None)
