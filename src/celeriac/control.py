@@ -159,6 +159,8 @@ class Inspect:
     def __init__(self, control: Control, destination: Sequence[str] | str | None, timeout: float,
                  callback: Callable[[dict[str, Any]], Any] | None = None, limit: int | None = None) -> None:
         self.control = control
+        # One name as a plain string: the answers are that worker's alone, not {name: answer} (Celery's way).
+        self._single = destination if isinstance(destination, str) else None
         self.destination = [destination] if isinstance(destination, str) else destination
         self.timeout = timeout
         self.callback = callback
@@ -171,6 +173,8 @@ class Inspect:
         merged: dict[str, Any] = {}
         for reply in replies:
             merged.update(reply)
+        if self._single is not None:
+            return merged.get(self._single)  # type: ignore[no-any-return]
         return merged or None
 
     _ask = _request

@@ -39,6 +39,8 @@ def test_custom_commands_from_python_and_the_cli(capp: Any, start_worker: Any, a
                              timeout=3.0) == [{"a@host": {"ok": "prefetch count incremented"}}]
     assert inspect._request("current_prefetch_count") == {"a@host": {"prefetch_count": 11}}
     assert inspect.stats()["a@host"]["prefetch_count"] == 11
+    # One worker named as a string: its answer alone, as in Celery.
+    assert control.inspect("a@host", timeout=3.0).ping() == {"ok": "pong"}
     # Not for this worker: nobody answers.
     assert control.broadcast("current_prefetch_count", reply=True, destination=["nobody@host"], timeout=0.5) == []
 
