@@ -109,6 +109,35 @@ class Control:
                         timeout: float = 1.0, **_ignored: Any) -> list[dict[str, Any]]:
         return self.broadcast("cancel_consumer", {"queue": queue}, destination, reply, timeout)
 
+    def terminate(self, task_id: str | Sequence[str], destination: Sequence[str] | None = None,
+                  signal: str = "SIGTERM", **kwargs: Any) -> None:
+        """Celery's shortcut for `revoke(task_id, terminate=True, signal=signal)`."""
+        self.revoke(task_id, terminate=True, signal=signal)
+
+    def autoscale(self, max: int, min: int, destination: Sequence[str] | None = None, reply: bool = True,
+                  timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Change the --autoscale range of workers started with it."""
+        return self.broadcast("autoscale", {"max": int(max), "min": int(min)}, destination, reply, timeout)
+
+    def enable_events(self, destination: Sequence[str] | None = None, reply: bool = True,
+                      timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Workers started with -E answer ok; others say to restart them with -E."""
+        return self.broadcast("enable_events", destination=destination, reply=reply, timeout=timeout)
+
+    def disable_events(self, destination: Sequence[str] | None = None, reply: bool = True,
+                       timeout: float = 1.0) -> list[dict[str, Any]]:
+        return self.broadcast("disable_events", destination=destination, reply=reply, timeout=timeout)
+
+    def heartbeat(self, destination: Sequence[str] | None = None, reply: bool = True,
+                  timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Ask workers started with -E to send a worker-heartbeat event now."""
+        return self.broadcast("heartbeat", destination=destination, reply=reply, timeout=timeout)
+
+    def pool_restart(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            "pool_restart is not supported: celeriac does not reload modules in a running worker. Restart the "
+            "worker (a warm stop loses nothing), or use --max-tasks-per-child to replace pool processes.")
+
     def known_queues(self) -> list[str]:
         queues = {self.app.conf.task_default_queue}
         queues.update(t.queue for t in self.app.tasks.values() if t.queue)

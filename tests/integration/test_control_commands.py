@@ -56,6 +56,17 @@ def test_custom_commands_from_python_and_the_cli(capp: Any, start_worker: Any, a
     assert inspect.ping() == {"a@host": {"ok": "pong"}}
     assert capp.add.delay(2, 3).get(timeout=20) == 5
 
+    # Celery's other control calls: a clear answer for what this worker cannot do.
+    assert "start it with --autoscale" in control.autoscale(4, 1, timeout=3.0)[0]["a@host"]["error"]
+    assert "restart it with -E" in control.enable_events(timeout=3.0)[0]["a@host"]["error"]
+    assert control.disable_events(timeout=3.0) == [{"a@host": {"ok": "task events already disabled"}}]
+    assert "start it with -E" in control.heartbeat(timeout=3.0)[0]["a@host"]["error"]
+    with pytest.raises(NotImplementedError, match="pool_restart is not supported"):
+        control.pool_restart()
+    out = _cli(app_env, "control", "terminate", "SIGKILL", "some-id", "--timeout", "3")
+    assert out.returncode == 0 and "revoked 1 task(s)" in out.stdout, out.stdout + out.stderr
+    assert "some-id" in inspect.revoked()["a@host"]
+
     # The command line: arguments converted with the command's declared types.
     out = _cli(app_env, "control", "increase_prefetch_count", "2", "--timeout", "3")
     assert out.returncode == 0 and "prefetch count incremented" in out.stdout, out.stdout + out.stderr
@@ -221,3 +232,12 @@ def test_reject(capp: Any, start_worker: Any, tmp_path: Path, app_env: dict[str,
     with pytest.raises((ChordError, Reject)):
         failing.get(timeout=20)
     assert capp.add.delay(1, 1).get(timeout=20) == 2  # the worker goes on
+
+
+def test_autoscale_range_changes_on_a_running_worker(capp: Any, start_worker: Any) -> None:
+    start_worker("--autoscale", "3,1", "-n", "auto@host", app="control_app")
+    control = capp.app.control
+    assert control.autoscale(5, 2, timeout=3.0) == [{"auto@host": {"ok": "autoscale now max=5 min=2"}}]
+    assert control.inspect(timeout=3.0).stats()["auto@host"]["pool"]["autoscale"] == [5, 2]
+    assert "1 <= min <= max" in control.autoscale(1, 2, timeout=3.0)[0]["auto@host"]["error"]
+    assert control.inspect(timeout=3.0).stats()["auto@host"]["pool"]["autoscale"] == [5, 2]

@@ -135,6 +135,13 @@ _builtin("pool_grow", "control", "Add pool slots.", "[N=1]", args=[("n", int)])
 _builtin("pool_shrink", "control", "Remove pool slots.", "[N=1]", args=[("n", int)])
 _builtin("add_consumer", "control", "Consume from one more queue.", "<queue>", args=[("queue", str)])
 _builtin("cancel_consumer", "control", "Stop consuming from a queue.", "<queue>", args=[("queue", str)])
+_builtin("terminate", "control", "Revoke and end running tasks.", "<signal> [id1 [id2 [... [idN]]]]",
+         args=[("signal", str)], variadic="task_id")
+_builtin("autoscale", "control", "Change the --autoscale range.", "[max [min]]", args=[("max", int), ("min", int)])
+_builtin("enable_events", "control", "Say whether task events are on (chosen at start with -E).")
+_builtin("disable_events", "control", "Say whether task events are off (chosen at start with -E).")
+_builtin("heartbeat", "control", "Send a worker-heartbeat event now (with -E).")
+_builtin("pool_restart", "control", "Not supported (restart the worker).")
 BUILTIN_COMMANDS = frozenset(Panel.meta)
 
 

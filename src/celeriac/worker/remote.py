@@ -362,6 +362,40 @@ class SupervisorControl:
         options.queues = [q for q in options.queues if q != queue]
         return {"ok": f"consuming from {', '.join(options.queues)}"}
 
+    def do_terminate(self, signal: str = "SIGTERM", task_id: Any = (), **_: Any) -> dict[str, str]:
+        return self.do_revoke(task_id, terminate=True, signal=signal)
+
+    def do_autoscale(self, max: Any = None, min: Any = None, **_: Any) -> dict[str, str]:
+        current = self.worker.options.autoscale
+        if not current:
+            return {"error": "autoscale is not enabled on this worker (start it with --autoscale MAX,MIN)"}
+        most = int(max) if max is not None else current[0]
+        least = int(min) if min is not None else current[1]
+        if not 1 <= least <= most:
+            return {"error": f"autoscale needs 1 <= min <= max, got max={most} min={least}"}
+        self.worker.options.autoscale = (most, least)
+        return {"ok": f"autoscale now max={most} min={least}"}
+
+    def do_enable_events(self, **_: Any) -> dict[str, str]:
+        if self.worker.events.enabled:
+            return {"ok": "task events already enabled"}
+        return {"error": "task events are chosen when the worker starts: restart it with -E"}
+
+    def do_disable_events(self, **_: Any) -> dict[str, str]:
+        if self.worker.events.enabled:
+            return {"error": "task events are chosen when the worker starts: restart it without -E"}
+        return {"ok": "task events already disabled"}
+
+    def do_heartbeat(self, **_: Any) -> dict[str, str]:
+        if not self.worker.events.enabled:
+            return {"error": "this worker sends no events (start it with -E)"}
+        self.worker._worker_event("worker-heartbeat")
+        return {"ok": "heartbeat sent"}
+
+    def do_pool_restart(self, **_: Any) -> dict[str, str]:
+        return {"error": "pool_restart is not supported: restart the worker (a warm stop loses nothing), or use "
+                         "--max-tasks-per-child to replace pool processes"}
+
     def do_revoke(self, task_id: Any, terminate: bool = False, signal: str | None = None,
                   **_: Any) -> dict[str, str]:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
