@@ -3,10 +3,11 @@ Celery's workers guide writes them), tasks that report their request, and tasks 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from celeriac import Celeriac, Task
+from celeriac import Celeriac, Task, signals
 from celeriac.exceptions import Reject
 from celeriac.worker.control import control_command, inspect_command
 
@@ -47,6 +48,14 @@ def echo_state(state: Any, word: str = "", more: Any = None, **extra: Any) -> di
 @control_command()
 def broken(state: Any) -> None:
     raise RuntimeError("handler failed on purpose")
+
+
+@signals.task_failure.connect
+def _record_failure(sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any) -> None:
+    path = os.environ.get("CONTROL_TEST_FAILURES")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{task_id} {type(exception).__name__}\n")
 
 
 # --- tasks ---

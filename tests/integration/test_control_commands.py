@@ -209,7 +209,9 @@ def test_the_request_a_task_sees(capp: Any, start_worker: Any) -> None:
 
 
 def test_reject(capp: Any, start_worker: Any, tmp_path: Path, app_env: dict[str, str]) -> None:
-    start_worker("-c", "1", "-n", "rej@host", app="control_app")
+    failures = tmp_path / "failures"
+    start_worker("-c", "1", "-n", "rej@host", app="control_app",
+                 env={**app_env, "CONTROL_TEST_FAILURES": str(failures)})
     # requeue=True: delivered again, and that delivery says redelivered (Celery's docs example).
     trace = tmp_path / "deliveries"
     assert capp.requeues.delay(str(trace)).get(timeout=20) == "received two times"
@@ -225,6 +227,7 @@ def test_reject(capp: Any, start_worker: Any, tmp_path: Path, app_env: dict[str,
                                if protocol.unpack(d.payload).task_id == result.id], 10,
                       message="the rejected message in the dead letters")
     assert "rejected by the task: file too big" in dead[0].reason
+    assert f"{result.id} Reject" in failures.read_text().splitlines()  # task_failure, as for any failure
     # A rejected chord member fails its chord instead of leaving it waiting.
     from celeriac import chord
     from celeriac.exceptions import ChordError
