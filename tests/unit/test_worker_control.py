@@ -109,19 +109,25 @@ def test_request_time_limits_follow_celerys_order() -> None:
 
 
 def test_slot_info_and_totals_round_trip() -> None:
+    from celeriac import protocol
     from celeriac.worker import slotinfo
     from celeriac.worker.consumer import PlainSlot
     from celeriac.worker.supervisor import SharedSlot
 
-    delivery = {"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": False}
+    accept = protocol.accepted_types(["json", "pickle"])
+    delivery = {"exchange": "", "routing_key": "celery", "priority": 3, "redelivered": True}
     for slot in (PlainSlot(), SharedSlot()):
-        slotinfo.write_info(slot, "t1", [1, 2], {"k": "v"}, delivery, 100, ("(1, 2)", "{'k': 'v'}"))
-        assert slotinfo.read_info(slot, "t1") == {"id": "t1", "args": [1, 2], "kwargs": {"k": "v"},
-                                                  "delivery_info": delivery}
-        assert slotinfo.read_info(slot, "t2") == {}  # the slot moved on to another task
-        big = ["x" * 100] * 100  # not encoded again: the sender's reprs stand in
-        slotinfo.write_info(slot, "t3", big, {}, delivery, 20_000, ("['xxx', ...]", "{}"))
-        assert slotinfo.read_info(slot, "t3")["args"] == "['xxx', ...]"
+        _, body = protocol.dumps([[1, 2], {"k": "v"}, {}], "json")
+        slotinfo.write_info(slot, "t1", delivery, protocol.JSON, body, ("(1, 2)", "{'k': 'v'}"))
+        assert slotinfo.read_info(slot, "t1", accept) == {"args": [1, 2], "kwargs": {"k": "v"},
+                                                          "delivery_info": delivery}
+        assert slotinfo.read_info(slot, "t2", accept) == {}  # the slot moved on to another task
+        _, big = protocol.dumps([["x" * 100] * 100, {}, {}], "json")  # too big: the sender's reprs stand in
+        slotinfo.write_info(slot, "t3", delivery, protocol.JSON, big, ("['xxx', ...]", "{}"))
+        assert slotinfo.read_info(slot, "t3", accept)["args"] == "['xxx', ...]"
+        ctype, pickled = protocol.dumps([[b"\x00"], {}, {}], "pickle")  # NUL bytes: reprs too
+        slotinfo.write_info(slot, "t4", delivery, ctype, pickled, ("(b'\\x00',)", "{}"))
+        assert slotinfo.read_info(slot, "t4", accept)["args"] == "(b'\\x00',)"
         assert slotinfo.read_totals(slot) == {}
         slotinfo.publish_totals(slot, {"a": 2, "b": 1})
         assert slotinfo.read_totals(slot) == {"a": 2, "b": 1} and slot.totals_seq % 2 == 0

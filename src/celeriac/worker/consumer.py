@@ -333,7 +333,7 @@ class Consumer:
         self.slot.tag = delivery.tag.encode()
         self.slot.task_id = task_id.encode()[:64]
         self.slot.task_name = name.encode()[:128]
-        slotinfo.write_info(self.slot, task_id, args, kwargs, request.delivery_info, len(delivery.payload),
+        slotinfo.write_info(self.slot, task_id, request.delivery_info, msg.content_type, msg.body,
                             (headers.get("argsrepr"), headers.get("kwargsrepr")))
         self.slot.started = time.time()
         started = time.perf_counter()

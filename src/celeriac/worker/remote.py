@@ -115,6 +115,7 @@ class SupervisorControl:
         self.clock = 0  # a logical clock: forwarded by every command this worker receives
         self._state: CommandState | None = None
         self._memsamples: list[int | None] = []
+        self._accept = protocol.accepted_types(self.app.conf.accept_content)
 
     @property
     def state(self) -> CommandState:
@@ -192,8 +193,9 @@ class SupervisorControl:
         for slot in self.worker.slots:
             task_id = bytes(slot.slot.task_id).decode()
             if task_id:
+                info = slotinfo.read_info(slot.slot, task_id, self._accept)
                 out.append(self._request_info(
-                    task_id, bytes(slot.slot.task_name).decode(), slotinfo.read_info(slot.slot, task_id),
+                    task_id, bytes(slot.slot.task_name).decode(), info,
                     time_start=slot.slot.started,
                     worker_pid=slot.process.pid if slot.process is not None else os.getpid()))
         return out
@@ -207,12 +209,11 @@ class SupervisorControl:
         if held is None:
             return None
         running = {bytes(s.slot.task_id).decode() for s in self.worker.slots}
-        accept = protocol.accepted_types(self.app.conf.accept_content)
         out = []
         for _owner, payload in held:
             try:
                 msg = protocol.unpack(payload)
-                args, kwargs, _embed = protocol.decode_body(msg, accept)
+                args, kwargs, _embed = protocol.decode_body(msg, self._accept)
             except CeleriacError:
                 continue
             if msg.task_id in running:

@@ -1,9 +1,10 @@
 """What a pool slot tells its supervisor for `inspect active` and `inspect stats`.
 
-A pool process writes two small JSON blobs into its shared slot: the request it is running
-(arguments and delivery info, as Celery's `Request.info()` gives them) and its count of
-finished tasks by name. The supervisor answers remote-control commands from them without
-asking the pool process (which may be busy in a task for hours). The counts are guarded by
+A pool process writes two small blobs into its shared slot: the request it is running (its
+message body as it came, and its delivery info: what Celery's `Request.info()` gives) and
+its count of finished tasks by name (JSON, rewritten once per batch). The supervisor
+answers remote-control commands from them without asking the pool process (which may be
+busy in a task for hours). The counts are guarded by
 a sequence number (odd while being written), so a reader never takes a half-written blob.
 """
 
@@ -12,33 +13,48 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .. import protocol
+from ..exceptions import CeleriacError
+
 INFO_SIZE = 4096
 TOTALS_SIZE = 16384
+REPRS = "x-celeriac-reprs"  # the content type of an info whose arguments are the sender's reprs
 
 
 def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=repr).encode()
 
 
-def write_info(slot: Any, task_id: str, args: Any, kwargs: Any, delivery_info: dict[str, Any],
-               message_size: int, reprs: tuple[Any, Any]) -> None:
-    """The running request's details. Arguments too big for the slot are shown as the reprs the
-    sender put in the message (`argsrepr`, `kwargsrepr`): a big message is never encoded again."""
-    info = {"id": task_id, "args": args, "kwargs": kwargs, "delivery_info": delivery_info}
-    data = _encode(info) if message_size < INFO_SIZE - 256 else b""
-    if not data or len(data) >= INFO_SIZE:
-        info["args"], info["kwargs"] = (str(r)[:1000] if r is not None else None for r in reprs)
-        data = _encode(info)
-    slot.info = data if len(data) < INFO_SIZE else b""
+def write_info(slot: Any, task_id: str, delivery_info: dict[str, Any], content_type: str, body: bytes,
+               reprs: tuple[Any, Any]) -> None:
+    """The running request's details: a few lines and the message body as it came (decoded only
+    when someone asks). A body too big for the slot, or one holding NUL bytes (which a shared
+    slot cannot keep), is replaced by the reprs the sender put in the message."""
+    head = (f"{task_id}\n{delivery_info.get('routing_key') or ''}\n{delivery_info.get('priority') or 0}\n"
+            f"{1 if delivery_info.get('redelivered') else 0}\n").encode()
+    if len(head) + len(content_type) + len(body) < INFO_SIZE - 1 and b"\0" not in body:
+        slot.info = head + content_type.encode() + b"\n" + body
+        return
+    shown = _encode([str(r)[:1000] if r is not None else None for r in reprs])
+    slot.info = (head + REPRS.encode() + b"\n" + shown)[: INFO_SIZE - 1]
 
 
-def read_info(slot: Any, task_id: str) -> dict[str, Any]:
-    """The details of `task_id` if the slot still describes it, else {}."""
+def read_info(slot: Any, task_id: str, accept: frozenset[str]) -> dict[str, Any]:
+    """{args, kwargs, delivery_info} of `task_id` if the slot still describes it, else {}."""
+    parts = bytes(slot.info).split(b"\n", 5)
+    if len(parts) != 6 or parts[0].decode(errors="replace") != task_id:
+        return {}  # the slot moved on to another task (or is being rewritten)
+    _id, queue, priority, redelivered, content_type, body = parts
     try:
-        info = json.loads(bytes(slot.info) or b"{}")
-    except ValueError:  # being rewritten for the next task
-        return {}
-    return info if isinstance(info, dict) and info.get("id") == task_id else {}
+        if content_type.decode() == REPRS:
+            args, kwargs = json.loads(body)
+        else:
+            args, kwargs = protocol.loads(body, content_type.decode(), accept)[:2]
+    except (ValueError, TypeError, CeleriacError):
+        args = kwargs = None
+    return {"args": list(args) if isinstance(args, (list, tuple)) else args, "kwargs": kwargs,
+            "delivery_info": {"exchange": "", "routing_key": queue.decode(), "priority": int(priority or 0),
+                              "redelivered": redelivered == b"1"}}
 
 
 def publish_totals(slot: Any, totals: dict[str, int]) -> None:
