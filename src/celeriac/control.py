@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal as _signal
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from .app import Celeriac
@@ -18,16 +18,23 @@ class Control:
     # --- remote control: commands through the store every worker reads ---
 
     def broadcast(self, command: str, arguments: dict[str, Any] | None = None,
-                  destination: Sequence[str] | None = None, reply: bool = False, timeout: float = 1.0,
-                  limit: int | None = None) -> list[dict[str, Any]]:
+                  destination: Sequence[str] | str | None = None, reply: bool = False, timeout: float = 1.0,
+                  limit: int | None = None, callback: Callable[[dict[str, Any]], Any] | None = None,
+                  connection: Any = None, **extra_kwargs: Any) -> list[dict[str, Any]]:
         """Send a command to every live worker (or those named in `destination`).
 
         With reply=True, wait up to `timeout` seconds for their answers: [{hostname: answer}].
-        Waiting ends early once every live worker (from heartbeats) has answered.
+        Waiting ends early once every live worker (from heartbeats) has answered. `callback`
+        is called with each {hostname: answer} as it arrives; keyword arguments beyond these
+        are the command's arguments too (as in Celery). Custom commands (registered with
+        `celeriac.worker.control.control_command` / `inspect_command`) are sent the same way.
         """
         reply_id = uuid.uuid4().hex if reply else None
         backend = self.app.backend
-        backend.control_send({"command": command, "arguments": arguments or {},
+        if isinstance(destination, str):
+            destination = [destination]
+        arguments = {**(arguments or {}), **extra_kwargs}
+        backend.control_send({"command": command, "arguments": arguments,
                               "destination": list(destination) if destination else None,
                               "reply_id": reply_id, "sent": time.time()}, expires_in=max(10.0, timeout * 3))
         if reply_id is None:
@@ -37,8 +44,13 @@ class Control:
             expected = min(expected, limit) if expected else limit
         deadline = time.monotonic() + timeout
         replies: list[dict[str, Any]] = []
+        told = 0
         while True:
             replies = backend.control_replies(reply_id)
+            if callback is not None:
+                for answer in replies[told:]:
+                    callback({answer["hostname"]: answer["reply"]})
+                told = len(replies)
             if (expected and len(replies) >= expected) or time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
@@ -52,8 +64,10 @@ class Control:
         names = {str(info.get("hostname")) for info in live.values()}
         return len([n for n in names if not destination or n in destination])
 
-    def inspect(self, destination: Sequence[str] | None = None, timeout: float = 1.0) -> "Inspect":
-        return Inspect(self, destination, timeout)
+    def inspect(self, destination: Sequence[str] | str | None = None, timeout: float = 1.0,
+                callback: Callable[[dict[str, Any]], Any] | None = None, limit: int | None = None,
+                connection: Any = None) -> "Inspect":
+        return Inspect(self, destination, timeout, callback, limit)
 
     def ping(self, destination: Sequence[str] | None = None, timeout: float = 1.0) -> list[dict[str, Any]]:
         return self.broadcast("ping", destination=destination, reply=True, timeout=timeout)
@@ -94,6 +108,35 @@ class Control:
     def cancel_consumer(self, queue: str, destination: Sequence[str] | None = None, reply: bool = True,
                         timeout: float = 1.0, **_ignored: Any) -> list[dict[str, Any]]:
         return self.broadcast("cancel_consumer", {"queue": queue}, destination, reply, timeout)
+
+    def terminate(self, task_id: str | Sequence[str], destination: Sequence[str] | None = None,
+                  signal: str = "SIGTERM", **kwargs: Any) -> None:
+        """Celery's shortcut for `revoke(task_id, terminate=True, signal=signal)`."""
+        self.revoke(task_id, terminate=True, signal=signal)
+
+    def autoscale(self, max: int, min: int, destination: Sequence[str] | None = None, reply: bool = True,
+                  timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Change the --autoscale range of workers started with it."""
+        return self.broadcast("autoscale", {"max": int(max), "min": int(min)}, destination, reply, timeout)
+
+    def enable_events(self, destination: Sequence[str] | None = None, reply: bool = True,
+                      timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Workers started with -E answer ok; others say to restart them with -E."""
+        return self.broadcast("enable_events", destination=destination, reply=reply, timeout=timeout)
+
+    def disable_events(self, destination: Sequence[str] | None = None, reply: bool = True,
+                       timeout: float = 1.0) -> list[dict[str, Any]]:
+        return self.broadcast("disable_events", destination=destination, reply=reply, timeout=timeout)
+
+    def heartbeat(self, destination: Sequence[str] | None = None, reply: bool = True,
+                  timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Ask workers started with -E to send a worker-heartbeat event now."""
+        return self.broadcast("heartbeat", destination=destination, reply=reply, timeout=timeout)
+
+    def pool_restart(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            "pool_restart is not supported: celeriac does not reload modules in a running worker. Restart the "
+            "worker (a warm stop loses nothing), or use --max-tasks-per-child to replace pool processes.")
 
     def known_queues(self) -> list[str]:
         queues = {self.app.conf.task_default_queue}
@@ -155,46 +198,89 @@ class Control:
 
 class Inspect:
     """`app.control.inspect()`: questions to the workers; each method returns {hostname: answer},
-    or None when no worker answered in time (as in Celery)."""
+    or None when no worker answered in time (as in Celery). The answers carry Celery's fields
+    (docs/workers.md lists them)."""
 
-    def __init__(self, control: Control, destination: Sequence[str] | None, timeout: float) -> None:
+    def __init__(self, control: Control, destination: Sequence[str] | str | None, timeout: float,
+                 callback: Callable[[dict[str, Any]], Any] | None = None, limit: int | None = None) -> None:
         self.control = control
-        self.destination = destination
+        # One name as a plain string: the answers are that worker's alone, not {name: answer} (Celery's way).
+        self._single = destination if isinstance(destination, str) else None
+        self.destination = [destination] if isinstance(destination, str) else destination
         self.timeout = timeout
+        self.callback = callback
+        self.limit = limit
 
-    def _ask(self, command: str, **arguments: Any) -> dict[str, Any] | None:
-        replies = self.control.broadcast(command, arguments, self.destination, reply=True, timeout=self.timeout)
+    def _request(self, command: str, **arguments: Any) -> dict[str, Any] | None:
+        """Ask any inspect command by name, your own ones included: `inspect()._request("my_command")`."""
+        replies = self.control.broadcast(command, arguments, self.destination, reply=True, timeout=self.timeout,
+                                         limit=self.limit, callback=self.callback)
         merged: dict[str, Any] = {}
         for reply in replies:
             merged.update(reply)
+        if self._single is not None:
+            return merged.get(self._single)  # type: ignore[no-any-return]
         return merged or None
 
-    def ping(self) -> dict[str, Any] | None:
-        return self._ask("ping")
+    _ask = _request
 
-    def active(self) -> dict[str, Any] | None:
-        """Tasks running now, per worker."""
-        return self._ask("active")
+    def ping(self, destination: Sequence[str] | None = None) -> dict[str, Any] | None:
+        return self._request("ping")
 
-    def reserved(self) -> dict[str, Any] | None:
-        """Tasks a worker has fetched and not started yet."""
-        return self._ask("reserved")
+    def active(self, safe: bool | None = None) -> dict[str, Any] | None:
+        """Tasks running now, per worker: [{id, name, args, kwargs, type, hostname, time_start,
+        acknowledged, delivery_info, worker_pid}]."""
+        return self._request("active", safe=safe)
 
-    def scheduled(self) -> dict[str, Any] | None:
+    def reserved(self, safe: bool | None = None) -> dict[str, Any] | None:
+        """Tasks a worker has fetched and not started yet (same fields as active)."""
+        return self._request("reserved")
+
+    def scheduled(self, safe: bool | None = None) -> dict[str, Any] | None:
         """Tasks with an ETA held by a worker: always empty lists in celeriac (ETA tasks wait in the
         broker, not in a worker's memory)."""
-        return self._ask("scheduled")
+        return self._request("scheduled")
 
-    def registered(self) -> dict[str, Any] | None:
-        return self._ask("registered")
+    def registered(self, *taskinfoitems: str) -> dict[str, Any] | None:
+        """Registered task names; with attribute names, "name [attr=value ...]" for those set."""
+        return self._request("registered", taskinfoitems=list(taskinfoitems))
 
     registered_tasks = registered
 
     def stats(self) -> dict[str, Any] | None:
-        return self._ask("stats")
+        return self._request("stats")
 
     def revoked(self) -> dict[str, Any] | None:
-        return self._ask("revoked")
+        return self._request("revoked")
 
     def active_queues(self) -> dict[str, Any] | None:
-        return self._ask("active_queues")
+        return self._request("active_queues")
+
+    def clock(self) -> dict[str, Any] | None:
+        """Each worker's logical clock: {hostname: {"clock": n}}."""
+        return self._request("clock")
+
+    def report(self) -> dict[str, Any] | None:
+        """Versions, platform and settings of each worker, for bug reports: {hostname: {"ok": text}}."""
+        return self._request("report")
+
+    def conf(self, with_defaults: bool = False) -> dict[str, Any] | None:
+        """Each worker's settings (changed ones, or all with with_defaults=True); secrets masked."""
+        return self._request("conf", with_defaults=with_defaults)
+
+    def query_task(self, *ids: Any) -> dict[str, Any] | None:
+        """{hostname: {task id: [state, request]}} for the given ids a worker runs ("active") or
+        holds ("reserved")."""
+        if ids and isinstance(ids[0], (list, tuple)):
+            ids = tuple(ids[0])
+        return self._request("query_task", ids=[str(i) for i in ids])
+
+    def memsample(self) -> dict[str, Any] | None:
+        return self._request("memsample")
+
+    def memdump(self, samples: int = 10) -> dict[str, Any] | None:
+        return self._request("memdump", samples=samples)
+
+    def objgraph(self, type: str = "Request", n: int = 200, max_depth: int = 10) -> dict[str, Any] | None:
+        """Not supported: every worker answers with an error that says why."""
+        return self._request("objgraph", type=type, num=n, max_depth=max_depth)

@@ -40,7 +40,14 @@ class RetryPolicy:
 
 
 class Context:
-    """The request of the running task (`self.request` in a bound task)."""
+    """The request of the running task (`self.request` in a bound task), with Celery's names.
+
+    `timelimit` is the message's `(hard, soft)` pair as Celery's protocol has it;
+    `time_limit` / `soft_time_limit` are its two halves (None when the message set none: the
+    task's own limits or the worker's settings apply then). `headers` holds only the custom
+    headers (not the protocol's own keys), or None when there are none, as in Celery.
+    `delivery_info` is `{exchange, routing_key, priority, redelivered}`.
+    """
 
     id: str | None = None
     task: str | None = None
@@ -59,7 +66,10 @@ class Context:
     correlation_id: str | None = None
     reply_to: str | None = None
     origin: str | None = None
+    shadow: str | None = None
     timelimit: tuple[float | None, float | None] = (None, None)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
     callbacks: Any = None
     errbacks: Any = None
     chain: Any = None
@@ -68,17 +78,30 @@ class Context:
     delivery_info: dict[str, Any] = {}
     headers: dict[str, Any] | None = None
     properties: dict[str, Any] = {}
+    replaced_task_nesting: int = 0
+    stamped_headers: list[str] | None = None  # canvas stamping: the names of the stamps
+    stamps: dict[str, Any] | None = None  # canvas stamping: {name: value}
+    logfile: str | None = None
+    loglevel: int | None = None
+    utc: bool | None = None
     replaced_by: Any = None
     argsrepr: str | None = None
     kwargsrepr: str | None = None
-    stamped_headers: list[str] | None = None  # canvas stamping: the names of the stamps
-    stamps: dict[str, Any] | None = None  # canvas stamping: {name: value}
     retry_policy: RetryPolicy | None = None
     date_started: str | None = None  # ISO time this run began (stored with result_extended)
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []
         self.__dict__.update(fields)
+        if "timelimit" in fields:  # Celery's order: (hard, soft)
+            hard, soft = (list(fields["timelimit"] or ()) + [None, None])[:2]
+            self.__dict__.setdefault("time_limit", hard)
+            self.__dict__.setdefault("soft_time_limit", soft)
+
+    @property
+    def taskset(self) -> str | None:
+        """Celery's old name for `group`."""
+        return self.group
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
@@ -248,8 +271,9 @@ class Task(Generic[P, R]):
         from .exceptions import Replaced
         request = self.request
         if request.called_directly or request.is_eager:
-            raise Replaced(sig.apply().get())
-        request.replaced_by = placed_replacement_messages(self.app, sig, request)
+            raise Replaced(sig.apply().get())  # on_replace was handed a Signature already
+        request.replaced_by = _nested(placed_replacement_messages(self.app, sig, request),
+                                      request.replaced_task_nesting + 1)
         raise Replaced()
 
     def add_to_chord(self, sig: Any, lazy: bool = False) -> Any:
@@ -362,6 +386,18 @@ class AsyncTask(Task[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:  # type: ignore[override]
         return self.run(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+def _nested(messages: list[Any], depth: int) -> list[Any]:
+    """The replacement's messages carry how deep in replacements they are (`request.replaced_task_nesting`)."""
+    from dataclasses import replace
+    from .protocol import pack, unpack
+    out = []
+    for outgoing in messages:
+        msg = unpack(outgoing.payload)
+        msg.headers["replaced_task_nesting"] = depth
+        out.append(replace(outgoing, payload=pack(msg)))
+    return out
 
 
 def current_task() -> Task[Any, Any] | None:

@@ -52,6 +52,6 @@ def test_time_limit_precedence() -> None:
 
     assert limits_for(plain, Context(timelimit=(None, None)), app.conf) == (90, 100)
     assert limits_for(own, Context(timelimit=(None, None)), app.conf) == (90, 10)
-    assert limits_for(own, Context(timelimit=[1.5, 2]), app.conf) == (1.5, 2)
+    assert limits_for(own, Context(timelimit=[2, 1.5]), app.conf) == (1.5, 2)  # (hard, soft) as Celery sends
     app.conf.task_time_limit = app.conf.task_soft_time_limit = None
     assert limits_for(plain, Context(timelimit=None), app.conf) == (None, None)

@@ -482,8 +482,8 @@ class Celeriac:
         if ignore_result is None:
             ignore_result = bool(task.ignore_result if task and task.ignore_result is not None
                                  else self.conf.task_ignore_result)
-        timelimit = (_first(soft_time_limit, task.soft_time_limit if task else None),
-                     _first(time_limit, task.time_limit if task else None))
+        timelimit = (_first(time_limit, task.time_limit if task else None),  # (hard, soft): Celery's order
+                     _first(soft_time_limit, task.soft_time_limit if task else None))
         msg = protocol.build_task_message(
             task_id, name, args, kwargs,
             serializer=serializer or (task.serializer if task and task.serializer else None)

@@ -21,7 +21,7 @@ from ..backends.base import ChordPart
 from ..exceptions import (ContentDisallowed, DecodeError, NotRegistered, OperationalError,
                           TaskRevokedError, TimeLimitExceeded, WorkerLostError)
 from ..task import Context, Task
-from . import workflow
+from . import rejection, slotinfo, workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
 from .ratelimit import defer_if_limited
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 FLUSH_AFTER = 0.005  # seconds a finished result may wait to be written with later ones
+REDELIVERED_HEADER = rejection.REDELIVERED_HEADER
+# Header keys that are the protocol's own: `request.headers` shows the others (Celery's meaning).
+_NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER}
 
 
 class SlotState(Protocol):
@@ -51,6 +54,9 @@ class SlotState(Protocol):
     thread_ident: int
     processed: int
     events_dropped: int
+    info: bytes  # the running request's details (slotinfo.py), for `inspect active`
+    totals: bytes  # finished tasks by name, for `inspect stats`
+    totals_seq: int
 
 
 @dataclass
@@ -65,6 +71,9 @@ class PlainSlot:
     thread_ident: int = 0
     processed: int = 0
     events_dropped: int = 0
+    info: bytes = b""
+    totals: bytes = b""
+    totals_seq: int = 0
 
 
 @dataclass
@@ -190,6 +199,8 @@ class Consumer:
         self.default_rate_limit = app.conf.task_default_rate_limit
         self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
         self.events = events  # None unless task events are on (-E)
+        self.totals: dict[str, int] = {}  # finished tasks by name, for `inspect stats`
+        self._totals_shown = 0
 
     def stop(self) -> None:
         self.stopping = True
@@ -225,6 +236,9 @@ class Consumer:
                 continue
             if deliveries:
                 self.handle_batch(deliveries)
+            if self._totals_shown != self.processed:
+                self._totals_shown = self.processed
+                slotinfo.publish_totals(self.slot, dict(self.totals))
         if self.async_runner is not None:
             self.async_runner.drain()
 
@@ -330,6 +344,8 @@ class Consumer:
         self.slot.tag = delivery.tag.encode()
         self.slot.task_id = task_id.encode()[:64]
         self.slot.task_name = name.encode()[:128]
+        slotinfo.write_info(self.slot, task_id, request.delivery_info, msg.content_type, msg.body,
+                            (headers.get("argsrepr"), headers.get("kwargsrepr")))
         self.slot.started = time.time()
         started = time.perf_counter()
         if task.is_async:  # thread pool without a loop: run it to completion here
@@ -392,14 +408,17 @@ class Consumer:
             hostname=self.hostname, root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
             group=headers.get("group"), group_index=headers.get("group_index"),
             correlation_id=msg.properties.get("correlation_id", task_id),
-            reply_to=msg.properties.get("reply_to"), origin=headers.get("origin"),
+            reply_to=msg.properties.get("reply_to"), origin=headers.get("origin"), shadow=headers.get("shadow"),
             timelimit=tuple(headers.get("timelimit") or (None, None)),
             callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"), chain=embed.get("chain"),
             chord=embed.get("chord"), ignore_result=bool(headers.get("ignore_result")),
             delivery_info={"routing_key": delivery.queue, "priority": delivery.priority,
-                           "redelivered": delivery.deliveries > 1, "exchange": ""},
-            headers=headers, properties=msg.properties, stamped_headers=headers.get("stamped_headers"),
-            stamps=headers.get("stamps"), argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr"))
+                           "redelivered": delivery.deliveries > 1 or bool(headers.get(REDELIVERED_HEADER)),
+                           "exchange": ""},
+            headers={k: v for k, v in headers.items() if k not in _NOT_CUSTOM} or None,
+            properties=msg.properties, replaced_task_nesting=int(headers.get("replaced_task_nesting") or 0),
+            stamped_headers=headers.get("stamped_headers"), stamps=headers.get("stamps"),
+            argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr"))
 
     def _unknown(self, batch: Batch, delivery: Delivery, task_id: str, name: str, msg: Any) -> None:
         if name not in self._unknown_logged:
@@ -458,6 +477,7 @@ class Consumer:
         state = outcome.state
         self.processed += 1
         self.slot.processed += 1
+        self.totals[task.name] = self.totals.get(task.name, 0) + 1
         flows = workflow.in_workflow(request)
         record: StoredResult | None = None
         if self.events is not None:
@@ -495,14 +515,11 @@ class Consumer:
                 self._store(batch, task_id, state, outcome.exc, request=request, task=task,
                             traceback=outcome.einfo.traceback)
         elif state == states.REJECTED:
-            reject = outcome.exc
-            if getattr(reject, "requeue", False):
-                batch.releases.append(delivery)
-            else:
-                batch.dead.append((delivery, f"rejected by the task: {getattr(reject, 'reason', reject)}"))
-            if signals.task_rejected.receivers:
-                signals.task_rejected.send(sender=task, message=delivery, exc=reject)
-            batch.mark()
+            assert outcome.exc is not None
+            if getattr(outcome.exc, "requeue", False):
+                rejection.requeue(self, task, request, delivery, outcome.exc, batch)
+                return
+            rejection.for_good(self, task, request, delivery, outcome.exc, batch, ignore)
             return
         elif state == states.IGNORED and request.replaced_by:
             # Task.replace(): the replacement goes out with this message's ack.
@@ -530,7 +547,10 @@ class Consumer:
         elif state == states.RETRY:
             send("task-retried", uuid=task_id, exception=repr(outcome.exc), traceback=traceback)
         elif state == states.REJECTED:
-            send("task-rejected", uuid=task_id, requeue=bool(getattr(outcome.exc, "requeue", False)))
+            requeue = bool(getattr(outcome.exc, "requeue", False))
+            if not requeue:  # it ends FAILURE: task-failed, then task-rejected (Celery's order)
+                send("task-failed", uuid=task_id, exception=repr(outcome.exc), traceback=None, runtime=runtime)
+            send("task-rejected", uuid=task_id, requeue=requeue)
         self.slot.events_dropped = self.events.dropped
 
     def _storer(self, batch: Batch) -> workflow.StoreFn:

@@ -38,7 +38,7 @@ def limits_for(task: "Task[Any, Any]", request: "Context", conf: Any) -> tuple[f
     override = TIME_LIMIT_OVERRIDES.get(task.name)
     if override is not None:
         return _positive(override[0]), _positive(override[1])
-    soft, hard = (list(request.timelimit or ()) + [None, None])[:2]
+    hard, soft = (list(request.timelimit or ()) + [None, None])[:2]  # the message's (hard, soft), as Celery's
     soft = _positive(soft if soft is not None else task.soft_time_limit
                      if task.soft_time_limit is not None else conf.task_soft_time_limit)
     hard = _positive(hard if hard is not None else task.time_limit

@@ -27,6 +27,7 @@ from ..exceptions import OperationalError
 from .aio import AsyncRunner
 from .consumer import Consumer, PlainSlot
 from .limits import HARD_LIMIT_EXIT_CODE, ProcessLimiter, ThreadLimiter
+from . import slotinfo
 from .remote import ProcessControl, SupervisorControl
 from .revocations import Revocations
 
@@ -45,7 +46,8 @@ class SharedSlot(ctypes.Structure):
                 ("async_running", ctypes.c_int), ("hard_deadline", ctypes.c_double),
                 ("task_id", ctypes.c_char * 64), ("task_name", ctypes.c_char * 128),
                 ("thread_ident", ctypes.c_ulonglong), ("processed", ctypes.c_long),
-                ("events_dropped", ctypes.c_long)]
+                ("events_dropped", ctypes.c_long), ("info", ctypes.c_char * slotinfo.INFO_SIZE),
+                ("totals", ctypes.c_char * slotinfo.TOTALS_SIZE), ("totals_seq", ctypes.c_long)]
 
 
 # How long past a hard time limit the supervisor waits for the pool process's own watchdog
@@ -102,6 +104,7 @@ class Worker:
         self._last_scale_check = 0.0
         self._idle_since = time.monotonic()
         self._retired_processed = 0
+        self._retired_totals: dict[str, int] = {}
         self._terminated: set[int] = set()
         self._beat: Any = None
         from ..events import EventDispatcher
@@ -132,6 +135,18 @@ class Worker:
     def processed_total(self) -> int:
         return self._retired_processed + sum(int(s.slot.processed) for s in self.slots)
 
+    def totals_by_name(self) -> dict[str, int]:
+        """Finished tasks by name, over every pool slot this worker has had."""
+        totals = dict(self._retired_totals)
+        for slot in self.slots + self._retiring:
+            slotinfo.merge_totals(totals, slotinfo.read_totals(slot.slot) or {})
+        return totals
+
+    def _retire_counts(self, slot: PoolSlot) -> None:
+        """A slot that ended keeps counting in the worker's totals."""
+        self._retired_processed += int(slot.slot.processed)
+        slotinfo.merge_totals(self._retired_totals, slotinfo.read_totals(slot.slot) or {})
+
     def grow(self, n: int) -> int:
         for _ in range(max(0, n)):
             index = max([s.index for s in self.slots] + [s.index for s in self._retiring] + [-1]) + 1
@@ -153,7 +168,7 @@ class Worker:
         for slot in list(self._retiring):
             if not self._alive(slot):
                 self._retiring.remove(slot)
-                self._retired_processed += int(slot.slot.processed)
+                self._retire_counts(slot)
                 self._requeue(slot, None)  # normally nothing is left: it gave its messages back
 
     def _start_slot(self, index: int, generation: int) -> PoolSlot:
@@ -411,6 +426,7 @@ class Worker:
                 slot.thread is not None and slot.thread.is_alive())
             if alive or self._stop_requested:
                 continue
+            self._retire_counts(slot)
             exitcode = slot.process.exitcode if slot.process is not None else None
             running = bytes(slot.slot.tag).decode() or None
             if exitcode == RECYCLED_EXIT_CODE and not self._stop_requested:  # max tasks / memory per child
