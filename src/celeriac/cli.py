@@ -124,10 +124,13 @@ def _apply_config_module(app: Celeriac, module_name: str) -> None:
 
 # --- worker ---
 
+# Celery's green pools are accepted as names only, to answer with what to use instead.
+_POOL_NAMES = ["process", "prefork", "thread", "threads", "solo", "eventlet", "gevent"]
+
 @main.command()
 @click.option("-l", "--loglevel", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING, ERROR.")
 @click.option("-c", "--concurrency", type=int, default=None, help="Pool size (default: number of CPUs).")
-@click.option("-P", "--pool", type=click.Choice(["process", "prefork", "thread", "threads", "solo"]),
+@click.option("-P", "--pool", type=click.Choice(_POOL_NAMES),
               default=None, help="process (default), thread or solo.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume (default: celery).")
 @click.option("-n", "--hostname", default=None, help="Node name (default: celeriac@HOST).")
@@ -168,6 +171,10 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     setup_worker_logging(loglevel, conf.worker_log_format)
     app.import_default_modules()
     app.finalize()
+    if pool in ("eventlet", "gevent"):  # Celery's green pools: named, with what to use instead
+        raise AppLoadError(f"-P {pool} is not available in celeriac: write I/O-bound tasks as `async def` "
+                           "(many run at once on each pool process's event loop) or use -P thread; "
+                           "see docs/workers.md#async-def-tasks")
     pool_name = {"prefork": "process", "threads": "thread"}.get(pool or "", pool or conf.worker_pool)
     size = 1 if pool_name == "solo" else (concurrency or conf.worker_concurrency or os.cpu_count() or 1)
     scale = _autoscale_option(autoscale) if autoscale and pool_name != "solo" else None

@@ -179,3 +179,13 @@ def test_call_with_a_bad_eta_is_a_one_line_error(tmp_path: Path, env: dict[str, 
     assert "Traceback" not in proc.stderr
     lines = error_lines(proc)
     assert len(lines) <= 3 and "--eta" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("pool", ["eventlet", "gevent"])
+def test_celerys_green_pools_are_a_one_line_error_saying_what_to_use(tmp_path: Path, env: dict[str, str],
+                                                                      pool: str) -> None:
+    app = write_app(tmp_path)
+    proc = run(tmp_path, env, "-A", app, "worker", "-P", pool)
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and f"-P {pool} is not available" in lines[0] and "async def" in lines[0], lines
