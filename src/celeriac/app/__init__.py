@@ -553,7 +553,8 @@ class Celeriac:
             extra_headers=request.headers)
         if signals.before_task_publish.receivers:  # a retry is a publish too (tracing, user hooks)
             signals.before_task_publish.send(sender=task.name, body=msg.body, headers=msg.headers,
-                                             properties=msg.properties, routing_key=queue, exchange="")
+                                             properties=msg.properties, routing_key=queue, exchange="",
+                                             declare=[], retry_policy=self.conf.task_publish_retry_policy)
         return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch)
 
     # --- results ---
