@@ -16,10 +16,16 @@ from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
                                      STORE_RESULTS)
+from .. import states
 from ..exceptions import OperationalError
 from .base import ChordPart, ResultStore, StoredResult
 
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
+
+
+def celery_key(task_id: str) -> str:
+    """Where Celery's Redis result backend keeps a task's meta (and the channel it publishes on)."""
+    return f"celery-task-meta-{task_id}"
 
 
 class RedisResultStore(ResultStore):
@@ -36,11 +42,13 @@ class RedisResultStore(ResultStore):
         self._reserve_rate_slot = Script(self.client, RESERVE_RATE_SLOT)
         self._control_send = Script(self.client, CONTROL_SEND)
         self._revoked_since = Script(self.client, REVOKED_SINCE)
+        # Also Celery's result keys (celery-task-meta-<id>), while Celery processes share the server.
+        self.celery = bool(self.options.get("celery_results"))
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
             return
-        args: list[Any] = [self.keys.prefix]
+        args: list[Any] = [self.keys.prefix, "1" if self.celery else ""]
         for r in results:
             args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
         guarded(self.url, "store results", lambda: self._store(args))
@@ -50,10 +58,10 @@ class RedisResultStore(ResultStore):
             return {}
         if len(task_ids) == 1:  # the common case (ready()/state): two plain commands, one round trip
             task_id = task_ids[0]
-            done, meta = guarded(self.url, "read a result", functools.partial(
+            done, meta, celery = guarded(self.url, "read a result", functools.partial(
                 pipelined, self.client, ("LINDEX", self.keys.done(task_id), 0),
-                ("HGET", self.keys.result(task_id), "meta")))
-            data = done or meta
+                ("HGET", self.keys.result(task_id), "meta"), ("GET", celery_key(task_id))))
+            data = done or meta or celery  # the last: written by a Celery worker
             return {task_id: self.decode(data)} if data else {}
         out: dict[str, dict[str, Any]] = {}
         ids = list(task_ids)
@@ -67,6 +75,7 @@ class RedisResultStore(ResultStore):
         deadline = time.monotonic() + timeout
         done = self.keys.done(task_id)
         backoff = 0.05
+        poll = 0.02  # Celery's workers ring only their pub/sub channel: look at their key now and then
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0.001:
@@ -75,6 +84,11 @@ class RedisResultStore(ResultStore):
                 except OperationalError:
                     return None
             block = min(remaining, _BLOCK_CHUNK)
+            if self.celery:
+                found = self._celery_final(task_id)
+                if found is not None:
+                    return found
+                block, poll = min(block, poll), min(poll * 2, 0.25)
             try:
                 data = guarded(self.url, "wait for a result", functools.partial(
                     self.client.blmove, done, done, block, "RIGHT", "RIGHT"))
@@ -88,6 +102,14 @@ class RedisResultStore(ResultStore):
             if data is not None:
                 return self.decode(data)
             backoff = 0.05
+
+    def _celery_final(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            data = guarded(self.url, "read a result", functools.partial(self.client.get, celery_key(task_id)))
+        except OperationalError:
+            return None  # the blocking wait below rides out the outage
+        meta = self.decode(data) if data else None
+        return meta if meta is not None and meta.get("status") in states.READY_STATES else None
 
     def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
         args: list[Any] = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0]
@@ -176,7 +198,7 @@ class RedisResultStore(ResultStore):
         return found, cursor
 
     def forget(self, task_ids: Sequence[str]) -> None:
-        keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t))]
+        keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t), celery_key(t))]
         if keys:
             guarded(self.url, "forget results", lambda: self.client.delete(*keys))
 

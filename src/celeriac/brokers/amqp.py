@@ -93,6 +93,7 @@ class AMQPBroker(Broker):
         self._by_generation: dict[int, _Link] = {}
         self._generations = itertools.count(1)
         self._lock = threading.Lock()
+        self.wire = frozenset(self.options.get("celery_wire_queues") or ())
         import atexit
         atexit.register(self.close)  # a client's connection is closed, not dropped, when it exits
 
@@ -192,8 +193,9 @@ class AMQPBroker(Broker):
             if exc.reply_code == 406 and "x-max-priority" in str(exc.reply_text):
                 raise OperationalError(
                     f"a queue exists on {self.safe_url} with other arguments than celeriac's durable priority "
-                    f"queue (was it declared by another program?): {exc.reply_text}. Delete it, or use "
-                    "another queue name") from exc
+                    f"queue (was it declared by another program, such as Celery?): {exc.reply_text}. List the "
+                    "queue in celery_wire_queues to share it with Celery, delete it, or use another queue "
+                    "name (docs/celery-interop.md)") from exc
             raise OperationalError(f"RabbitMQ at {self.safe_url} closed the channel during {what}: "
                                    f"{exc.reply_code} {exc.reply_text}") from exc
         except (pika.exceptions.AMQPError, OSError) as exc:
@@ -203,8 +205,28 @@ class AMQPBroker(Broker):
 
     def _declare(self, link: _Link, queue: str) -> None:
         if queue not in link.declared:
-            link.confirm.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
+            if queue in self.wire:
+                self._declare_wire(link, queue)
+            else:
+                link.confirm.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
             link.declared.add(queue)
+
+    def _declare_wire(self, link: _Link, queue: str) -> None:
+        """A queue shared with Celery (docs/celery-interop.md): used as it is when it exists (Celery
+        made it, or an older celeriac with priorities), else declared exactly as Celery declares
+        it - durable, no arguments (x-max-priority only with task_queue_max_priority, as Celery) -
+        so that Celery's own declaration, before or after ours, never clashes."""
+        probe = link.conn.channel()
+        try:
+            probe.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            limit = self.options.get("queue_max_priority")
+            link.confirm.queue_declare(queue, durable=True,
+                                       arguments={"x-max-priority": int(limit)} if limit else None)
+        else:
+            probe.close()
 
     # --- the delay levels ---
 
@@ -315,9 +337,25 @@ class AMQPBroker(Broker):
             while link.buffer and len(out) < limit:
                 method, props, body = link.buffer.popleft()
                 delivery = self._delivery(link, method, props, body, owner)
-                if delivery is not None:
+                if delivery is not None and not self._deferred(link, method, props, delivery):
                     out.append(delivery)
         return out
+
+    def _deferred(self, link: _Link, method: Any, props: Any, delivery: Delivery) -> bool:
+        """A message whose `eta` is still ahead (a Celery client sends its countdown that way,
+        straight to the queue) walks the delay levels instead of waiting in a worker's memory."""
+        eta_text = (props.headers or {}).get("eta")
+        if isinstance(eta_text, bytes):
+            eta_text = eta_text.decode()
+        try:
+            eta = protocol.iso_to_epoch(eta_text) if isinstance(eta_text, str) else None
+        except ValueError:
+            return False  # not a date: the worker runs it now, as Celery would
+        if eta is None or eta <= time.time() + DELAY_UNIT:
+            return False
+        self._publish_confirmed(link, Outgoing(delivery.queue, delivery.payload, delivery.priority, eta))
+        link.consume.basic_ack(method.delivery_tag)
+        return True
 
     def _delivery(self, link: _Link, method: Any, props: Any, body: bytes, owner: str) -> Delivery | None:
         headers = dict(props.headers or {})

@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from typing import Any, Sequence
 
-from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix
+from .. import protocol
+from ..exceptions import DecodeError
+
+from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
+                      pipelined)
 from . import redis_scripts as lua
 from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
 
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
+KOMBU_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
+KOMBU_STEPS = (0, 3, 6, 9)
+
+
+def kombu_list(queue: str, celeriac_priority: int) -> str:
+    """The kombu list a Celery worker reads for this celeriac priority (kombu: 0 is first)."""
+    kombu_priority = 9 - clamp_priority(celeriac_priority)
+    step = max(s for s in KOMBU_STEPS if s <= kombu_priority)
+    return queue if step == 0 else f"{queue}{KOMBU_SEP}{step}"
 
 
 class RedisBroker(Broker):
@@ -38,36 +52,106 @@ class RedisBroker(Broker):
         self._purge = Script(self.client, lua.PURGE)
         self._sizes = Script(self.client, lua.SIZES)
         self._requeue_dead = Script(self.client, lua.REQUEUE_DEAD)
+        self._defer = Script(self.client, lua.DEFER)
+        # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
+        self.wire = frozenset(self.options.get("celery_wire_queues") or ())
+        self.wire_poll = float(self.options.get("celery_wire_poll_interval", 0.1))
 
     def _run(self, what: str, script: Any, args: list[Any]) -> Any:
         return guarded(self.url, what, lambda: script(args))
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
-        for start in range(0, len(messages), _CHUNK):
+        native, kombu = self._split_wire(messages)
+        if kombu:
+            self._publish_kombu(kombu)
+        for start in range(0, len(native), _CHUNK):
             args: list[Any] = [self._p]
-            for m in messages[start:start + _CHUNK]:
+            for m in native[start:start + _CHUNK]:
                 args += [m.queue, clamp_priority(m.priority), int(m.eta * 1000) if m.eta else 0, m.payload]
             self._run("publish", self._publish, args)
 
+    def _split_wire(self, messages: Sequence[Outgoing]) -> tuple[list[Outgoing], list[tuple[str, str, bytes]]]:
+        """Messages for Celery's wire queues become kombu envelopes on kombu's lists, so a Celery
+        worker can take them too; an ETA travels in the `eta` header, as Celery's clients send
+        it. Bytes that are not a task message stay in celeriac's layout (the worker dead-letters them)."""
+        if not self.wire:
+            return list(messages), []
+        native: list[Outgoing] = []
+        kombu: list[tuple[str, str, bytes]] = []
+        for m in messages:
+            if m.queue not in self.wire:
+                native.append(m)
+                continue
+            try:
+                msg = protocol.unpack(m.payload)
+            except DecodeError:
+                native.append(m)
+                continue
+            if m.eta and not msg.headers.get("eta"):
+                import datetime as dt
+                msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
+            priority = clamp_priority(m.priority)
+            kombu.append((m.queue, kombu_list(m.queue, priority), protocol.kombu_envelope(msg, m.queue, 9 - priority)))
+        return native, kombu
+
+    def _publish_kombu(self, items: list[tuple[str, str, bytes]]) -> None:
+        def push() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            for _queue, key, envelope in items:
+                pipe.lpush(key, envelope)
+            for queue in {q for q, _k, _e in items}:  # wake idle celeriac workers at once
+                pipe.lpush(self.keys.signal(queue), 1)
+                pipe.ltrim(self.keys.signal(queue), 0, 63)
+            pipe.execute()
+
+        guarded(self.url, "publish", push)
+
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
-        import time
         deadline = time.monotonic() + timeout
         signals = [self.keys.signal(q) for q in queues]
+        wire = ",".join(q for q in queues if q in self.wire)
         while True:
-            reply = self._run("fetch", self._fetch, [self._p, worker_id, owner, int(limit), *queues])
+            reply = self._run("fetch", self._fetch, [self._p, worker_id, owner, int(limit), wire, *queues])
             if len(reply) > 1:
-                return [Delivery(_text(reply[i]), _text(reply[i + 1]), reply[i + 4], int(reply[i + 3]),
-                                 int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
+                got = [Delivery(_text(reply[i]), _text(reply[i + 1]), reply[i + 4], int(reply[i + 3]),
+                                int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
+                got = self._defer_early(owner, got) if wire else got
+                if got:
+                    return got
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             due_ms = int(reply[0]) if reply else -1
             wait = remaining if due_ms < 0 else min(remaining, due_ms / 1000 + 0.001)
+            if wire:  # a Celery client's LPUSH rings no bell: look at kombu's lists again soon
+                wait = min(wait, self.wire_poll)
             if wait >= 0.001:
                 # Publishers push a token per queue; a token left from earlier only costs a re-check.
                 guarded(self.url, "wait for messages",
                         functools.partial(self.client.blpop, signals, timeout=max(wait, 0.001)))
+
+    def _defer_early(self, owner: str, deliveries: list[Delivery]) -> list[Delivery]:
+        """A message adopted from kombu's list may carry a future `eta` (a Celery client's
+        countdown): it goes to the delayed set, kept by Redis, instead of to the worker."""
+        due: list[Delivery] = []
+        later: list[Any] = []
+        now = time.time()
+        for d in deliveries:
+            eta = None
+            if bytes(d.payload[:1]) == b"{":
+                try:
+                    eta = protocol.iso_to_epoch(protocol.unpack(d.payload).headers.get("eta"))
+                except (DecodeError, ValueError, TypeError):
+                    eta = None  # undecodable: the worker dead-letters it
+            if eta is not None and eta > now:
+                later += [d.tag, int(eta * 1000)]
+            else:
+                due.append(d)
+        if later:
+            self._run("delay messages", self._defer, [self._p, owner, *later])
+        return due
 
     def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
         client, keys = self.client, self.keys
@@ -122,7 +206,20 @@ class RedisBroker(Broker):
         return int(self._run("recover messages of dead workers", self._recover, [self._p]))
 
     def purge(self, queues: Sequence[str]) -> int:
-        return int(self._run("purge", self._purge, [self._p, *queues])) if queues else 0
+        if not queues:
+            return 0
+        kombu = [key for q in queues if q in self.wire for key in _kombu_lists(q)]
+        if kombu:
+            def drop() -> int:
+                pipe = self.client.pipeline(transaction=True)
+                for key in kombu:
+                    pipe.llen(key)
+                pipe.delete(*kombu)
+                return sum(int(n) for n in pipe.execute()[:-1])
+            dropped = guarded(self.url, "purge", drop)
+        else:
+            dropped = 0
+        return dropped + int(self._run("purge", self._purge, [self._p, *queues]))
 
     def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         if queues is None:
@@ -132,7 +229,12 @@ class RedisBroker(Broker):
         if not queues:
             return {}
         rows = self._run("queue sizes", self._sizes, [self._p, *queues])
-        return {_text(r[0]): {"ready": int(r[1]), "reserved": int(r[2]), "delayed": int(r[3])} for r in rows}
+        sizes = {_text(r[0]): {"ready": int(r[1]), "reserved": int(r[2]), "delayed": int(r[3])} for r in rows}
+        for queue in (q for q in queues if q in self.wire):  # what still waits in kombu's lists is ready too
+            lengths = guarded(self.url, "queue sizes", functools.partial(
+                pipelined, self.client, *(("LLEN", key) for key in _kombu_lists(queue))))
+            sizes[queue]["ready"] += sum(int(n) for n in lengths)
+        return sizes
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read() -> list[DeadLetter]:
@@ -165,6 +267,10 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _kombu_lists(queue: str) -> list[str]:
+    return [queue if step == 0 else f"{queue}{KOMBU_SEP}{step}" for step in KOMBU_STEPS]
 
 
 def _text(value: Any) -> str:

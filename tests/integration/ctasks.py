@@ -1,0 +1,22 @@
+"""The Celery side of tests/integration/test_celery_wire.py: a plain Celery app with Celery's
+defaults (no queue arguments, no priorities, JSON), as a project that migrates has it."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+app = Celery("ctasks", broker=os.environ["WIRE_BROKER"], backend=os.environ["WIRE_BACKEND"])
+
+
+@app.task(name="tasks.mul")
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task(name="tasks.count")
+def count(n: int, path: str) -> int:
+    with open(path, "a") as f:
+        f.write(f"celery {n} {os.getpid()}\n")
+    return n

@@ -1,0 +1,185 @@
+"""Celery and celeriac on one wire (docs/celery-interop.md): real Celery 5 clients and workers
+(`celery -A ctasks worker -P solo`, in subprocesses) beside celeriac's, on the suite's private
+Redis and RabbitMQ. Results live in Redis in both cases (Celery's `celery-task-meta-<id>` keys)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from helpers import INTEGRATION, WorkerProcess, fresh_redis_url, wait_until
+
+pytest.importorskip("celery", reason="the wire tests need real Celery: pip install -e '.[test]'")
+
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of both sides: one broker, results in Redis; this process is a celeriac client."""
+    results = fresh_redis_url(request)
+    broker = results
+    if request.param == "amqp":
+        server = request.getfixturevalue("rabbit_server")
+        if not server.ping():
+            server.start()
+        server.reset()
+        broker = server.url
+    values = {"CELERIAC_BROKER_URL": broker, "CELERIAC_RESULT_BACKEND": results, "WIRE_BROKER": broker,
+              "WIRE_BACKEND": results}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    env = {**os.environ, **values, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(INTEGRATION), os.environ.get("PYTHONPATH", "")])}
+    env["WIRE_KIND"] = str(request.param)
+    return env
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def celeriac_app(wire: dict[str, str]) -> Iterator[Any]:
+    import wire_tasks
+    wire_tasks.app._reset_connections()
+    yield wire_tasks.app
+    wire_tasks.app._reset_connections()
+
+
+def celeriac_worker(procs: list[WorkerProcess], env: dict[str, str], cwd: Path, *args: str) -> WorkerProcess:
+    worker = WorkerProcess(cwd, env, "-c", "2", *args, app="wire_tasks")
+    procs.append(worker)
+    return worker.wait_ready()
+
+
+def celery_worker(procs: list[WorkerProcess], env: dict[str, str], cwd: Path) -> WorkerProcess:
+    worker = WorkerProcess(cwd, env, "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                           app="ctasks", program=CELERY)
+    procs.append(worker)
+    return worker.wait_ready(60)
+
+
+def celery_client(env: dict[str, str], code: str, timeout: float = 90) -> Any:
+    """Run `code` in a real Celery client process (ctasks' app as `app`); it leaves its answer in `out`."""
+    script = "import json, time\nfrom celery import signature\nfrom ctasks import app\nout = None\n" \
+             + textwrap.dedent(code) + "\nprint('OUT=' + json.dumps(out))\n"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    for line in done.stdout.splitlines():
+        if line.startswith("OUT="):
+            return json.loads(line[4:])
+    raise AssertionError(f"the Celery client failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-4000:]}")
+
+
+# --- 1. a Celery client, a celeriac worker ---
+
+def test_celery_client_to_celeriac_worker(wire: dict[str, str], procs: list[WorkerProcess], tmp_path: Path) -> None:
+    worker = celeriac_worker(procs, wire, tmp_path)
+    out = celery_client(wire, """
+        out = {"add": app.send_task("tasks.add", (2, 3)).get(timeout=20)}
+        failing = app.send_task("tasks.fail", ("bad input x",))
+        try:
+            failing.get(timeout=20)
+        except Exception as exc:
+            out["raised"] = [type(exc).__module__, type(exc).__name__, str(exc), isinstance(exc, ValueError)]
+        out["state"], out["failed"] = failing.state, failing.failed()
+        sent = time.time()
+        out["ran_after"] = app.send_task("tasks.now", countdown=2).get(timeout=20) - sent
+        chain = (signature("tasks.add", (1, 1)) | signature("tasks.add", (2,))).apply_async()
+        out["chain"], out["chain_ids"] = chain.get(timeout=20), [chain.parent.id, chain.id]
+        out["parent"] = chain.parent.get(timeout=5)
+    """)
+    assert out["add"] == 5
+    assert out["raised"] == ["builtins", "ValueError", "bad input x", True]
+    assert out["state"] == "FAILURE" and out["failed"] is True
+    assert out["ran_after"] >= 2.0, out["ran_after"]
+    assert out["chain"] == 4 and out["parent"] == 2
+    for task_id in out["chain_ids"]:  # the celeriac worker ran both steps under the ids Celery handed out
+        worker.wait_for(rf"tasks\.add\[{task_id}\] succeeded")
+
+
+def test_celery_countdown_is_kept_by_the_broker(wire: dict[str, str], procs: list[WorkerProcess],
+                                                tmp_path: Path) -> None:
+    """A Celery client's countdown taken by a celeriac worker is not held in its memory: the worker
+    is killed while it waits, and another one still runs the task, not before its time."""
+    first = celeriac_worker(procs, wire, tmp_path)
+    sent, task_id = celery_client(wire, "out = [time.time(), app.send_task('tasks.now', countdown=4).id]")
+    time.sleep(1.0)  # the first worker has taken it by now (it polls the queue every 0.1 s)
+    first.kill()
+    celeriac_worker(procs, wire, tmp_path)
+    out = celery_client(wire, f"out = app.AsyncResult('{task_id}').get(timeout=30)")
+    assert out >= sent + 4.0
+
+
+# --- 2. a celeriac client, a Celery worker ---
+
+def test_celeriac_client_to_celery_worker(wire: dict[str, str], celeriac_app: Any, procs: list[WorkerProcess],
+                                          tmp_path: Path) -> None:
+    celery_worker(procs, wire, tmp_path)
+    assert celeriac_app.send_task("tasks.mul", (6, 7)).get(timeout=30) == 42
+    sent = time.time()
+    result = celeriac_app.send_task("tasks.mul", (2, 3), countdown=1.5)
+    assert result.get(timeout=30) == 6
+    assert time.time() - sent >= 1.5
+
+
+# --- 3. RabbitMQ: Celery's plain queue declaration beside celeriac's, in both orders ---
+
+@pytest.mark.parametrize("first", ["celeriac", "celery"])
+def test_rabbitmq_declarations_in_either_order(first: str, wire: dict[str, str], celeriac_app: Any,
+                                               procs: list[WorkerProcess], tmp_path: Path) -> None:
+    if wire["WIRE_KIND"] != "amqp":
+        pytest.skip("queue declarations are RabbitMQ's")
+    celeriac_send = lambda: celeriac_app.send_task("tasks.add", (20, 22)).id  # noqa: E731
+    celery_send = lambda: celery_client(wire, "out = app.send_task('tasks.add', (1, 2)).id")  # noqa: E731
+    if first == "celeriac":
+        ids = [celeriac_send(), celery_send()]
+    else:
+        ids = [celery_send(), celeriac_send()]
+    celery_worker(procs, wire, tmp_path)  # Celery's worker declares the queue too, then stops
+    procs[-1].terminate()
+    celeriac_worker(procs, wire, tmp_path)
+    assert [celeriac_app.AsyncResult(i).get(timeout=30) for i in ids] == ([42, 3] if first == "celeriac" else [3, 42])
+
+
+# --- the rolling migration ---
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_rolling_migration_loses_nothing(wire: dict[str, str], procs: list[WorkerProcess], tmp_path: Path) -> None:
+    """2,000 tasks from a Celery client while the Celery worker is replaced by a celeriac worker."""
+    log = tmp_path / "ran.log"
+    log.touch()
+    old = celery_worker(procs, wire, tmp_path)
+    sender = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from ctasks import app
+        for n in range(2000):
+            app.send_task("tasks.count", (n, {str(log)!r}), ignore_result=True)
+            if n % 50 == 49:
+                time.sleep(0.05)
+    """)], env=wire)
+    ran = lambda: [line.split() for line in log.read_text().splitlines()]  # noqa: E731
+    wait_until(lambda: len(ran()) >= 300, 120, message="the Celery worker ran 300 tasks")
+    celeriac_worker(procs, wire, tmp_path)
+    old.terminate(60)  # Celery's warm shutdown: what it prefetched goes back to the queue
+    assert sender.wait(180) == 0
+    wait_until(lambda: len({int(n) for _who, n, _pid in ran()}) >= 2000, 180, interval=0.5,
+               message="all 2,000 tasks ran")
+    rows = ran()
+    numbers = {int(n) for _who, n, _pid in rows}
+    assert numbers == set(range(2000))
+    by = {who for who, _n, _pid in rows}
+    assert by == {"celery", "celeriac"}, by
