@@ -15,6 +15,11 @@ def mul(x: int, y: int) -> int:
     return x * y
 
 
+@app.task(name="tasks.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
 @app.task(name="tasks.count")
 def count(n: int, path: str) -> int:
     with open(path, "a") as f:

@@ -144,14 +144,19 @@ def test_rabbitmq_declarations_in_either_order(first: str, wire: dict[str, str],
         pytest.skip("queue declarations are RabbitMQ's")
     celeriac_send = lambda: celeriac_app.send_task("tasks.add", (20, 22)).id  # noqa: E731
     celery_send = lambda: celery_client(wire, "out = app.send_task('tasks.add', (1, 2)).id")  # noqa: E731
-    if first == "celeriac":
+    if first == "celeriac":  # celeriac's worker and client declare first, then Celery's client and worker
+        celeriac_worker(procs, wire, tmp_path)
         ids = [celeriac_send(), celery_send()]
+        celery_worker(procs, wire, tmp_path)
     else:
+        celery_worker(procs, wire, tmp_path)
         ids = [celery_send(), celeriac_send()]
-    celery_worker(procs, wire, tmp_path)  # Celery's worker declares the queue too, then stops
-    procs[-1].terminate()
-    celeriac_worker(procs, wire, tmp_path)
-    assert [celeriac_app.AsyncResult(i).get(timeout=30) for i in ids] == ([42, 3] if first == "celeriac" else [3, 42])
+        celeriac_worker(procs, wire, tmp_path)
+    ids += [celeriac_send(), celery_send()]  # both declared: both kinds of client keep working
+    assert [celeriac_app.AsyncResult(i).get(timeout=30) for i in ids] == (
+        [42, 3, 42, 3] if first == "celeriac" else [3, 42, 42, 3])
+    for worker in procs:
+        assert "PRECONDITION_FAILED" not in worker.output
 
 
 # --- the rolling migration ---

@@ -19,6 +19,11 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task(name="tasks.mul")
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
 @app.task(name="tasks.fail")
 def fail(message: str) -> None:
     raise ValueError(message)
