@@ -12,7 +12,8 @@ import json
 import time
 from typing import Any, Sequence
 
-from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix, pipelined
+from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
+                      kombu_prefix, pipelined)
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
                                      STORE_RESULTS)
@@ -23,9 +24,6 @@ from .base import ChordPart, ResultStore, StoredResult
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
 
 
-def celery_key(task_id: str) -> str:
-    """Where Celery's Redis result backend keeps a task's meta (and the channel it publishes on)."""
-    return f"celery-task-meta-{task_id}"
 
 
 class RedisResultStore(ResultStore):
@@ -44,11 +42,12 @@ class RedisResultStore(ResultStore):
         self._revoked_since = Script(self.client, REVOKED_SINCE)
         # Also Celery's result keys (celery-task-meta-<id>), while Celery processes share the server.
         self.celery = bool(self.options.get("celery_results"))
+        self.celery_prefix = kombu_prefix(self.options)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
             return
-        args: list[Any] = [self.keys.prefix, "1" if self.celery else ""]
+        args: list[Any] = [self.keys.prefix, self.celery_prefix + "|" if self.celery else ""]
         for r in results:
             args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
         guarded(self.url, "store results", lambda: self._store(args))
@@ -60,14 +59,15 @@ class RedisResultStore(ResultStore):
             task_id = task_ids[0]
             done, meta, celery = guarded(self.url, "read a result", functools.partial(
                 pipelined, self.client, ("LINDEX", self.keys.done(task_id), 0),
-                ("HGET", self.keys.result(task_id), "meta"), ("GET", celery_key(task_id))))
+                ("HGET", self.keys.result(task_id), "meta"), ("GET", self.celery_key(task_id))))
             data = done or meta or celery  # the last: written by a Celery worker
             return {task_id: self.decode(data)} if data else {}
         out: dict[str, dict[str, Any]] = {}
         ids = list(task_ids)
         for start in range(0, len(ids), 1000):
             chunk = ids[start:start + 1000]
-            found = guarded(self.url, "read results", functools.partial(self._fetch, [self.keys.prefix, *chunk]))
+            args = [self.keys.prefix, self.celery_prefix, *chunk]
+            found = guarded(self.url, "read results", functools.partial(self._fetch, args))
             out.update({t: self.decode(data) for t, data in zip(chunk, found, strict=True) if data})
         return out
 
@@ -103,9 +103,13 @@ class RedisResultStore(ResultStore):
                 return self.decode(data)
             backoff = 0.05
 
+    def celery_key(self, task_id: str) -> str:
+        """Where Celery's Redis result backend keeps a task's meta (and the channel it publishes on)."""
+        return f"{self.celery_prefix}celery-task-meta-{task_id}"
+
     def _celery_final(self, task_id: str) -> dict[str, Any] | None:
         try:
-            data = guarded(self.url, "read a result", functools.partial(self.client.get, celery_key(task_id)))
+            data = guarded(self.url, "read a result", functools.partial(self.client.get, self.celery_key(task_id)))
         except OperationalError:
             return None  # the blocking wait below rides out the outage
         meta = self.decode(data) if data else None
@@ -198,7 +202,7 @@ class RedisResultStore(ResultStore):
         return found, cursor
 
     def forget(self, task_ids: Sequence[str]) -> None:
-        keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t), celery_key(t))]
+        keys = [k for t in task_ids for k in (self.keys.result(t), self.keys.done(t), self.celery_key(t))]
         if keys:
             guarded(self.url, "forget results", lambda: self.client.delete(*keys))
 

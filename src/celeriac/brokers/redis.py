@@ -16,7 +16,7 @@ from .. import protocol
 from ..exceptions import DecodeError
 
 from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
-                      pipelined)
+                      kombu_prefix, pipelined)
 from . import redis_scripts as lua
 from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
 
@@ -56,6 +56,7 @@ class RedisBroker(Broker):
         # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
         self.wire = frozenset(self.options.get("celery_wire_queues") or ())
         self.wire_poll = float(self.options.get("celery_wire_poll_interval", 0.1))
+        self.kombu_prefix = kombu_prefix(self.options)
 
     def _run(self, what: str, script: Any, args: list[Any]) -> Any:
         return guarded(self.url, what, lambda: script(args))
@@ -91,7 +92,8 @@ class RedisBroker(Broker):
                 import datetime as dt
                 msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
             priority = clamp_priority(m.priority)
-            kombu.append((m.queue, kombu_list(m.queue, priority), protocol.kombu_envelope(msg, m.queue, 9 - priority)))
+            envelope = protocol.kombu_envelope(msg, m.queue, 9 - priority)
+            kombu.append((m.queue, self.kombu_prefix + kombu_list(m.queue, priority), envelope))
         return native, kombu
 
     def _publish_kombu(self, items: list[tuple[str, str, bytes]]) -> None:
@@ -112,7 +114,8 @@ class RedisBroker(Broker):
         signals = [self.keys.signal(q) for q in queues]
         wire = ",".join(q for q in queues if q in self.wire)
         while True:
-            reply = self._run("fetch", self._fetch, [self._p, worker_id, owner, int(limit), wire, *queues])
+            reply = self._run("fetch", self._fetch, [self._p, worker_id, owner, int(limit), wire, self.kombu_prefix,
+                                                     *queues])
             if len(reply) > 1:
                 got = [Delivery(_text(reply[i]), _text(reply[i + 1]), reply[i + 4], int(reply[i + 3]),
                                 int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
@@ -152,6 +155,9 @@ class RedisBroker(Broker):
         if later:
             self._run("delay messages", self._defer, [self._p, owner, *later])
         return due
+
+    def _kombu_lists(self, queue: str) -> list[str]:
+        return [self.kombu_prefix + kombu_list(queue, 9 - step) for step in KOMBU_STEPS]
 
     def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
         client, keys = self.client, self.keys
@@ -208,7 +214,7 @@ class RedisBroker(Broker):
     def purge(self, queues: Sequence[str]) -> int:
         if not queues:
             return 0
-        kombu = [key for q in queues if q in self.wire for key in _kombu_lists(q)]
+        kombu = [key for q in queues if q in self.wire for key in self._kombu_lists(q)]
         if kombu:
             def drop() -> int:
                 pipe = self.client.pipeline(transaction=True)
@@ -232,7 +238,7 @@ class RedisBroker(Broker):
         sizes = {_text(r[0]): {"ready": int(r[1]), "reserved": int(r[2]), "delayed": int(r[3])} for r in rows}
         for queue in (q for q in queues if q in self.wire):  # what still waits in kombu's lists is ready too
             lengths = guarded(self.url, "queue sizes", functools.partial(
-                pipelined, self.client, *(("LLEN", key) for key in _kombu_lists(queue))))
+                pipelined, self.client, *(("LLEN", key) for key in self._kombu_lists(queue))))
             sizes[queue]["ready"] += sum(int(n) for n in lengths)
         return sizes
 
@@ -267,10 +273,6 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _kombu_lists(queue: str) -> list[str]:
-    return [queue if step == 0 else f"{queue}{KOMBU_SEP}{step}" for step in KOMBU_STEPS]
 
 
 def _text(value: Any) -> str:

@@ -90,12 +90,12 @@ return 1
 # leased structure in the same script that leases them, so nothing is ever only in a
 # worker's memory. Kombu step s becomes celeriac priority 9 - s (both: smaller s first).
 ADOPT = """
-local function adopt_kombu(wire, limit)
+local function adopt_kombu(wire, kombu_prefix, limit)
   local adopted = 0
   for queue in string.gmatch(wire, '[^,]+') do
     for _, step in ipairs({0, 3, 6, 9}) do
-      local key = queue
-      if step > 0 then key = queue .. string.char(6, 22) .. step end
+      local key = kombu_prefix .. queue
+      if step > 0 then key = key .. string.char(6, 22) .. step end
       while adopted < limit do
         local raw = redis.call('RPOP', key)
         if not raw then break end
@@ -110,7 +110,7 @@ local function adopt_kombu(wire, limit)
 end
 """
 
-# ARGV: prefix, worker, owner, limit, wire queues (comma-separated, or ''), queue...
+# ARGV: prefix, worker, owner, limit, wire queues (comma-separated, or ''), kombu's key prefix, queue...
 # Returns (id, queue, priority, deliveries, payload) * n, or {ms until the next delayed message, or -1}.
 FETCH = COMMON + ADOPT + """
 local worker, owner, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -119,14 +119,14 @@ for _, id in ipairs(due) do
   make_ready(id)
   redis.call('ZREM', p .. ':delayed', id)
 end
-if ARGV[5] ~= '' then adopt_kombu(ARGV[5], limit) end
+if ARGV[5] ~= '' then adopt_kombu(ARGV[5], ARGV[6], limit) end
 local chosen = {}
-if #ARGV == 6 then
-  local popped = redis.call('ZPOPMIN', p .. ':ready:' .. ARGV[6], limit)
+if #ARGV == 7 then
+  local popped = redis.call('ZPOPMIN', p .. ':ready:' .. ARGV[7], limit)
   for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
 else
   local candidates = {}
-  for q = 6, #ARGV do
+  for q = 7, #ARGV do
     local key = p .. ':ready:' .. ARGV[q]
     local head = redis.call('ZRANGE', key, 0, limit - 1, 'WITHSCORES')
     for i = 1, #head, 2 do
@@ -336,7 +336,8 @@ end
 return n
 """
 
-# ARGV: prefix, celery ('1': also Celery's key), then (task id, status, ttl_ms or 0, meta) per result.
+# ARGV: prefix, celery (Celery's key prefix and '|': also Celery's key; '': not), then
+# (task id, status, ttl_ms or 0, meta) per result.
 # A final state is never replaced by an in-flight one. An in-flight meta lives in the
 # hash; a final meta lives (once) in the 'done' list that waiting clients BLMOVE onto
 # itself, and the hash keeps only its status. With celery = '1' the meta is also written
@@ -344,7 +345,8 @@ return n
 # channel of that name, which Celery's get() listens to.
 STORE_RESULTS = """
 local p = ARGV[1]
-local celery = ARGV[2] == '1'
+local celery = ARGV[2] ~= ''  -- '' or Celery's key prefix followed by '|'
+local cprefix = string.sub(ARGV[2], 1, -2)
 local final = {SUCCESS = true, FAILURE = true, REVOKED = true}
 for i = 3, #ARGV, 4 do
   local id, status, ttl, meta = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
@@ -363,7 +365,7 @@ for i = 3, #ARGV, 4 do
     end
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
     if celery then
-      local ckey = 'celery-task-meta-' .. id
+      local ckey = cprefix .. 'celery-task-meta-' .. id
       if ttl > 0 then redis.call('SET', ckey, meta, 'PX', ttl) else redis.call('SET', ckey, meta) end
       redis.call('PUBLISH', ckey, meta)
     end
@@ -372,15 +374,15 @@ end
 return 1
 """
 
-# ARGV: prefix, task id...  -> the meta of each (final or in-flight), or false
+# ARGV: prefix, Celery's key prefix, task id...  -> the meta of each (final or in-flight), or false
 FETCH_RESULTS = """
 local p = ARGV[1]
 local out = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local meta = redis.call('LINDEX', p .. ':done:' .. ARGV[i], 0)
   if not meta then meta = redis.call('HGET', p .. ':r:' .. ARGV[i], 'meta') end
-  if not meta then meta = redis.call('GET', 'celery-task-meta-' .. ARGV[i]) end  -- a Celery worker's
-  out[i - 1] = meta or false
+  if not meta then meta = redis.call('GET', ARGV[2] .. 'celery-task-meta-' .. ARGV[i]) end  -- a Celery worker's
+  out[i - 2] = meta or false
 end
 return out
 """
