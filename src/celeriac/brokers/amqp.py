@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - only without the amqp extra
 T = TypeVar("T")
 
 DEAD_QUEUE = "celeriac.dead"
+PRIORITY_QUEUE = "celeriac.priority.{}"  # beside a queue shared with Celery: celeriac's priorities 1-9
 DELAY_EXCHANGE = "celeriac.delay.{}"
 DELAY_QUEUE = "celeriac.delay.{}"
 DELIVER_EXCHANGE = "celeriac.delay.deliver"
@@ -211,6 +212,11 @@ class AMQPBroker(Broker):
                 link.confirm.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
             link.declared.add(queue)
 
+    def _with_priority_queues(self, queues: Sequence[str]) -> list[str]:
+        extra = [] if self.options.get("queue_max_priority") else [PRIORITY_QUEUE.format(q) for q in queues
+                                                                    if q in self.wire]
+        return [*extra, *queues]
+
     def _declare_wire(self, link: _Link, queue: str) -> None:
         """A queue shared with Celery (docs/celery-interop.md): used as it is when it exists (Celery
         made it, or an older celeriac with priorities), else declared exactly as Celery declares
@@ -272,12 +278,25 @@ class AMQPBroker(Broker):
             delivery_mode=2, priority=priority, correlation_id=props.get("correlation_id"),
             reply_to=props.get("reply_to")), msg.body
 
+    def _target(self, queue: str, priority: int) -> str:
+        """Where a message for `queue` goes: a shared queue's prioritised messages (1-9) wait in
+        celeriac's priority queue beside it (only celeriac workers read it); the rest on the
+        queue itself, where Celery's workers see them too."""
+        if priority > 0 and queue in self.wire and not self.options.get("queue_max_priority"):
+            return PRIORITY_QUEUE.format(queue)
+        return queue
+
+    def _logical(self, queue: str) -> str:
+        prefix = PRIORITY_QUEUE.format("")
+        return queue[len(prefix):] if queue.startswith(prefix) else queue
+
     def _route(self, link: _Link, message: Outgoing) -> tuple[str, str]:
-        self._declare(link, message.queue)
+        queue = self._target(message.queue, clamp_priority(message.priority))
+        self._declare(link, queue)
         delay = (message.eta - time.time()) if message.eta else 0.0
         if delay > 0:
-            return self._delay_route(link, message.queue, delay)
-        return "", message.queue
+            return self._delay_route(link, queue, delay)
+        return "", queue
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
@@ -318,7 +337,7 @@ class AMQPBroker(Broker):
                 link.consume.close()  # its unacked messages go back (only when the queues change)
             channel = link.conn.channel()
             channel.basic_qos(prefetch_count=prefetch, global_qos=True)
-            for queue in queues:
+            for queue in self._with_priority_queues(queues):
                 self._declare(link, queue)
                 channel.basic_consume(queue, lambda ch, method, props, body: link.buffer.append(
                     (method, props, body)), auto_ack=False)
@@ -338,6 +357,7 @@ class AMQPBroker(Broker):
                 method, props, body = link.buffer.popleft()
                 delivery = self._delivery(link, method, props, body, owner)
                 if delivery is not None and not self._deferred(link, method, props, delivery):
+                    delivery.queue = self._logical(delivery.queue)
                     out.append(delivery)
         return out
 
@@ -469,7 +489,7 @@ class AMQPBroker(Broker):
     def purge(self, queues: Sequence[str]) -> int:
         def purge(link: _Link) -> int:
             total = 0
-            for queue in queues:
+            for queue in self._with_priority_queues(queues):
                 self._declare(link, queue)
                 total += int(link.confirm.queue_purge(queue).method.message_count)
             return total
@@ -478,12 +498,13 @@ class AMQPBroker(Broker):
 
     def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         def sizes(link: _Link) -> dict[str, dict[str, int]]:
-            out = {}
-            for queue in queues or ["celery"]:
+            out: dict[str, dict[str, int]] = {}
+            for queue in self._with_priority_queues(queues or ["celery"]):
                 self._declare(link, queue)
                 ok = link.confirm.queue_declare(queue, passive=True)
                 # AMQP reports ready messages only; leased and delayed counts are unknown (-1).
-                out[queue] = {"ready": int(ok.method.message_count), "reserved": -1, "delayed": -1}
+                row = out.setdefault(self._logical(queue), {"ready": 0, "reserved": -1, "delayed": -1})
+                row["ready"] += int(ok.method.message_count)
             return out
 
         return self._guard("queue sizes", sizes)

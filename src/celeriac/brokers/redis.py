@@ -22,14 +22,7 @@ from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publishe
 
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
 KOMBU_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
-KOMBU_STEPS = (0, 3, 6, 9)
-
-
-def kombu_list(queue: str, celeriac_priority: int) -> str:
-    """The kombu list a Celery worker reads for this celeriac priority (kombu: 0 is first)."""
-    kombu_priority = 9 - clamp_priority(celeriac_priority)
-    step = max(s for s in KOMBU_STEPS if s <= kombu_priority)
-    return queue if step == 0 else f"{queue}{KOMBU_SEP}{step}"
+KOMBU_STEPS = (0, 3, 6, 9)  # kombu's priority lists of a queue, read in this order
 
 
 class RedisBroker(Broker):
@@ -72,15 +65,17 @@ class RedisBroker(Broker):
             self._run("publish", self._publish, args)
 
     def _split_wire(self, messages: Sequence[Outgoing]) -> tuple[list[Outgoing], list[tuple[str, str, bytes]]]:
-        """Messages for Celery's wire queues become kombu envelopes on kombu's lists, so a Celery
-        worker can take them too; an ETA travels in the `eta` header, as Celery's clients send
-        it. Bytes that are not a task message stay in celeriac's layout (the worker dead-letters them)."""
+        """Messages of priority 0 for Celery's wire queues become kombu envelopes on kombu's list,
+        so a Celery worker can take them too; an ETA travels in the `eta` header, as Celery's
+        clients send it. Priorities 1-9 stay in celeriac's layout beside it, exact and higher
+        first, for celeriac workers only (kombu's four steps and reversed order could not keep
+        them). Bytes that are not a task message stay too (the worker dead-letters them)."""
         if not self.wire:
             return list(messages), []
         native: list[Outgoing] = []
         kombu: list[tuple[str, str, bytes]] = []
         for m in messages:
-            if m.queue not in self.wire:
+            if m.queue not in self.wire or clamp_priority(m.priority) > 0:
                 native.append(m)
                 continue
             try:
@@ -91,9 +86,7 @@ class RedisBroker(Broker):
             if m.eta and not msg.headers.get("eta"):
                 import datetime as dt
                 msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
-            priority = clamp_priority(m.priority)
-            envelope = protocol.kombu_envelope(msg, m.queue, 9 - priority)
-            kombu.append((m.queue, self.kombu_prefix + kombu_list(m.queue, priority), envelope))
+            kombu.append((m.queue, self.kombu_prefix + m.queue, protocol.kombu_envelope(msg, m.queue, 0)))
         return native, kombu
 
     def _publish_kombu(self, items: list[tuple[str, str, bytes]]) -> None:
@@ -157,7 +150,7 @@ class RedisBroker(Broker):
         return due
 
     def _kombu_lists(self, queue: str) -> list[str]:
-        return [self.kombu_prefix + kombu_list(queue, 9 - step) for step in KOMBU_STEPS]
+        return [self.kombu_prefix + (f"{queue}{KOMBU_SEP}{step}" if step else queue) for step in KOMBU_STEPS]
 
     def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
         client, keys = self.client, self.keys

@@ -88,7 +88,8 @@ return 1
 # priority step (0, 3, 6, 9; 0 first), named "<queue>" and "<queue>\x06\x16<step>"; its clients
 # LPUSH and its workers BRPOP. A celeriac worker adopts messages from those lists into its own
 # leased structure in the same script that leases them, so nothing is ever only in a
-# worker's memory. Kombu step s becomes celeriac priority 9 - s (both: smaller s first).
+# worker's memory. Adopted messages get celeriac's priority 0 (that of everything celeriac
+# itself puts on kombu's lists), in kombu's order: step 0 first, FIFO within a step.
 ADOPT = """
 local function adopt_kombu(wire, kombu_prefix, limit)
   local adopted = 0
@@ -101,8 +102,8 @@ local function adopt_kombu(wire, kombu_prefix, limit)
         if not raw then break end
         local id = redis.call('INCR', p .. ':seq')
         redis.call('HSET', p .. ':payload', id, raw)
-        redis.call('HSET', p .. ':route', id, (9 - step) .. ':' .. queue)
-        redis.call('ZADD', p .. ':ready:' .. queue, step * 1e12 + id, id)
+        redis.call('HSET', p .. ':route', id, '0:' .. queue)
+        redis.call('ZADD', p .. ':ready:' .. queue, 9e12 + id, id)
         adopted = adopted + 1
       end
     end
