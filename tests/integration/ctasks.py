@@ -20,6 +20,11 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task(name="tasks.tsum")
+def tsum(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
 @app.task(name="tasks.count")
 def count(n: int, path: str) -> int:
     with open(path, "a") as f:

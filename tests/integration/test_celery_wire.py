@@ -110,6 +110,18 @@ def test_celery_client_to_celeriac_worker(wire: dict[str, str], procs: list[Work
         worker.wait_for(rf"tasks\.add\[{task_id}\] succeeded")
 
 
+def test_celery_group_and_chord_on_celeriac_worker(wire: dict[str, str], procs: list[WorkerProcess],
+                                                  tmp_path: Path) -> None:
+    celeriac_worker(procs, wire, tmp_path)
+    out = celery_client(wire, """
+        from celery import chord, group
+        out = {"group": group(signature("tasks.add", (i, i)) for i in range(5))().get(timeout=20)}
+        body = chord([signature("tasks.add", (i, i)) for i in range(4)], signature("tasks.tsum"))()
+        out["chord"] = body.get(timeout=20)
+    """)
+    assert out == {"group": [0, 2, 4, 6, 8], "chord": 12}
+
+
 def test_celery_countdown_is_kept_by_the_broker(wire: dict[str, str], procs: list[WorkerProcess],
                                                 tmp_path: Path) -> None:
     """A Celery client's countdown taken by a celeriac worker is not held in its memory: the worker

@@ -34,6 +34,11 @@ def now() -> float:
     return time.time()
 
 
+@app.task(name="tasks.tsum")
+def tsum(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
 @app.task(name="tasks.count")
 def count(n: int, path: str) -> int:
     with open(path, "a") as f:  # one short line per run: appends of this size do not interleave

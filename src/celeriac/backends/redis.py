@@ -13,7 +13,7 @@ import time
 from typing import Any, Sequence
 
 from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
-                      kombu_prefix, pipelined)
+                      pipelined)
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
                                      STORE_RESULTS)
@@ -24,6 +24,13 @@ from .base import ChordPart, ResultStore, StoredResult
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
 
 
+
+
+def celery_result_prefix(options: dict[str, Any]) -> str:
+    """What Celery's Redis backend puts before its keys: `global_keyprefix`, with a '_' added
+    unless it ends in one of ':_-.' (nothing by default)."""
+    prefix = str(options.get("global_keyprefix") or options.get("key_prefix") or "")
+    return prefix + "_" if prefix and prefix[-1] not in ":_-." else prefix
 
 
 class RedisResultStore(ResultStore):
@@ -42,7 +49,7 @@ class RedisResultStore(ResultStore):
         self._revoked_since = Script(self.client, REVOKED_SINCE)
         # Also Celery's result keys (celery-task-meta-<id>), while Celery processes share the server.
         self.celery = bool(self.options.get("celery_results"))
-        self.celery_prefix = kombu_prefix(self.options)
+        self.celery_prefix = celery_result_prefix(self.options)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -116,7 +123,8 @@ class RedisResultStore(ResultStore):
         return meta if meta is not None and meta.get("status") in states.READY_STATES else None
 
     def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
-        args: list[Any] = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0]
+        args: list[Any] = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0,
+                           f"{self.celery_prefix}celery-taskset-meta-" if self.celery else ""]
         for part in parts:
             args += [part.group_id, part.index, part.size, part.task_id, 1 if part.failed else 0, part.data]
         reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))

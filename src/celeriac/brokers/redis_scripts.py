@@ -388,17 +388,22 @@ end
 return out
 """
 
-# ARGV: prefix, ttl ms, then per part: group id, index, size, task id, failed (0/1), meta
+# ARGV: prefix, ttl ms, celery group key prefix or '', then per part: group id, index, size, task id, failed (0/1), meta
 # -> per fired chord: {part number (1-based), {index, meta, index, meta, ...}}
 # Members are a hash by header index (a re-run header counts once); 'fired' remembers which
 # task fired the chord, and only that task is told again.
+# A chord sent by a Celery client carries no size in its messages: Celery's client wrote it to
+# "<Celery's group key>.s"; with celery (ARGV[3], Celery's group key prefix, or '') it is read there.
 CHORD_PARTS = """
-local p, ttl = ARGV[1], tonumber(ARGV[2])
+local p, ttl, celery = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local out = {}
 local n = 0
-for i = 3, #ARGV, 6 do
+for i = 4, #ARGV, 6 do
   n = n + 1
   local gid, idx, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if size == 0 and celery ~= '' then
+    size = tonumber(redis.call('GET', celery .. gid .. '.s') or '0')
+  end
   local tid, failed, meta = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local parts, state = p .. ':chord:' .. gid .. ':parts', p .. ':chord:' .. gid
   if redis.call('HSET', parts, idx, meta) == 1 then redis.call('HINCRBY', state, 'done', 1) end
