@@ -171,6 +171,53 @@ def test_rabbitmq_declarations_in_either_order(first: str, wire: dict[str, str],
         assert "PRECONDITION_FAILED" not in worker.output
 
 
+# --- 6. events: Celery's monitors see celeriac workers ---
+
+MONITOR = """
+import json, sys, threading, time
+from ctasks import app
+state, seen = app.events.State(), []
+def on_event(event):
+    state.event(event)
+    seen.append([event["type"], event.get("hostname"), event.get("uuid")])
+def capture():  # one long capture: on Redis events are pub/sub, so a re-subscription would miss some
+    with app.connection() as conn:
+        app.events.Receiver(conn, handlers={"*": on_event}).capture(limit=None, timeout=None, wakeup=False)
+threading.Thread(target=capture, daemon=True).start()
+time.sleep(1.0)  # subscribed by now
+print("LISTENING", flush=True)
+deadline = time.time() + 60
+while time.time() < deadline:
+    time.sleep(0.2)
+    if any(t == "task-succeeded" for t, _h, _u in list(seen)) and any(t == "worker-heartbeat" for t, _h, _u in seen):
+        time.sleep(0.5)
+        break
+workers = {name: worker.alive for name, worker in state.workers.items()}
+tasks = {uuid: [task.state, task.name] for uuid, task in state.tasks.items()}
+print("OUT=" + json.dumps({"seen": seen, "workers": workers, "tasks": tasks}), flush=True)
+"""
+
+
+def test_celery_monitor_sees_celeriac_worker_events(wire: dict[str, str], celeriac_app: Any,
+                                                     procs: list[WorkerProcess], tmp_path: Path) -> None:
+    """What `celery events` and Flower build on (Celery's Receiver and State) sees a celeriac -E worker."""
+    monitor = subprocess.Popen([sys.executable, "-c", MONITOR], env=wire, stdout=subprocess.PIPE, text=True)
+    try:
+        assert monitor.stdout is not None
+        assert monitor.stdout.readline().strip() == "LISTENING"
+        celeriac_worker(procs, wire, tmp_path, "-E", "-n", "wire@celeriac")
+        task_id = celeriac_app.send_task("tasks.add", (2, 3)).id
+        out, _ = monitor.communicate(timeout=90)
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+    found = json.loads(out.split("OUT=", 1)[1])
+    types = {t for t, host, _u in found["seen"] if host == "wire@celeriac"}
+    assert {"worker-online", "worker-heartbeat", "task-received", "task-started", "task-succeeded"} <= types, found
+    assert found["workers"].get("wire@celeriac") is True, found
+    assert found["tasks"][task_id] == ["SUCCESS", "tasks.add"], found
+
+
 # --- the rolling migration ---
 
 @pytest.mark.slow

@@ -553,7 +553,11 @@ class AMQPBroker(Broker):
     # --- events ---
 
     def event_channel(self) -> EventChannel | None:
-        return _AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
+        channel = _AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
+        if not self.wire:
+            return channel
+        from .celery_events import MirroredEventChannel, amqp_mirror  # Celery's monitors see us too
+        return MirroredEventChannel(channel, amqp_mirror(self))
 
     def close(self) -> None:
         for key, link in list(self._links.items()):

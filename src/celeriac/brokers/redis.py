@@ -193,7 +193,11 @@ class RedisBroker(Broker):
         return RedisScheduleStore(self.url, self.client, self._p, name, None)  # the script publishes
 
     def event_channel(self) -> EventChannel | None:
-        return RedisEventChannel(self.url, self.client, self._p, int(self.options.get("events_max_len", 10000)))
+        channel = RedisEventChannel(self.url, self.client, self._p, int(self.options.get("events_max_len", 10000)))
+        if not self.wire:
+            return channel
+        from .celery_events import MirroredEventChannel, redis_mirror  # Celery's monitors see us too
+        return MirroredEventChannel(channel, redis_mirror(self.client, self.kombu_prefix))
 
     def heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None = None) -> None:
         self._run("heartbeat", self._heartbeat, [self._p, worker_id, int(ttl * 1000), json.dumps(info or {})])
