@@ -135,6 +135,36 @@ def test_celery_countdown_is_kept_by_the_broker(wire: dict[str, str], procs: lis
     assert out >= sent + 4.0
 
 
+def test_celery_message_survives_a_killed_celeriac_worker(wire: dict[str, str], procs: list[WorkerProcess],
+                                                          tmp_path: Path) -> None:
+    """At-least-once from the moment a celeriac worker takes a Celery client's message."""
+    trace = tmp_path / "trace"
+    first = celeriac_worker(procs, wire, tmp_path)
+    task_id = celery_client(wire, f"out = app.send_task('tasks.slow', ({str(trace)!r}, 3)).id")
+    wait_until(lambda: trace.exists() and trace.read_text().count("start") == 1, 20, message="the task started")
+    first.kill()
+    celeriac_worker(procs, wire, tmp_path)
+    assert celery_client(wire, f"out = app.AsyncResult('{task_id}').get(timeout=60)") == "done"
+    assert trace.read_text().count("start") == 2  # it ran again on the second worker
+
+
+def test_celery_poison_message_goes_to_dead_letters(wire: dict[str, str], celeriac_app: Any,
+                                                    procs: list[WorkerProcess], tmp_path: Path) -> None:
+    from celeriac import protocol
+    celeriac_worker(procs, wire, tmp_path)
+    out = celery_client(wire, """
+        result = app.send_task("tasks.crash")
+        try:
+            result.get(timeout=60)
+        except Exception as exc:
+            out = [result.id, result.state, type(exc).__name__]
+    """)
+    task_id, state, raised = out
+    assert (state, raised) == ("FAILURE", "WorkerLostError")
+    dead = [protocol.unpack(d.payload).task_id for d in celeriac_app.broker.dead_letters()]
+    assert dead == [task_id]
+
+
 # --- 2. a celeriac client, a Celery worker ---
 
 def test_celeriac_client_to_celery_worker(wire: dict[str, str], celeriac_app: Any, procs: list[WorkerProcess],

@@ -39,6 +39,19 @@ def tsum(numbers: list[int]) -> int:
     return sum(numbers)
 
 
+@app.task(name="tasks.slow")
+def slow(path: str, seconds: float) -> str:
+    with open(path, "a") as f:
+        f.write(f"start {os.getpid()}\n")
+    time.sleep(seconds)
+    return "done"
+
+
+@app.task(name="tasks.crash")
+def crash() -> None:
+    os._exit(1)  # kills its pool process every time: a poison message
+
+
 @app.task(name="tasks.count")
 def count(n: int, path: str) -> int:
     with open(path, "a") as f:  # one short line per run: appends of this size do not interleave

@@ -83,7 +83,9 @@ class RedisBroker(Broker):
             except DecodeError:
                 native.append(m)
                 continue
-            if m.eta and not msg.headers.get("eta"):
+            if m.eta and (_epoch(msg.headers.get("eta")) or 0.0) < m.eta - 0.001:
+                # The header is what a worker goes by on kombu's list (e.g. a rate-limited task
+                # published again with its reserved start, its header still saying the old eta).
                 import datetime as dt
                 msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
             kombu.append((m.queue, self.kombu_prefix + m.queue, protocol.kombu_envelope(msg, m.queue, 0)))
@@ -138,8 +140,8 @@ class RedisBroker(Broker):
             eta = None
             if bytes(d.payload[:1]) == b"{":
                 try:
-                    eta = protocol.iso_to_epoch(protocol.unpack(d.payload).headers.get("eta"))
-                except (DecodeError, ValueError, TypeError):
+                    eta = _epoch(protocol.unpack(d.payload).headers.get("eta"))
+                except DecodeError:
                     eta = None  # undecodable: the worker dead-letters it
             if eta is not None and eta > now:
                 later += [d.tag, int(eta * 1000)]
@@ -270,6 +272,13 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _epoch(eta: Any) -> float | None:
+    try:
+        return protocol.iso_to_epoch(eta) if isinstance(eta, str) else None
+    except ValueError:
+        return None
 
 
 def _text(value: Any) -> str:
