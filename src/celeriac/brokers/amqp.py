@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import protocol
 from ..exceptions import DecodeError, ImproperlyConfigured, OperationalError
+from .amqp_wire import SharedQueues, eta_of
 from .base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, Outgoing, clamp_priority,
                    frame_events, unframe_events)
 
@@ -50,7 +51,6 @@ except ImportError:  # pragma: no cover - only without the amqp extra
 T = TypeVar("T")
 
 DEAD_QUEUE = "celeriac.dead"
-PRIORITY_QUEUE = "celeriac.priority.{}"  # beside a queue shared with Celery: celeriac's priorities 1-9
 DELAY_EXCHANGE = "celeriac.delay.{}"
 DELAY_QUEUE = "celeriac.delay.{}"
 DELIVER_EXCHANGE = "celeriac.delay.deliver"
@@ -94,7 +94,7 @@ class AMQPBroker(Broker):
         self._by_generation: dict[int, _Link] = {}
         self._generations = itertools.count(1)
         self._lock = threading.Lock()
-        self.wire = frozenset(self.options.get("celery_wire_queues") or ())
+        self.wire = SharedQueues(self.options)  # queues shared with Celery (amqp_wire.py)
         import atexit
         atexit.register(self.close)  # a client's connection is closed, not dropped, when it exits
 
@@ -207,32 +207,10 @@ class AMQPBroker(Broker):
     def _declare(self, link: _Link, queue: str) -> None:
         if queue not in link.declared:
             if queue in self.wire:
-                self._declare_wire(link, queue)
+                self.wire.declare(link.conn, link.confirm, queue)
             else:
                 link.confirm.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
             link.declared.add(queue)
-
-    def _with_priority_queues(self, queues: Sequence[str]) -> list[str]:
-        extra = [] if self.options.get("queue_max_priority") else [PRIORITY_QUEUE.format(q) for q in queues
-                                                                    if q in self.wire]
-        return [*extra, *queues]
-
-    def _declare_wire(self, link: _Link, queue: str) -> None:
-        """A queue shared with Celery (docs/celery-interop.md): used as it is when it exists (Celery
-        made it, or an older celeriac with priorities), else declared exactly as Celery declares
-        it - durable, no arguments (x-max-priority only with task_queue_max_priority, as Celery) -
-        so that Celery's own declaration, before or after ours, never clashes."""
-        probe = link.conn.channel()
-        try:
-            probe.queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
-            limit = self.options.get("queue_max_priority")
-            link.confirm.queue_declare(queue, durable=True,
-                                       arguments={"x-max-priority": int(limit)} if limit else None)
-        else:
-            probe.close()
 
     # --- the delay levels ---
 
@@ -278,20 +256,8 @@ class AMQPBroker(Broker):
             delivery_mode=2, priority=priority, correlation_id=props.get("correlation_id"),
             reply_to=props.get("reply_to")), msg.body
 
-    def _target(self, queue: str, priority: int) -> str:
-        """Where a message for `queue` goes: a shared queue's prioritised messages (1-9) wait in
-        celeriac's priority queue beside it (only celeriac workers read it); the rest on the
-        queue itself, where Celery's workers see them too."""
-        if priority > 0 and queue in self.wire and not self.options.get("queue_max_priority"):
-            return PRIORITY_QUEUE.format(queue)
-        return queue
-
-    def _logical(self, queue: str) -> str:
-        prefix = PRIORITY_QUEUE.format("")
-        return queue[len(prefix):] if queue.startswith(prefix) else queue
-
     def _route(self, link: _Link, message: Outgoing) -> tuple[str, str]:
-        queue = self._target(message.queue, clamp_priority(message.priority))
+        queue = self.wire.target(message.queue, clamp_priority(message.priority))
         self._declare(link, queue)
         delay = (message.eta - time.time()) if message.eta else 0.0
         if delay > 0:
@@ -337,7 +303,7 @@ class AMQPBroker(Broker):
                 link.consume.close()  # its unacked messages go back (only when the queues change)
             channel = link.conn.channel()
             channel.basic_qos(prefetch_count=prefetch, global_qos=True)
-            for queue in self._with_priority_queues(queues):
+            for queue in self.wire.consumed(queues):
                 self._declare(link, queue)
                 channel.basic_consume(queue, lambda ch, method, props, body: link.buffer.append(
                     (method, props, body)), auto_ack=False)
@@ -357,20 +323,14 @@ class AMQPBroker(Broker):
                 method, props, body = link.buffer.popleft()
                 delivery = self._delivery(link, method, props, body, owner)
                 if delivery is not None and not self._deferred(link, method, props, delivery):
-                    delivery.queue = self._logical(delivery.queue)
+                    delivery.queue = self.wire.logical(delivery.queue)
                     out.append(delivery)
         return out
 
     def _deferred(self, link: _Link, method: Any, props: Any, delivery: Delivery) -> bool:
         """A message whose `eta` is still ahead (a Celery client sends its countdown that way,
         straight to the queue) walks the delay levels instead of waiting in a worker's memory."""
-        eta_text = (props.headers or {}).get("eta")
-        if isinstance(eta_text, bytes):
-            eta_text = eta_text.decode()
-        try:
-            eta = protocol.iso_to_epoch(eta_text) if isinstance(eta_text, str) else None
-        except ValueError:
-            return False  # not a date: the worker runs it now, as Celery would
+        eta = eta_of(props.headers)
         if eta is None or eta <= time.time() + DELAY_UNIT:
             return False
         self._publish_confirmed(link, Outgoing(delivery.queue, delivery.payload, delivery.priority, eta))
@@ -489,7 +449,7 @@ class AMQPBroker(Broker):
     def purge(self, queues: Sequence[str]) -> int:
         def purge(link: _Link) -> int:
             total = 0
-            for queue in self._with_priority_queues(queues):
+            for queue in self.wire.consumed(queues):
                 self._declare(link, queue)
                 total += int(link.confirm.queue_purge(queue).method.message_count)
             return total
@@ -499,11 +459,11 @@ class AMQPBroker(Broker):
     def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         def sizes(link: _Link) -> dict[str, dict[str, int]]:
             out: dict[str, dict[str, int]] = {}
-            for queue in self._with_priority_queues(queues or ["celery"]):
+            for queue in self.wire.consumed(queues or ["celery"]):
                 self._declare(link, queue)
                 ok = link.confirm.queue_declare(queue, passive=True)
                 # AMQP reports ready messages only; leased and delayed counts are unknown (-1).
-                row = out.setdefault(self._logical(queue), {"ready": 0, "reserved": -1, "delayed": -1})
+                row = out.setdefault(self.wire.logical(queue), {"ready": 0, "reserved": -1, "delayed": -1})
                 row["ready"] += int(ok.method.message_count)
             return out
 
@@ -554,7 +514,7 @@ class AMQPBroker(Broker):
 
     def event_channel(self) -> EventChannel | None:
         channel = _AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
-        if not self.wire:
+        if not self.wire.names:
             return channel
         from .celery_events import MirroredEventChannel, amqp_mirror  # Celery's monitors see us too
         return MirroredEventChannel(channel, amqp_mirror(self))

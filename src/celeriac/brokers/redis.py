@@ -3,6 +3,11 @@
 The atomic parts live in Lua (`redis_scripts.py`); this class only packs arguments and
 turns Redis errors into OperationalError. Leases are per worker (renewed by its
 heartbeat, on Redis' clock), so a slow task on a live worker is never redelivered.
+
+Queues shared with Celery (`celery_wire_queues`, docs/celery-interop.md): priority-0
+messages are published onto kombu's list in kombu's envelope, where Celery's workers read
+them too, and a fetch first adopts messages from kombu's lists into the leased structure
+(in the same script), so celeriac's guarantees start the moment a celeriac worker has one.
 """
 
 from __future__ import annotations
@@ -13,10 +18,9 @@ import time
 from typing import Any, Sequence
 
 from .. import protocol
-from ..exceptions import DecodeError
-
 from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
                       kombu_prefix, pipelined)
+from ..exceptions import DecodeError
 from . import redis_scripts as lua
 from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
 
