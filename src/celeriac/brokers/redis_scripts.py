@@ -392,7 +392,7 @@ return out
 # -> per fired chord: {part number (1-based), {index, meta, index, meta, ...}}
 # Members are a hash by header index (a re-run header counts once); 'fired' remembers which
 # task fired the chord, and only that task is told again.
-# A chord sent by a Celery client carries no size in its messages: Celery's client wrote it to
+# A chord sent by a Celery client carries no size in its messages: Celery's client writes it to
 # "<Celery's group key>.s"; with celery (ARGV[3], Celery's group key prefix, or '') it is read there.
 CHORD_PARTS = """
 local p, ttl, celery = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -402,7 +402,10 @@ for i = 4, #ARGV, 6 do
   n = n + 1
   local gid, idx, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if size == 0 and celery ~= '' then
+    -- Celery's client writes the size just before it publishes the last header task: until
+    -- then the size is unknown and only a failure fires the chord.
     size = tonumber(redis.call('GET', celery .. gid .. '.s') or '0')
+    if size == 0 then size = math.huge end
   end
   local tid, failed, meta = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local parts, state = p .. ':chord:' .. gid .. ':parts', p .. ':chord:' .. gid
