@@ -4,6 +4,7 @@ defaults (no queue arguments, no priorities, JSON), as a project that migrates h
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
 
@@ -23,6 +24,14 @@ def add(x: int, y: int) -> int:
 @app.task(name="tasks.tsum")
 def tsum(numbers: list[int]) -> int:
     return sum(numbers)
+
+
+@app.task(name="tasks.slow")
+def slow(path: str, seconds: float) -> str:
+    with open(path, "a") as f:
+        f.write(f"celery-start {os.getpid()}\n")
+    time.sleep(120)  # the tests kill a Celery worker during this one
+    return "done"
 
 
 @app.task(name="tasks.count")

@@ -165,6 +165,29 @@ def test_celery_poison_message_goes_to_dead_letters(wire: dict[str, str], celeri
     assert dead == [task_id]
 
 
+def test_messages_a_dead_celery_worker_held_come_back(wire: dict[str, str], procs: list[WorkerProcess],
+                                                     tmp_path: Path) -> None:
+    """Redis: a Celery worker killed mid-task leaves the message in kombu's `unacked` hash, which
+    only a live Celery worker restores (after visibility_timeout); celeriac workers restore it
+    too, so the last Celery worker dying mid-migration does not strand it."""
+    if wire["WIRE_KIND"] != "redis":
+        pytest.skip("kombu's unacked hash is Redis'; RabbitMQ requeues a dead consumer's messages by itself")
+    trace = tmp_path / "trace"
+    old = celery_worker(procs, wire, tmp_path)
+    ids = celery_client(wire, f"out = [app.send_task('tasks.slow', ({str(trace)!r}, 0.1)).id for _ in range(3)]")
+    wait_until(lambda: trace.exists() and "celery-start" in trace.read_text(), 30, message="Celery runs one")
+    import redis
+    kombu = redis.Redis.from_url(wire["WIRE_BROKER"])
+    wait_until(lambda: kombu.hlen("unacked") == 1, 10, message="the running message in kombu's unacked hash")
+    old.kill()
+    celeriac_worker(procs, dict(wire, WIRE_VISIBILITY_TIMEOUT="2"), tmp_path)
+    out = celery_client(wire, f"out = [app.AsyncResult(i).get(timeout=60) for i in {ids!r}]")
+    assert out == ["done", "done", "done"]
+    ran_here = [line for line in trace.read_text().splitlines() if line.startswith("start ")]
+    assert len(ran_here) == 3  # the two waiting ones, and the one the Celery worker died with
+    assert kombu.hlen("unacked") == 0 and kombu.zcard("unacked_index") == 0
+
+
 # --- 2. a celeriac client, a Celery worker ---
 
 def test_celeriac_client_to_celery_worker(wire: dict[str, str], celeriac_app: Any, procs: list[WorkerProcess],

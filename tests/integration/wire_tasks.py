@@ -12,6 +12,8 @@ app = Celeriac("tasks")
 app.conf.task_default_queue = "celery"
 app.conf.worker_heartbeat_interval = 0.5
 app.conf.worker_lease_timeout = 3.0
+if os.environ.get("WIRE_VISIBILITY_TIMEOUT"):  # kombu's visibility timeout, short for a test
+    app.conf.broker_transport_options = {"visibility_timeout": float(os.environ["WIRE_VISIBILITY_TIMEOUT"])}
 
 
 @app.task(name="tasks.add")

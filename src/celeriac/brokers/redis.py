@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from typing import Any, Sequence
 
@@ -23,6 +24,8 @@ from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, clien
 from ..exceptions import DecodeError
 from . import redis_scripts as lua
 from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
+
+logger = logging.getLogger("celeriac.worker")
 
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
 KOMBU_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
@@ -54,6 +57,9 @@ class RedisBroker(Broker):
         self.wire = frozenset(self.options.get("celery_wire_queues") or ())
         self.wire_poll = float(self.options.get("celery_wire_poll_interval", 0.1))
         self.kombu_prefix = kombu_prefix(self.options)
+        # kombu's: how long a Celery worker may hold a message unacknowledged before it is given back.
+        self.celery_visibility = float(self.options.get("celery_visibility_timeout")
+                                       or self.options.get("visibility_timeout") or 3600)
 
     def _run(self, what: str, script: Any, args: list[Any]) -> Any:
         return guarded(self.url, what, lambda: script(args))
@@ -157,6 +163,48 @@ class RedisBroker(Broker):
 
     def _kombu_lists(self, queue: str) -> list[str]:
         return [self.kombu_prefix + (f"{queue}{KOMBU_SEP}{step}" if step else queue) for step in KOMBU_STEPS]
+
+    def housekeeping(self) -> None:
+        if self.wire:
+            restored = guarded(self.url, "restore Celery's unacknowledged messages", self._restore_celery_unacked)
+            if restored:
+                logger.warning("gave back %d message(s) that a Celery worker took and never acknowledged (older "
+                               "than visibility_timeout=%ss in kombu's 'unacked'): it probably died", restored,
+                               self.celery_visibility)
+
+    def _restore_celery_unacked(self) -> int:
+        """What kombu's own restore does - which needs a live Celery worker, so nobody would once
+        the last one is gone: a message a Celery worker took from a shared queue and held past
+        the visibility timeout goes back onto kombu's list, marked redelivered. Each move is
+        one transaction, watched, so a Celery worker restoring at the same time cannot double it."""
+        from redis.exceptions import WatchError
+        index, table = self.kombu_prefix + "unacked_index", self.kombu_prefix + "unacked"
+        tags = self.client.zrangebyscore(index, "-inf", time.time() - self.celery_visibility, start=0, num=1000)
+        restored = 0
+        for tag in tags:
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(table)
+                    raw = pipe.hget(table, tag)
+                    message, queue = _unacked_entry(raw)
+                    if raw is not None and queue not in self.wire:
+                        continue  # a Celery-only queue: Celery's workers restore their own
+                    pipe.multi()
+                    pipe.zrem(index, tag)
+                    pipe.hdel(table, tag)
+                    if message is not None:
+                        pipe.rpush(self._kombu_list_for(queue, message), json.dumps(message))
+                        pipe.lpush(self.keys.signal(queue), 1)
+                        restored += 1
+                    pipe.execute()
+                except WatchError:
+                    continue  # someone else moved it first
+        return restored
+
+    def _kombu_list_for(self, queue: str, message: dict[str, Any]) -> str:
+        priority = int((message.get("properties") or {}).get("priority") or 0)
+        step = max(s for s in KOMBU_STEPS if s <= max(0, min(9, priority)))
+        return self.kombu_prefix + (f"{queue}{KOMBU_SEP}{step}" if step else queue)
 
     def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
         client, keys = self.client, self.keys
@@ -276,6 +324,17 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _unacked_entry(raw: Any) -> tuple[dict[str, Any] | None, str]:
+    """kombu's unacked entry: [message, exchange, routing key] -> (message marked redelivered, queue)."""
+    try:
+        message, _exchange, queue = json.loads(raw)
+        message.setdefault("headers", {})["redelivered"] = True
+        message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
+        return message, str(queue)
+    except (TypeError, ValueError, AttributeError):
+        return None, ""  # unreadable: dropped from the index, as kombu drops what it cannot restore
 
 
 def _epoch(eta: Any) -> float | None:
