@@ -16,6 +16,11 @@ def mul(x: int, y: int) -> int:
     return x * y
 
 
+@app.task(name="tasks.cfail")
+def cfail(message: str) -> None:
+    raise ValueError(message)
+
+
 @app.task(name="tasks.add")
 def add(x: int, y: int) -> int:
     return x + y

@@ -192,8 +192,17 @@ def test_messages_a_dead_celery_worker_held_come_back(wire: dict[str, str], proc
 
 def test_celeriac_client_to_celery_worker(wire: dict[str, str], celeriac_app: Any, procs: list[WorkerProcess],
                                           tmp_path: Path) -> None:
-    celery_worker(procs, wire, tmp_path)
+    from celeriac import signature
+    worker = celery_worker(procs, wire, tmp_path)
     assert celeriac_app.send_task("tasks.mul", (6, 7)).get(timeout=30) == 42
+    failing = celeriac_app.send_task("tasks.cfail", ("from Celery",))
+    with pytest.raises(ValueError, match="from Celery"):
+        failing.get(timeout=30)
+    assert failing.failed() and failing.state == "FAILURE"
+    steps = (signature("tasks.mul", (2, 3), app=celeriac_app) | signature("tasks.mul", (10,), app=celeriac_app))
+    chained = steps.apply_async()
+    assert chained.get(timeout=30) == 60
+    worker.wait_for(rf"tasks\.mul\[{chained.id}\] succeeded")  # the Celery worker ran the chain's steps
     sent = time.time()
     result = celeriac_app.send_task("tasks.mul", (2, 3), countdown=1.5)
     assert result.get(timeout=30) == 6
