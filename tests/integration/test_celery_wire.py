@@ -246,7 +246,6 @@ def capture():  # one long capture: on Redis events are pub/sub, so a re-subscri
     with app.connection() as conn:
         app.events.Receiver(conn, handlers={"*": on_event}).capture(limit=None, timeout=None, wakeup=False)
 threading.Thread(target=capture, daemon=True).start()
-time.sleep(1.0)  # subscribed by now
 print("LISTENING", flush=True)
 deadline = time.time() + 60
 while time.time() < deadline:
@@ -260,6 +259,24 @@ print("OUT=" + json.dumps({"seen": seen, "workers": workers, "tasks": tasks}), f
 """
 
 
+def monitor_subscribed(wire: dict[str, str]) -> bool:
+    """Redis: the monitor's PSUBSCRIBE is in; RabbitMQ: its queue is bound to Celery's exchange."""
+    if wire["WIRE_KIND"] == "redis":
+        import redis
+        return int(redis.Redis.from_url(wire["WIRE_BROKER"]).pubsub_numpat()) > 0
+    import pika
+    import pika.exceptions
+    from celeriac.brokers.amqp import AMQPBroker
+    conn = pika.BlockingConnection(AMQPBroker._parameters(wire["WIRE_BROKER"], {}))
+    try:
+        conn.channel().exchange_declare("celeryev", passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        conn.close()
+
+
 def test_celery_monitor_sees_celeriac_worker_events(wire: dict[str, str], celeriac_app: Any,
                                                      procs: list[WorkerProcess], tmp_path: Path) -> None:
     """What `celery events` and Flower build on (Celery's Receiver and State) sees a celeriac -E worker."""
@@ -267,6 +284,7 @@ def test_celery_monitor_sees_celeriac_worker_events(wire: dict[str, str], celeri
     try:
         assert monitor.stdout is not None
         assert monitor.stdout.readline().strip() == "LISTENING"
+        wait_until(lambda: monitor_subscribed(wire), 20, message="the Celery monitor subscribed")
         celeriac_worker(procs, wire, tmp_path, "-E", "-n", "wire@celeriac")
         task_id = celeriac_app.send_task("tasks.add", (2, 3)).id
         out, _ = monitor.communicate(timeout=90)
