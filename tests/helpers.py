@@ -86,9 +86,11 @@ class WorkerProcess:
     """A real `celeriac -A MODULE worker` process; its output is collected for assertions."""
 
     def __init__(self, cwd: Path, env: dict[str, str], *args: str, app: str = "tasks_app",
-                 command: str = "worker", argv: list[str] | None = None) -> None:
+                 command: str = "worker", argv: list[str] | None = None, program: str | None = None) -> None:
         self.cwd = cwd
-        self.cmd = argv or [celeriac_bin(), "-A", app, command, "--loglevel=info", *args]
+        # argv: a whole command line (python myapp.py worker ...); program: another command line
+        # tool with celeriac's (Celery's) options, e.g. `celery`
+        self.cmd = argv or [program or celeriac_bin(), "-A", app, command, "--loglevel=info", *args]
         self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []

@@ -103,6 +103,12 @@ def key_prefix(options: dict[str, Any]) -> str:
     return str(options.get("global_keyprefix") or options.get("key_prefix") or "celeriac")
 
 
+def kombu_prefix(options: dict[str, Any]) -> str:
+    """What kombu and Celery put in front of their Redis keys: the same `global_keyprefix`
+    option, as it is (kombu adds no separator), and nothing by default."""
+    return str(options.get("global_keyprefix") or options.get("key_prefix") or "")
+
+
 def guarded(url: str, what: str, fn: Callable[[], T]) -> T:
     """Run a Redis call; turn client errors into an OperationalError that says where and what."""
     _require_redis()

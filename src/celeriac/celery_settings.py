@@ -56,7 +56,6 @@ DIFFERENT: dict[str, Different] = {
     "task_default_exchange_type": Different("celeriac routes by queue name; there are no exchanges"),
     "task_default_routing_key": Different("celeriac routes by queue name; there are no routing keys"),
     "task_default_delivery_mode": Different("messages are always persistent", ("persistent", 2)),
-    "task_queue_max_priority": Different("priorities are always 0-9, higher first, on every broker"),
     "broker_connection_retry": Different("a worker always reconnects to a broker it lost", (True,)),
     "broker_connection_max_retries": Different("a worker reconnects to a broker it lost for as long as it runs"),
     "broker_heartbeat": Different("dead workers are found by their lease, which the live worker renews "
@@ -78,7 +77,6 @@ DIFFERENT: dict[str, Different] = {
         "a running task keeps its message leased while its worker lives, so it is never run twice", (False,)),
     "worker_detect_quorum_queues": Different("prefetch does not depend on the queue type"),
     "worker_pool_putlocks": Different("a pool slot takes a message only when it can run it"),
-    "worker_hijack_root_logger": Different("the worker always installs its own log handler", (True,)),
     "result_backend_thread_safe": Different("result store connections are always safe to share between threads"),
     "result_cache_max": Different("the client does not cache results; get() reads the store"),
     "result_chord_join_timeout": Different("chords are counted atomically in the store; nothing polls"),

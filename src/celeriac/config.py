@@ -28,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "result_accept_content": None,
     "task_default_queue": "celery",
     "task_default_priority": 0,
+    # Queues on which celeriac speaks Celery's wire (kombu's Redis lists, a plain RabbitMQ queue,
+    # Celery's result keys), so Celery clients and workers share them: docs/celery-interop.md.
+    # [] once no Celery process remains: celeriac's own layout everywhere.
+    "celery_wire_queues": ["celery"],
+    "task_queue_max_priority": None,  # Celery's: x-max-priority of wire queues on RabbitMQ (None: plain)
     "task_routes": None,
     "task_publish_retry": True,
     "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2,

@@ -186,14 +186,52 @@ def pack(msg: TaskMessage) -> bytes:
 
 
 def unpack(data: bytes) -> TaskMessage:
+    raw = bytes(data)
+    if raw[:1] == b"{":  # a Celery client's message, taken from kombu's Redis list (see kombu_envelope)
+        return _from_kombu(raw)
     try:
-        meta, _, body = bytes(data).partition(b"\n")
+        meta, _, body = raw.partition(b"\n")
         headers, properties, ctype, cenc = _json_loads(meta)
         if not isinstance(headers, dict) or "task" not in headers or "id" not in headers:
             raise ValueError("headers lack 'task' or 'id'")
     except Exception as exc:
         raise DecodeError(f"malformed message envelope: {exc}") from exc
     return TaskMessage(headers, properties or {}, body, ctype, cenc)
+
+
+# --- kombu's Redis envelope: how Celery's clients and workers store a message in a Redis list ---
+# One JSON object: the body as base64 text, its content type and encoding, the protocol v2
+# headers, and AMQP-like properties (kombu adds a delivery_tag, which its own workers use as
+# the key of their unacked hash).
+
+def kombu_envelope(msg: TaskMessage, queue: str, priority: int) -> bytes:
+    """The message as a Celery worker reads it from kombu's list for `queue`."""
+    properties = {
+        "correlation_id": msg.properties.get("correlation_id") or msg.task_id,
+        "reply_to": msg.properties.get("reply_to"), "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": queue}, "priority": priority,
+        "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+    }
+    envelope = {"body": base64.b64encode(msg.body).decode("ascii"), "content-encoding": msg.content_encoding,
+                "content-type": msg.content_type, "headers": msg.headers, "properties": properties}
+    return _json_dumps(envelope)
+
+
+def _from_kombu(raw: bytes) -> TaskMessage:
+    try:
+        envelope = _json_loads(raw)
+        headers, properties = envelope.get("headers") or {}, envelope.get("properties") or {}
+        if not isinstance(headers, dict) or "task" not in headers or "id" not in headers:
+            raise ValueError("headers lack 'task' or 'id' (is it a protocol v1 message? celeriac reads v2)")
+        body = envelope.get("body") or ""
+        if properties.get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        elif isinstance(body, str):
+            body = body.encode(envelope.get("content-encoding") or "utf-8")
+    except Exception as exc:
+        raise DecodeError(f"malformed kombu message envelope: {exc}") from exc
+    return TaskMessage(headers, properties, bytes(body), envelope.get("content-type") or JSON,
+                       envelope.get("content-encoding") or "utf-8")
 
 
 # --- datetimes in headers: ISO 8601 with an offset, as Celery writes them ---

@@ -397,12 +397,16 @@ class EagerResult(AsyncResult[R]):
 
 
 def result_from_child(child: Any, app: "Celeriac") -> "ResultBase":
-    """A stored child entry: a task id, or {"group": id, "results": [ids]}."""
+    """A stored child entry in Celery's layout - [[id, parent], None] for a task, [[id, parent],
+    [entries]] for a group - or as older celeriac wrote it (an id, {"group": id, "results": [...]})."""
     if isinstance(child, dict) and "group" in child:
         return GroupResult(child["group"], [result_from_child(c, app) for c in child.get("results") or []], app=app)
-    if isinstance(child, (list, tuple)):  # Celery's ((id, parent), None) tuples
-        while isinstance(child, (list, tuple)) and child:
-            child = child[0]
+    if isinstance(child, (list, tuple)) and len(child) == 2:
+        head, nodes = child
+        node_id = head[0] if isinstance(head, (list, tuple)) and head else head
+        if isinstance(nodes, (list, tuple)):
+            return GroupResult(str(node_id), [result_from_child(c, app) for c in nodes], app=app)
+        return AsyncResult(str(node_id), app=app)
     return AsyncResult(str(child), app=app)
 
 
@@ -421,10 +425,11 @@ def result_from_tuple(r: Any, app: "Celeriac | None" = None) -> "ResultBase":
 
 
 def child_entry(result: "ResultBase") -> Any:
-    """How a started task or group is written into its parent's `children`."""
+    """How a started task or group is written into its parent's `children`: Celery's result
+    tuples, so a Celery client reading this meta (a mixed fleet) understands them too."""
     if isinstance(result, GroupResult):
-        return {"group": result.id, "results": [child_entry(r) for r in result.results]}
-    return result.id
+        return [[result.id, None], [child_entry(r) for r in result.results]]
+    return [[result.id, None], None]
 
 
 # The group results live in their own module; imported last because they build on AsyncResult.

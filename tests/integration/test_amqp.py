@@ -94,7 +94,9 @@ def test_eta_longer_than_the_consumer_timeout(short_timeout_node: Any, start_wor
 def test_rabbitmq_restart_under_load(tasks: Any, start_worker: Any, rabbit_server: Any, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     workers = [start_worker("-c", "2", "-n", "a@host"), start_worker("-c", "2", "-n", "b@host")]
-    results = [tasks.work.delay(str(trace), i, 0.005) for i in range(3000)]
+    # 20 ms a task: 15 s of work for 4 slots, well past the time 3000 publishes take, so the outage
+    # comes mid-stream even when the workers keep up with the publisher (a plain default queue).
+    results = [tasks.work.delay(str(trace), i, 0.02) for i in range(3000)]
     wait_until(lambda: len(trace_lines(trace)) >= 500, 60, message="500 done before the restart")
     rabbit_server.stop()
     done_during_outage = len(trace_lines(trace))

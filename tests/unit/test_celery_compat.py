@@ -242,3 +242,9 @@ def test_celery3_upper_case_names_are_read_with_and_without_the_namespace() -> N
     django_style = app_with()
     django_style.config_from_object(Celery3Config, namespace="CELERY")
     assert django_style.conf.task_default_queue == "old-style" and django_style.conf.task_acks_late is True
+
+
+def test_settings_celeriac_honours_are_never_warned_about() -> None:
+    # Both are read by celeriac (wire queues' x-max-priority; the worker's logging set-up).
+    conf = {"task_queue_max_priority": 10, "worker_hijack_root_logger": False}
+    assert settings_warnings(conf) == []

@@ -121,7 +121,7 @@ class Celeriac:
     _TRANSPORT_SETTINGS = frozenset({
         "broker_url", "result_backend", "broker_transport_options", "broker_use_ssl", "redis_backend_use_ssl",
         "result_backend_transport_options", "result_expires", "result_serializer", "accept_content",
-        "result_accept_content"})
+        "result_accept_content", "celery_wire_queues", "task_queue_max_priority"})
 
     def _setting_changed(self, key: str) -> None:
         if key in self._TRANSPORT_SETTINGS and getattr(self, "_broker", None) is not None \
@@ -260,6 +260,8 @@ class Celeriac:
             options = dict(self.conf.broker_transport_options or {})
             if isinstance(self.conf.get("broker_use_ssl"), dict):  # Celery's TLS setting
                 options.update(self.conf.broker_use_ssl)
+            options.setdefault("celery_wire_queues", list(self.conf.get("celery_wire_queues") or []))
+            options.setdefault("queue_max_priority", self.conf.get("task_queue_max_priority"))
             self._broker = create_broker(self.broker_url, options)
         return self._broker
 
@@ -274,6 +276,8 @@ class Celeriac:
                     options.update(conf.broker_use_ssl)
             if isinstance(conf.get("redis_backend_use_ssl"), dict):
                 options.update(conf.redis_backend_use_ssl)
+            # Celery's result keys too, while Celery processes may read or write them.
+            options.setdefault("celery_results", bool(conf.get("celery_wire_queues")))
             self._backend = create_result_store(
                 self.result_backend_url, serializer=conf.result_serializer,
                 accept=conf.result_accept_content or conf.accept_content,
@@ -459,7 +463,7 @@ class Celeriac:
             if parent_id is None:
                 parent_id = current[1].id
                 if options.pop("add_to_parent", True):
-                    current[1].children.append(task_id)
+                    current[1].children.append([[task_id, None], None])  # Celery's result tuple
             root_id = root_id or current[1].root_id or current[1].id
         route = self.route_for(name, args, kwargs, options, task) if self.conf.task_routes else {}
         # As in Celery: apply_async(queue=) beats the task's own queue, which beats task_routes.

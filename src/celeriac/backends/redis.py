@@ -12,14 +12,25 @@ import json
 import time
 from typing import Any, Sequence
 
-from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix, pipelined
+from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
+                      pipelined)
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_EXTEND, CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT,
                                      REVOKE, REVOKED_SINCE, STORE_RESULTS)
+from .. import states
 from ..exceptions import OperationalError
 from .base import ChordPart, ResultStore, StoredResult, as_id_list
 
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
+
+
+
+
+def celery_result_prefix(options: dict[str, Any]) -> str:
+    """What Celery's Redis backend puts before its keys: `global_keyprefix`, with a '_' added
+    unless it ends in one of ':_-.' (nothing by default)."""
+    prefix = str(options.get("global_keyprefix") or options.get("key_prefix") or "")
+    return prefix + "_" if prefix and prefix[-1] not in ":_-." else prefix
 
 
 class RedisResultStore(ResultStore):
@@ -37,11 +48,14 @@ class RedisResultStore(ResultStore):
         self._reserve_rate_slot = Script(self.client, RESERVE_RATE_SLOT)
         self._control_send = Script(self.client, CONTROL_SEND)
         self._revoked_since = Script(self.client, REVOKED_SINCE)
+        # Also Celery's result keys (celery-task-meta-<id>), while Celery processes share the server.
+        self.celery = bool(self.options.get("celery_results"))
+        self.celery_prefix = celery_result_prefix(self.options)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
             return
-        args: list[Any] = [self.keys.prefix]
+        args: list[Any] = [self.keys.prefix, self.celery_prefix + "|" if self.celery else ""]
         for r in results:
             args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
         guarded(self.url, "store results", lambda: self._store(args))
@@ -51,16 +65,17 @@ class RedisResultStore(ResultStore):
             return {}
         if len(task_ids) == 1:  # the common case (ready()/state): two plain commands, one round trip
             task_id = task_ids[0]
-            done, meta = guarded(self.url, "read a result", functools.partial(
+            done, meta, celery = guarded(self.url, "read a result", functools.partial(
                 pipelined, self.client, ("LINDEX", self.keys.done(task_id), 0),
-                ("HGET", self.keys.result(task_id), "meta")))
-            data = done or meta
+                ("HGET", self.keys.result(task_id), "meta"), ("GET", self.celery_key(task_id))))
+            data = done or meta or celery  # the last: written by a Celery worker
             return {task_id: self.decode(data)} if data else {}
         out: dict[str, dict[str, Any]] = {}
         ids = list(task_ids)
         for start in range(0, len(ids), 1000):
             chunk = ids[start:start + 1000]
-            found = guarded(self.url, "read results", functools.partial(self._fetch, [self.keys.prefix, *chunk]))
+            args = [self.keys.prefix, self.celery_prefix, *chunk]
+            found = guarded(self.url, "read results", functools.partial(self._fetch, args))
             out.update({t: self.decode(data) for t, data in zip(chunk, found, strict=True) if data})
         return out
 
@@ -68,6 +83,7 @@ class RedisResultStore(ResultStore):
         deadline = time.monotonic() + timeout
         done = self.keys.done(task_id)
         backoff = 0.05
+        poll = 0.02  # Celery's workers ring only their pub/sub channel: look at their key now and then
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0.001:
@@ -76,6 +92,11 @@ class RedisResultStore(ResultStore):
                 except OperationalError:
                     return None
             block = min(remaining, _BLOCK_CHUNK)
+            if self.celery:
+                found = self._celery_final(task_id)
+                if found is not None:
+                    return found
+                block, poll = min(block, poll), min(poll * 2, 0.25)
             try:
                 data = guarded(self.url, "wait for a result", functools.partial(
                     self.client.blmove, done, done, block, "RIGHT", "RIGHT"))
@@ -90,8 +111,21 @@ class RedisResultStore(ResultStore):
                 return self.decode(data)
             backoff = 0.05
 
+    def celery_key(self, task_id: str) -> str:
+        """Where Celery's Redis result backend keeps a task's meta (and the channel it publishes on)."""
+        return f"{self.celery_prefix}celery-task-meta-{task_id}"
+
+    def _celery_final(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            data = guarded(self.url, "read a result", functools.partial(self.client.get, self.celery_key(task_id)))
+        except OperationalError:
+            return None  # the blocking wait below rides out the outage
+        meta = self.decode(data) if data else None
+        return meta if meta is not None and meta.get("status") in states.READY_STATES else None
+
     def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
-        args: list[Any] = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0]
+        args: list[Any] = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0,
+                           f"{self.celery_prefix}celery-taskset-meta-" if self.celery else ""]
         for part in parts:
             args += [part.group_id, part.index, part.size, part.task_id, 1 if part.failed else 0, part.data]
         reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
@@ -185,7 +219,7 @@ class RedisResultStore(ResultStore):
         return found, cursor
 
     def forget(self, task_ids: Sequence[str]) -> None:
-        keys = [k for t in as_id_list(task_ids) for k in (self.keys.result(t), self.keys.done(t))]
+        keys = [k for t in as_id_list(task_ids) for k in (self.keys.result(t), self.keys.done(t), self.celery_key(t))]
         if keys:
             guarded(self.url, "forget results", lambda: self.client.delete(*keys))
 

@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import protocol
 from ..exceptions import DecodeError, ImproperlyConfigured, OperationalError
+from .amqp_wire import SharedQueues, eta_of
 from .base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, Outgoing, clamp_priority,
                    frame_events, unframe_events)
 
@@ -93,6 +94,7 @@ class AMQPBroker(Broker):
         self._by_generation: dict[int, _Link] = {}
         self._generations = itertools.count(1)
         self._lock = threading.Lock()
+        self.wire = SharedQueues(self.options)  # queues shared with Celery (amqp_wire.py)
         import atexit
         atexit.register(self.close)  # a client's connection is closed, not dropped, when it exits
 
@@ -192,8 +194,9 @@ class AMQPBroker(Broker):
             if exc.reply_code == 406 and "x-max-priority" in str(exc.reply_text):
                 raise OperationalError(
                     f"a queue exists on {self.safe_url} with other arguments than celeriac's durable priority "
-                    f"queue (was it declared by another program?): {exc.reply_text}. Delete it, or use "
-                    "another queue name") from exc
+                    f"queue (was it declared by another program, such as Celery?): {exc.reply_text}. List the "
+                    "queue in celery_wire_queues to share it with Celery, delete it, or use another queue "
+                    "name (docs/celery-interop.md)") from exc
             raise OperationalError(f"RabbitMQ at {self.safe_url} closed the channel during {what}: "
                                    f"{exc.reply_code} {exc.reply_text}") from exc
         except (pika.exceptions.AMQPError, OSError) as exc:
@@ -203,7 +206,10 @@ class AMQPBroker(Broker):
 
     def _declare(self, link: _Link, queue: str) -> None:
         if queue not in link.declared:
-            link.confirm.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
+            if queue in self.wire:
+                self.wire.declare(link.conn, link.confirm, queue)
+            else:
+                link.confirm.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
             link.declared.add(queue)
 
     # --- the delay levels ---
@@ -255,11 +261,12 @@ class AMQPBroker(Broker):
             reply_to=props.get("reply_to")), msg.body
 
     def _route(self, link: _Link, message: Outgoing) -> tuple[str, str]:
-        self._declare(link, message.queue)
+        queue = self.wire.target(message.queue, clamp_priority(message.priority))
+        self._declare(link, queue)
         delay = (message.eta - time.time()) if message.eta else 0.0
         if delay > 0:
-            return self._delay_route(link, message.queue, delay)
-        return "", message.queue
+            return self._delay_route(link, queue, delay)
+        return "", queue
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
@@ -302,7 +309,7 @@ class AMQPBroker(Broker):
                 link.consume.close()  # its unacked messages go back (only when the queues change)
             channel = link.conn.channel()
             channel.basic_qos(prefetch_count=prefetch, global_qos=True)
-            for queue in queues:
+            for queue in self.wire.consumed(queues):
                 self._declare(link, queue)
                 channel.basic_consume(queue, lambda ch, method, props, body: link.buffer.append(
                     (method, props, body)), auto_ack=False)
@@ -321,9 +328,20 @@ class AMQPBroker(Broker):
             while link.buffer and len(out) < limit:
                 method, props, body = link.buffer.popleft()
                 delivery = self._delivery(link, method, props, body, owner)
-                if delivery is not None:
+                if delivery is not None and not self._deferred(link, method, props, delivery):
+                    delivery.queue = self.wire.logical(delivery.queue)
                     out.append(delivery)
         return out
+
+    def _deferred(self, link: _Link, method: Any, props: Any, delivery: Delivery) -> bool:
+        """A message whose `eta` is still ahead (a Celery client sends its countdown that way,
+        straight to the queue) walks the delay levels instead of waiting in a worker's memory."""
+        eta = eta_of(props.headers)
+        if eta is None or eta <= time.time() + DELAY_UNIT:
+            return False
+        self._publish_confirmed(link, Outgoing(delivery.queue, delivery.payload, delivery.priority, eta))
+        link.consume.basic_ack(method.delivery_tag)
+        return True
 
     def _delivery(self, link: _Link, method: Any, props: Any, body: bytes, owner: str) -> Delivery | None:
         redeliveries = int((props.headers or {}).get(REDELIVERIES) or 0)
@@ -440,7 +458,7 @@ class AMQPBroker(Broker):
     def purge(self, queues: Sequence[str]) -> int:
         def purge(link: _Link) -> int:
             total = 0
-            for queue in queues:
+            for queue in self.wire.consumed(queues):
                 self._declare(link, queue)
                 total += int(link.confirm.queue_purge(queue).method.message_count)
             return total
@@ -449,12 +467,13 @@ class AMQPBroker(Broker):
 
     def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         def sizes(link: _Link) -> dict[str, dict[str, int]]:
-            out = {}
-            for queue in queues or ["celery"]:
+            out: dict[str, dict[str, int]] = {}
+            for queue in self.wire.consumed(queues or ["celery"]):
                 self._declare(link, queue)
                 ok = link.confirm.queue_declare(queue, passive=True)
                 # AMQP reports ready messages only; leased and delayed counts are unknown (-1).
-                out[queue] = {"ready": int(ok.method.message_count), "reserved": -1, "delayed": -1}
+                row = out.setdefault(self.wire.logical(queue), {"ready": 0, "reserved": -1, "delayed": -1})
+                row["ready"] += int(ok.method.message_count)
             return out
 
         return self._guard("queue sizes", sizes)
@@ -503,7 +522,11 @@ class AMQPBroker(Broker):
     # --- events ---
 
     def event_channel(self) -> EventChannel | None:
-        return _AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
+        channel = _AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
+        if not self.wire.names:
+            return channel
+        from .celery_events import MirroredEventChannel, amqp_mirror  # Celery's monitors see us too
+        return MirroredEventChannel(channel, amqp_mirror(self))
 
     def close(self) -> None:
         for key, link in list(self._links.items()):

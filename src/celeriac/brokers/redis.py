@@ -3,19 +3,33 @@
 The atomic parts live in Lua (`redis_scripts.py`); this class only packs arguments and
 turns Redis errors into OperationalError. Leases are per worker (renewed by its
 heartbeat, on Redis' clock), so a slow task on a live worker is never redelivered.
+
+Queues shared with Celery (`celery_wire_queues`, docs/celery-interop.md): priority-0
+messages are published onto kombu's list in kombu's envelope, where Celery's workers read
+them too, and a fetch first adopts messages from kombu's lists into the leased structure
+(in the same script), so celeriac's guarantees start the moment a celeriac worker has one.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
+import time
 from typing import Any, Sequence
 
-from .._redis import Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix
+from .. import protocol
+from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
+                      kombu_prefix, pipelined)
+from ..exceptions import DecodeError
 from . import redis_scripts as lua
 from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
 
+logger = logging.getLogger("celeriac.worker")
+
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
+KOMBU_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
+KOMBU_STEPS = (0, 3, 6, 9)  # kombu's priority lists of a queue, read in this order
 
 
 class RedisBroker(Broker):
@@ -38,36 +52,159 @@ class RedisBroker(Broker):
         self._purge = Script(self.client, lua.PURGE)
         self._sizes = Script(self.client, lua.SIZES)
         self._requeue_dead = Script(self.client, lua.REQUEUE_DEAD)
+        self._defer = Script(self.client, lua.DEFER)
+        # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
+        self.wire = frozenset(self.options.get("celery_wire_queues") or ())
+        self.wire_poll = float(self.options.get("celery_wire_poll_interval", 0.1))
+        self.kombu_prefix = kombu_prefix(self.options)
+        # kombu's: how long a Celery worker may hold a message unacknowledged before it is given back.
+        self.celery_visibility = float(self.options.get("celery_visibility_timeout")
+                                       or self.options.get("visibility_timeout") or 3600)
 
     def _run(self, what: str, script: Any, args: list[Any]) -> Any:
         return guarded(self.url, what, lambda: script(args))
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
-        for start in range(0, len(messages), _CHUNK):
+        native, kombu = self._split_wire(messages)
+        if kombu:
+            self._publish_kombu(kombu)
+        for start in range(0, len(native), _CHUNK):
             args: list[Any] = [self._p]
-            for m in messages[start:start + _CHUNK]:
+            for m in native[start:start + _CHUNK]:
                 args += [m.queue, clamp_priority(m.priority), int(m.eta * 1000) if m.eta else 0, m.payload]
             self._run("publish", self._publish, args)
 
+    def _split_wire(self, messages: Sequence[Outgoing]) -> tuple[list[Outgoing], list[tuple[str, str, bytes]]]:
+        """Messages of priority 0 for Celery's wire queues become kombu envelopes on kombu's list,
+        so a Celery worker can take them too; an ETA travels in the `eta` header, as Celery's
+        clients send it. Priorities 1-9 stay in celeriac's layout beside it, exact and higher
+        first, for celeriac workers only (kombu's four steps and reversed order could not keep
+        them). Bytes that are not a task message stay too (the worker dead-letters them)."""
+        if not self.wire:
+            return list(messages), []
+        native: list[Outgoing] = []
+        kombu: list[tuple[str, str, bytes]] = []
+        for m in messages:
+            if m.queue not in self.wire or clamp_priority(m.priority) > 0:
+                native.append(m)
+                continue
+            try:
+                msg = protocol.unpack(m.payload)
+            except DecodeError:
+                native.append(m)
+                continue
+            if m.eta and (_epoch(msg.headers.get("eta")) or 0.0) < m.eta - 0.001:
+                # The header is what a worker goes by on kombu's list (e.g. a rate-limited task
+                # published again with its reserved start, its header still saying the old eta).
+                import datetime as dt
+                msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
+            kombu.append((m.queue, self.kombu_prefix + m.queue, protocol.kombu_envelope(msg, m.queue, 0)))
+        return native, kombu
+
+    def _publish_kombu(self, items: list[tuple[str, str, bytes]]) -> None:
+        def push() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            for _queue, key, envelope in items:
+                pipe.lpush(key, envelope)
+            for queue in {q for q, _k, _e in items}:  # wake idle celeriac workers at once
+                pipe.lpush(self.keys.signal(queue), 1)
+                pipe.ltrim(self.keys.signal(queue), 0, 63)
+            pipe.execute()
+
+        guarded(self.url, "publish", push)
+
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
-        import time
         deadline = time.monotonic() + timeout
         signals = [self.keys.signal(q) for q in queues]
+        wire = ",".join(q for q in queues if q in self.wire)
         while True:
-            reply = self._run("fetch", self._fetch, [self._p, worker_id, owner, int(limit), *queues])
+            reply = self._run("fetch", self._fetch, [self._p, worker_id, owner, int(limit), wire, self.kombu_prefix,
+                                                     *queues])
             if len(reply) > 1:
-                return [Delivery(_text(reply[i]), _text(reply[i + 1]), reply[i + 4], int(reply[i + 3]),
-                                 int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
+                got = [Delivery(_text(reply[i]), _text(reply[i + 1]), reply[i + 4], int(reply[i + 3]),
+                                int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
+                got = self._defer_early(owner, got) if wire else got
+                if got:
+                    return got
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             due_ms = int(reply[0]) if reply else -1
             wait = remaining if due_ms < 0 else min(remaining, due_ms / 1000 + 0.001)
+            if wire:  # a Celery client's LPUSH rings no bell: look at kombu's lists again soon
+                wait = min(wait, self.wire_poll)
             if wait >= 0.001:
                 # Publishers push a token per queue; a token left from earlier only costs a re-check.
                 guarded(self.url, "wait for messages",
                         functools.partial(self.client.blpop, signals, timeout=max(wait, 0.001)))
+
+    def _defer_early(self, owner: str, deliveries: list[Delivery]) -> list[Delivery]:
+        """A message adopted from kombu's list may carry a future `eta` (a Celery client's
+        countdown): it goes to the delayed set, kept by Redis, instead of to the worker."""
+        due: list[Delivery] = []
+        later: list[Any] = []
+        now = time.time()
+        for d in deliveries:
+            eta = None
+            if bytes(d.payload[:1]) == b"{":
+                try:
+                    eta = _epoch(protocol.unpack(d.payload).headers.get("eta"))
+                except DecodeError:
+                    eta = None  # undecodable: the worker dead-letters it
+            if eta is not None and eta > now:
+                later += [d.tag, int(eta * 1000)]
+            else:
+                due.append(d)
+        if later:
+            self._run("delay messages", self._defer, [self._p, owner, *later])
+        return due
+
+    def _kombu_lists(self, queue: str) -> list[str]:
+        return [self.kombu_prefix + (f"{queue}{KOMBU_SEP}{step}" if step else queue) for step in KOMBU_STEPS]
+
+    def housekeeping(self) -> None:
+        if self.wire:
+            restored = guarded(self.url, "restore Celery's unacknowledged messages", self._restore_celery_unacked)
+            if restored:
+                logger.warning("gave back %d message(s) that a Celery worker took and never acknowledged (older "
+                               "than visibility_timeout=%ss in kombu's 'unacked'): it probably died", restored,
+                               self.celery_visibility)
+
+    def _restore_celery_unacked(self) -> int:
+        """What kombu's own restore does - which needs a live Celery worker, so nobody would once
+        the last one is gone: a message a Celery worker took from a shared queue and held past
+        the visibility timeout goes back onto kombu's list, marked redelivered. Each move is
+        one transaction, watched, so a Celery worker restoring at the same time cannot double it."""
+        from redis.exceptions import WatchError
+        index, table = self.kombu_prefix + "unacked_index", self.kombu_prefix + "unacked"
+        tags = self.client.zrangebyscore(index, "-inf", time.time() - self.celery_visibility, start=0, num=1000)
+        restored = 0
+        for tag in tags:
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(table)
+                    raw = pipe.hget(table, tag)
+                    message, queue = _unacked_entry(raw)
+                    if raw is not None and queue not in self.wire:
+                        continue  # a Celery-only queue: Celery's workers restore their own
+                    pipe.multi()
+                    pipe.zrem(index, tag)
+                    pipe.hdel(table, tag)
+                    if message is not None:
+                        pipe.rpush(self._kombu_list_for(queue, message), json.dumps(message))
+                        pipe.lpush(self.keys.signal(queue), 1)
+                        restored += 1
+                    pipe.execute()
+                except WatchError:
+                    continue  # someone else moved it first
+        return restored
+
+    def _kombu_list_for(self, queue: str, message: dict[str, Any]) -> str:
+        priority = int((message.get("properties") or {}).get("priority") or 0)
+        step = max(s for s in KOMBU_STEPS if s <= max(0, min(9, priority)))
+        return self.kombu_prefix + (f"{queue}{KOMBU_SEP}{step}" if step else queue)
 
     def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
         client, keys = self.client, self.keys
@@ -110,7 +247,11 @@ class RedisBroker(Broker):
         return RedisScheduleStore(self.url, self.client, self._p, name, None)  # the script publishes
 
     def event_channel(self) -> EventChannel | None:
-        return RedisEventChannel(self.url, self.client, self._p, int(self.options.get("events_max_len", 10000)))
+        channel = RedisEventChannel(self.url, self.client, self._p, int(self.options.get("events_max_len", 10000)))
+        if not self.wire:
+            return channel
+        from .celery_events import MirroredEventChannel, redis_mirror  # Celery's monitors see us too
+        return MirroredEventChannel(channel, redis_mirror(self.client, self.kombu_prefix))
 
     def heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None = None) -> None:
         self._run("heartbeat", self._heartbeat, [self._p, worker_id, int(ttl * 1000), json.dumps(info or {})])
@@ -122,7 +263,20 @@ class RedisBroker(Broker):
         return int(self._run("recover messages of dead workers", self._recover, [self._p]))
 
     def purge(self, queues: Sequence[str]) -> int:
-        return int(self._run("purge", self._purge, [self._p, *queues])) if queues else 0
+        if not queues:
+            return 0
+        kombu = [key for q in queues if q in self.wire for key in self._kombu_lists(q)]
+        if kombu:
+            def drop() -> int:
+                pipe = self.client.pipeline(transaction=True)
+                for key in kombu:
+                    pipe.llen(key)
+                pipe.delete(*kombu)
+                return sum(int(n) for n in pipe.execute()[:-1])
+            dropped = guarded(self.url, "purge", drop)
+        else:
+            dropped = 0
+        return dropped + int(self._run("purge", self._purge, [self._p, *queues]))
 
     def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         if queues is None:
@@ -132,7 +286,12 @@ class RedisBroker(Broker):
         if not queues:
             return {}
         rows = self._run("queue sizes", self._sizes, [self._p, *queues])
-        return {_text(r[0]): {"ready": int(r[1]), "reserved": int(r[2]), "delayed": int(r[3])} for r in rows}
+        sizes = {_text(r[0]): {"ready": int(r[1]), "reserved": int(r[2]), "delayed": int(r[3])} for r in rows}
+        for queue in (q for q in queues if q in self.wire):  # what still waits in kombu's lists is ready too
+            lengths = guarded(self.url, "queue sizes", functools.partial(
+                pipelined, self.client, *(("LLEN", key) for key in self._kombu_lists(queue))))
+            sizes[queue]["ready"] += sum(int(n) for n in lengths)
+        return sizes
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read() -> list[DeadLetter]:
@@ -165,6 +324,24 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _unacked_entry(raw: Any) -> tuple[dict[str, Any] | None, str]:
+    """kombu's unacked entry: [message, exchange, routing key] -> (message marked redelivered, queue)."""
+    try:
+        message, _exchange, queue = json.loads(raw)
+        message.setdefault("headers", {})["redelivered"] = True
+        message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
+        return message, str(queue)
+    except (TypeError, ValueError, AttributeError):
+        return None, ""  # unreadable: dropped from the index, as kombu drops what it cannot restore
+
+
+def _epoch(eta: Any) -> float | None:
+    try:
+        return protocol.iso_to_epoch(eta) if isinstance(eta, str) else None
+    except ValueError:
+        return None
 
 
 def _text(value: Any) -> str:

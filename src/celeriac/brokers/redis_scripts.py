@@ -84,22 +84,50 @@ ring(wake)
 return 1
 """
 
-# ARGV: prefix, worker, owner, limit, queue...
+# Celery's wire queues (docs/celery-interop.md): kombu keeps a queue as Redis lists, one per
+# priority step (0, 3, 6, 9; 0 first), named "<queue>" and "<queue>\x06\x16<step>"; its clients
+# LPUSH and its workers BRPOP. A celeriac worker adopts messages from those lists into its own
+# leased structure in the same script that leases them, so nothing is ever only in a
+# worker's memory. Adopted messages get celeriac's priority 0 (that of everything celeriac
+# itself puts on kombu's lists), in kombu's order: step 0 first, FIFO within a step.
+ADOPT = """
+local function adopt_kombu(wire, kombu_prefix, limit)
+  local adopted = 0
+  for queue in string.gmatch(wire, '[^,]+') do
+    for _, step in ipairs({0, 3, 6, 9}) do
+      local key = kombu_prefix .. queue
+      if step > 0 then key = key .. string.char(6, 22) .. step end
+      while adopted < limit do
+        local raw = redis.call('RPOP', key)
+        if not raw then break end
+        local id = redis.call('INCR', p .. ':seq')
+        redis.call('HSET', p .. ':payload', id, raw)
+        redis.call('HSET', p .. ':route', id, '0:' .. queue)
+        redis.call('ZADD', p .. ':ready:' .. queue, 9e12 + id, id)
+        adopted = adopted + 1
+      end
+    end
+  end
+end
+"""
+
+# ARGV: prefix, worker, owner, limit, wire queues (comma-separated, or ''), kombu's key prefix, queue...
 # Returns (id, queue, priority, deliveries, payload) * n, or {ms until the next delayed message, or -1}.
-FETCH = COMMON + """
+FETCH = COMMON + ADOPT + """
 local worker, owner, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   make_ready(id)
   redis.call('ZREM', p .. ':delayed', id)
 end
+if ARGV[5] ~= '' then adopt_kombu(ARGV[5], ARGV[6], limit) end
 local chosen = {}
-if #ARGV == 5 then
-  local popped = redis.call('ZPOPMIN', p .. ':ready:' .. ARGV[5], limit)
+if #ARGV == 7 then
+  local popped = redis.call('ZPOPMIN', p .. ':ready:' .. ARGV[7], limit)
   for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
 else
   local candidates = {}
-  for q = 5, #ARGV do
+  for q = 7, #ARGV do
     local key = p .. ':ready:' .. ARGV[q]
     local head = redis.call('ZRANGE', key, 0, limit - 1, 'WITHSCORES')
     for i = 1, #head, 2 do
@@ -159,6 +187,19 @@ for i = 3, #ARGV do
   end
 end
 return n
+"""
+
+# ARGV: prefix, owner, then (id, eta ms) pairs: leased messages that are not due yet (a Celery
+# client's countdown) go to the delayed set; this delivery does not count.
+DEFER = COMMON + """
+local held = p .. ':held:' .. ARGV[2]
+for i = 3, #ARGV, 2 do
+  if redis.call('HDEL', held, ARGV[i]) == 1 then
+    redis.call('HINCRBY', p .. ':deliveries', ARGV[i], -1)
+    redis.call('ZADD', p .. ':delayed', tonumber(ARGV[i + 1]), ARGV[i])
+  end
+end
+return 1
 """
 
 # ARGV: prefix, owner, running id or '', keep all counts ('1') or ''
@@ -296,14 +337,19 @@ end
 return n
 """
 
-# ARGV: prefix, then (task id, status, ttl_ms or 0, meta) per result.
+# ARGV: prefix, celery (Celery's key prefix and '|': also Celery's key; '': not), then
+# (task id, status, ttl_ms or 0, meta) per result.
 # A final state is never replaced by an in-flight one. An in-flight meta lives in the
 # hash; a final meta lives (once) in the 'done' list that waiting clients BLMOVE onto
-# itself, and the hash keeps only its status.
+# itself, and the hash keeps only its status. With celery = '1' the meta is also written
+# where Celery's Redis backend keeps it ("celery-task-meta-<id>") and published on the
+# channel of that name, which Celery's get() listens to.
 STORE_RESULTS = """
 local p = ARGV[1]
+local celery = ARGV[2] ~= ''  -- '' or Celery's key prefix followed by '|'
+local cprefix = string.sub(ARGV[2], 1, -2)
 local final = {SUCCESS = true, FAILURE = true, REVOKED = true}
-for i = 2, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   local id, status, ttl, meta = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local key = p .. ':r:' .. id
   local old = redis.call('HGET', key, 'status')
@@ -319,34 +365,48 @@ for i = 2, #ARGV, 4 do
       redis.call('HSET', key, 'status', status, 'meta', meta)
     end
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+    if celery then
+      local ckey = cprefix .. 'celery-task-meta-' .. id
+      if ttl > 0 then redis.call('SET', ckey, meta, 'PX', ttl) else redis.call('SET', ckey, meta) end
+      redis.call('PUBLISH', ckey, meta)
+    end
   end
 end
 return 1
 """
 
-# ARGV: prefix, task id...  -> the meta of each (final or in-flight), or false
+# ARGV: prefix, Celery's key prefix, task id...  -> the meta of each (final or in-flight), or false
 FETCH_RESULTS = """
 local p = ARGV[1]
 local out = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local meta = redis.call('LINDEX', p .. ':done:' .. ARGV[i], 0)
   if not meta then meta = redis.call('HGET', p .. ':r:' .. ARGV[i], 'meta') end
-  out[i - 1] = meta or false
+  if not meta then meta = redis.call('GET', ARGV[2] .. 'celery-task-meta-' .. ARGV[i]) end  -- a Celery worker's
+  out[i - 2] = meta or false
 end
 return out
 """
 
-# ARGV: prefix, ttl ms, then per part: group id, index, size, task id, failed (0/1), meta
+# ARGV: prefix, ttl ms, celery group key prefix or '', then per part: group id, index, size, task id, failed (0/1), meta
 # -> per fired chord: {part number (1-based), {index, meta, index, meta, ...}}
 # Members are a hash by header index (a re-run header counts once); 'fired' remembers which
 # task fired the chord, and only that task is told again.
+# A chord sent by a Celery client carries no size in its messages: Celery's client writes it to
+# "<Celery's group key>.s"; with celery (ARGV[3], Celery's group key prefix, or '') it is read there.
 CHORD_PARTS = """
-local p, ttl = ARGV[1], tonumber(ARGV[2])
+local p, ttl, celery = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local out = {}
 local n = 0
-for i = 3, #ARGV, 6 do
+for i = 4, #ARGV, 6 do
   n = n + 1
   local gid, idx, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if size == 0 and celery ~= '' then
+    -- Celery's client writes the size just before it publishes the last header task: until
+    -- then the size is unknown and only a failure fires the chord.
+    size = tonumber(redis.call('GET', celery .. gid .. '.s') or '0')
+    if size == 0 then size = math.huge end
+  end
   local tid, failed, meta = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local parts, state = p .. ':chord:' .. gid .. ':parts', p .. ':chord:' .. gid
   if redis.call('HSET', parts, idx, meta) == 1 then redis.call('HINCRBY', state, 'done', 1) end
