@@ -50,7 +50,7 @@ def test_each_unsupported_setting_gets_one_line_naming_it() -> None:
 
 
 def test_a_value_asking_for_what_celeriac_does_differently_is_warned_about() -> None:
-    lines = settings_warnings(app_with(task_acks_late=False, worker_hijack_root_logger=False).conf)
+    lines = settings_warnings(app_with(task_acks_late=False, enable_utc=False).conf)
     assert len(lines) == 2
     assert any("task_acks_late = False" in line and "at-least-once" in line for line in lines)
 
