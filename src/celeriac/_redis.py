@@ -59,6 +59,9 @@ class Keys:
     def done(self, task_id: str) -> str:         # list holding the final meta; waiters BLMOVE it onto itself
         return f"{self.prefix}:done:{task_id}"
 
+    def unique(self, key: str) -> str:           # string: the task id holding a unique key (PX: the hold)
+        return f"{self.prefix}:unique:{key}"
+
 
 def _require_redis() -> None:
     if redis is None:
@@ -160,16 +163,16 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    def _once(self, args: list[Any]) -> Any:
+    def _once(self, args: list[Any], keys: Sequence[str]) -> Any:
         conn = self.pool.get_connection()
         try:
-            conn.send_command("EVALSHA", self.sha, 0, *args)
+            conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
             try:
                 return conn.read_response()
             except redis.exceptions.NoScriptError:
                 conn.send_command("SCRIPT", "LOAD", self.source)
                 conn.read_response()
-                conn.send_command("EVALSHA", self.sha, 0, *args)
+                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
                 return conn.read_response()
         except BaseException as exc:
             if not isinstance(exc, redis.exceptions.ResponseError):
@@ -178,11 +181,12 @@ class Script:
         finally:
             self.pool.release(conn)
 
-    def __call__(self, args: list[Any]) -> Any:
+    def __call__(self, args: list[Any], keys: Sequence[str] = ()) -> Any:
+        """Run with `keys` as KEYS[] (the keys it touches, declared) and `args` as ARGV[]."""
         delay = 0.02
         for attempt in range(self.ATTEMPTS):
             try:
-                return self._once(args)
+                return self._once(args, keys)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                     redis.exceptions.BusyLoadingError):
                 if attempt == self.ATTEMPTS - 1:

@@ -162,6 +162,8 @@ class Task(Generic[P, R]):
     serializer: str | None = None
     expires: float | datetime | None = None
     builtin: bool = False  # celeriac's own workflow helpers (celery.map, ...)
+    unique_for: float | None = None  # seconds: the same call again returns this one while it is pending
+    unique_key: Callable[[tuple[Any, ...], dict[str, Any]], str] | str | None = None  # key, or (args, kwargs) -> key
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"task {self.name!r} has no run() method")

@@ -314,6 +314,34 @@ def limited_retry(self: Task[Any, Any], marker: str, times: int) -> int:
     return self.request.retries
 
 
+@app.task(unique_for=60)
+def unique_work(marker: str, seconds: float) -> int:
+    """Unique by its arguments: appends a line per run, then sleeps."""
+    with open(marker, "a") as f:
+        f.write("run\n")
+    time.sleep(seconds)
+    return sum(1 for _ in open(marker))
+
+
+@app.task(bind=True, unique_for=60, max_retries=3)
+def unique_retry_once(self: Task[Any, Any], marker: str) -> str:
+    with open(marker, "a") as f:
+        f.write(f"{self.request.retries}\n")
+    if self.request.retries == 0:
+        raise self.retry(countdown=1.0)
+    return "done"
+
+
+@app.task(unique_for=60, unique_key=lambda args, kwargs: str(kwargs.get("account")))
+def unique_by_account(account: str, amount: int) -> int:
+    return amount
+
+
+@app.task(unique_for=60)
+def unique_fail() -> None:
+    raise ValueError("unique and failing")
+
+
 @app.task
 def delay_child(marker: str, countdown: float) -> str:
     """Run with a countdown itself, it sends another task with a countdown."""

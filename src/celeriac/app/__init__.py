@@ -20,6 +20,7 @@ from ..brokers import Broker, Outgoing, create_broker, safe_url
 from ..backends import ResultStore, create_result_store
 from ..config import DEFAULT_SQLITE_FILE, Settings, env_urls
 from .._options import check_call_options, check_task_options
+from ..unique import UNIQUE_HEADER, unique_hold
 from .._pydantic import PYDANTIC_OPTIONS, pydantic_task_function
 from ..exceptions import EncodeError, ImproperlyConfigured, NotRegistered, OperationalError
 from ..result import AsyncResult
@@ -387,6 +388,8 @@ class Celeriac:
         bases: tuple[type, ...] = (base,)
         if _is_coroutine_function(fn) and not issubclass(base, AsyncTask):
             bases = (AsyncTask,) if base is BaseTask else (base, AsyncTask)
+        if callable(options.get("unique_key")):  # a function of (args, kwargs), not a method
+            options["unique_key"] = staticmethod(options["unique_key"])
         for key in ("autoretry_for", "dont_autoretry_for"):
             if key in options and not isinstance(options[key], tuple):
                 options[key] = tuple(options[key])
@@ -428,8 +431,20 @@ class Celeriac:
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> ResultHandle[Any]:
         """Send a task by name; the code need not be importable here. Options: see prepare_task."""
+        hold = unique_hold(name, options.get("_task") or self.tasks.get(name), args, kwargs, options)
+        if hold is not None:
+            options["headers"] = {**(options.get("headers") or {}), UNIQUE_HEADER: hold[0]}
         outgoing, msg = self.prepare_task(name, args, kwargs, **options)
-        self.publish([outgoing], what=f"task {name}[{msg.task_id}]")
+        if hold is not None:
+            holder = self.backend.claim_unique(hold[0], msg.task_id, hold[1])
+            if holder != msg.task_id:  # the same call is queued, scheduled or running: that one answers
+                return AsyncResult(holder, app=self, task_name=name)
+        try:
+            self.publish([outgoing], what=f"task {name}[{msg.task_id}]")
+        except OperationalError:
+            if hold is not None:  # never sent: the next call may send it
+                self.backend.release_unique([(hold[0], msg.task_id)])
+            raise
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
                                             routing_key=outgoing.queue, exchange="")

@@ -160,6 +160,18 @@ class ResultStore(CeleryBackendAPI, ABC):
         returns how many seconds from now that is (0: start now). Reservations are kept
         (a GCRA schedule), so many waiting tasks each get their own slot, once."""
 
+    # --- unique tasks: a key held by one task id until it finishes or the hold expires ---
+
+    @abstractmethod
+    def claim_unique(self, key: str, task_id: str, ttl: float) -> str:
+        """Hold `key` for `task_id` for `ttl` seconds unless a live hold exists; atomically.
+        Returns the holder's task id: `task_id` itself when the claim succeeded."""
+
+    @abstractmethod
+    def release_unique(self, held: Sequence[tuple[str, str]]) -> None:
+        """Let go of each (key, task id) hold that task still has; a key held by another task
+        (the hold expired and was claimed again) is left alone."""
+
     # --- remote control: a short-lived command log every worker reads, and reply lists ---
 
     @abstractmethod

@@ -17,6 +17,7 @@ _CHORD_SIZES: dict[str, dict[str, list[int]]] = {}  # group id -> [header size, 
 # name -> [(seq, task id, signal, expires)]
 _REVOKED: dict[str, list[tuple[int, str, str | None, float]]] = {}
 _RATE: dict[str, dict[str, float]] = {}  # name -> key -> next free start time
+_UNIQUE: dict[str, dict[str, tuple[str, float]]] = {}  # store -> key -> (task id, held until)
 _CONTROL: dict[str, tuple[list[tuple[int, bytes, float]], dict[str, list[bytes]]]] = {}
 _BEATS: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
 _LOCK = threading.Lock()
@@ -34,6 +35,7 @@ class MemoryResultStore(ResultStore):
             self._chord_sizes = _CHORD_SIZES.setdefault(name, {})
             self._revoked = _REVOKED.setdefault(name, [])
             self._rate = _RATE.setdefault(name, {})
+            self._unique = _UNIQUE.setdefault(name, {})
             self._commands, self._replies = _CONTROL.setdefault(name, ([], {}))
             self._beats = _BEATS.setdefault(name, {})
 
@@ -124,6 +126,21 @@ class MemoryResultStore(ResultStore):
             start = max(now, self._rate.get(key, 0.0))
             self._rate[key] = start + interval
         return start - now
+
+    def claim_unique(self, key: str, task_id: str, ttl: float) -> str:
+        now = time.time()
+        with self._cond:
+            holder = self._unique.get(key)
+            if holder is not None and holder[1] > now:
+                return holder[0]
+            self._unique[key] = (task_id, now + ttl)
+            return task_id
+
+    def release_unique(self, held: Sequence[tuple[str, str]]) -> None:
+        with self._cond:
+            for key, task_id in held:
+                if self._unique.get(key, ("", 0.0))[0] == task_id:
+                    del self._unique[key]
 
     def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
         with self._cond:

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
                       pipelined)
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
-from ..brokers.redis_scripts import (CHORD_EXTEND, CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT,
-                                     REVOKE, REVOKED_SINCE, STORE_RESULTS)
+from ..brokers.redis_scripts import (CHORD_EXTEND, CHORD_PARTS, CLAIM_UNIQUE, CONTROL_SEND, FETCH_RESULTS,
+                                     RELEASE_UNIQUE, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE, STORE_RESULTS)
 from .. import states
 from ..exceptions import OperationalError
 from .base import ChordPart, ResultStore, StoredResult, as_id_list
@@ -46,6 +46,8 @@ class RedisResultStore(ResultStore):
         self._chord_extend = Script(self.client, CHORD_EXTEND)
         self._revoke = Script(self.client, REVOKE)
         self._reserve_rate_slot = Script(self.client, RESERVE_RATE_SLOT)
+        self._claim_unique = Script(self.client, CLAIM_UNIQUE)
+        self._release_unique = Script(self.client, RELEASE_UNIQUE)
         self._control_send = Script(self.client, CONTROL_SEND)
         self._revoked_since = Script(self.client, REVOKED_SINCE)
         # Also Celery's result keys (celery-task-meta-<id>), while Celery processes share the server.
@@ -202,6 +204,16 @@ class RedisResultStore(ResultStore):
         args = [self.keys.prefix, key, int(interval * 1_000_000)]
         micros = guarded(self.url, "reserve a rate-limit slot", lambda: self._reserve_rate_slot(args))
         return max(0.0, int(micros) / 1_000_000)
+
+    def claim_unique(self, key: str, task_id: str, ttl: float) -> str:
+        args, keys = [task_id, max(1, int(ttl * 1000))], [self.keys.unique(key)]
+        holder = guarded(self.url, "claim a unique key", lambda: self._claim_unique(args, keys))
+        return holder.decode() if isinstance(holder, bytes) else str(holder)
+
+    def release_unique(self, held: Sequence[tuple[str, str]]) -> None:
+        if held:
+            keys, ids = [self.keys.unique(k) for k, _ in held], [t for _, t in held]
+            guarded(self.url, "release unique keys", lambda: self._release_unique(ids, keys))
 
     def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
         now = int(time.time() * 1000)

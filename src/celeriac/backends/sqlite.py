@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS celeriac_rate (
     key TEXT PRIMARY KEY,
     next_free REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS celeriac_unique (
+    key TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    held_until REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS celeriac_revoked (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -227,6 +232,23 @@ class SQLiteResultStore(ResultStore):
             return start - now
 
         return float(self.db.write(reserve))
+
+    def claim_unique(self, key: str, task_id: str, ttl: float) -> str:
+        def claim(c: sqlite3.Connection) -> str:
+            # One write transaction: an expired hold is replaced, a live one is kept and named.
+            now = time.time()
+            c.execute("INSERT INTO celeriac_unique(key, task_id, held_until) VALUES (?, ?, ?) "
+                      "ON CONFLICT(key) DO UPDATE SET task_id = excluded.task_id, held_until = excluded.held_until "
+                      "WHERE celeriac_unique.held_until <= ?", (key, task_id, now + ttl, now))
+            row = c.execute("SELECT task_id FROM celeriac_unique WHERE key = ?", (key,)).fetchone()
+            return str(row[0])
+
+        return str(self.db.write(claim))
+
+    def release_unique(self, held: Sequence[tuple[str, str]]) -> None:
+        if held:
+            self.db.write(lambda c: c.executemany(
+                "DELETE FROM celeriac_unique WHERE key = ? AND task_id = ?", list(held)))
 
     def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
         expires = time.time() + expires_in

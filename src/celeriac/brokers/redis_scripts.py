@@ -554,3 +554,21 @@ end
 ring(wake)
 return fired
 """
+
+# KEYS: the unique key; ARGV: task id, hold in ms. Returns the holder's id (ARGV[1] if claimed).
+CLAIM_UNIQUE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return ARGV[1]
+end
+return redis.call('GET', KEYS[1])
+"""
+
+# KEYS: unique keys; ARGV: the task id holding each. Deletes only holds that task still has.
+RELEASE_UNIQUE = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
+    redis.call('DEL', key)
+  end
+end
+return 0
+"""

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .. import protocol, signals, states
+from .. import protocol, signals, states, unique
 from ..brokers import Delivery, Outgoing
 from ..backends import StoredResult
 from ..backends.base import ChordPart
@@ -37,6 +37,7 @@ logger = logging.getLogger("celeriac.worker")
 
 FLUSH_AFTER = 0.005  # seconds a finished result may wait to be written with later ones
 REDELIVERED_HEADER = rejection.REDELIVERED_HEADER
+UNIQUE_HEADER = unique.UNIQUE_HEADER
 # Header keys that are the protocol's own: `request.headers` shows the others (Celery's meaning).
 _NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER}
 
@@ -87,10 +88,12 @@ class Batch:
     dead: list[tuple[Delivery, str]] = field(default_factory=list)
     releases: list[Delivery] = field(default_factory=list)
     chord_parts: list[ChordPart] = field(default_factory=list)
+    unique_done: list[tuple[str, str]] = field(default_factory=list)  # (unique key, task id) to let go of
     since: float = 0.0
 
     def __len__(self) -> int:
-        return len(self.acks) + len(self.dead) + len(self.releases) + len(self.results) + len(self.chord_parts)
+        return (len(self.acks) + len(self.dead) + len(self.releases) + len(self.results) + len(self.chord_parts)
+                + len(self.unique_done))
 
     def mark(self) -> None:
         if not self.since:
@@ -126,7 +129,10 @@ class Batch:
         # (the next step of a chain, a callback) already finds this task's outcome and children;
         # follow-ups are published and chord members recorded before the messages are acked, and
         # a chord they complete has its body published before the completing header is acked.
+        # Unique keys are let go of just before the results are stored, so a client that sees
+        # the final result can send the same call again at once.
         steps: list[tuple[str, Callable[[Any], None]]] = [
+            ("unique_done", backend.release_unique),
             ("results", backend.store), ("publishes", self._publish), ("chord_parts", self._record_chords),
             ("dead", broker.dead_letter), ("releases", broker.release), ("acks", broker.ack)]
         for name, write in steps:
@@ -165,7 +171,7 @@ class Batch:
 
     def _forget(self) -> None:
         self.publishes, self.results, self.dead, self.releases, self.acks = [], [], [], [], []
-        self.chord_parts = []
+        self.chord_parts, self.unique_done = [], []
 
 
 class Consumer:
@@ -465,6 +471,10 @@ class Consumer:
         record = workflow.encode_outcome(self.app, task_id, status, result, name=name or (task.name if task else None),
                                          request=request, traceback=traceback, hostname=self.hostname)
         batch.results.append(record)
+        if request is not None and request.headers and status in states.READY_STATES and request.id == task_id:
+            key = request.headers.get(UNIQUE_HEADER)
+            if key:  # a unique task is done: the same call may be sent again
+                batch.unique_done.append((str(key), task_id))
         batch.mark()
         return record
 
