@@ -179,7 +179,20 @@ class AsyncResult(Generic[R]):
             raise RuntimeError(
                 "Never call result.get() within a task: it can deadlock the worker. "
                 "Chain the tasks instead, or pass disable_sync_subtasks=False if you must.")
-        meta = self._wait(timeout)
+        return self._outcome(self._wait(timeout), timeout, propagate)
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **_ignored: Any) -> R:
+        """`get()` for asyncio code: awaits the result without blocking the event loop."""
+        from .aio import client
+        return await client.aget(self, timeout, propagate)
+
+    async def aready(self) -> bool:
+        """`ready()` for asyncio code."""
+        from .aio import client
+        return await client.aready(self)
+
+    def _outcome(self, meta: dict[str, Any], timeout: float | None, propagate: bool) -> R:
+        """The value of a waited-for meta, or the task's exception, or TimeoutError (not ready)."""
         status = meta.get("status")
         if status not in states.READY_STATES:
             raise TimeoutError(f"task {self.id} is not ready after {timeout}s (state {status})")
@@ -396,6 +409,15 @@ class GroupResult:
         return [r.get(propagate=propagate, disable_sync_subtasks=False) for r in self.results]
 
     join_native = join
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **_ignored: Any) -> list[Any]:
+        """`get()` for asyncio code: every member's value, in order, without blocking the loop."""
+        from .aio import client
+        return await client.group_aget(self, timeout, propagate)
+
+    async def aready(self) -> bool:
+        """`ready()` for asyncio code: every member finished."""
+        return all([await r.aready() for r in self.results])
 
     def iter_native(self, timeout: float | None = None) -> Iterator[tuple[str | None, Any]]:
         for r in self.results:

@@ -43,11 +43,18 @@ class RedisBroker(Broker):
         return guarded(self.url, what, lambda: script(args))
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
+        for args in self.publish_calls(messages):
+            self._run("publish", self._publish, args)
+
+    def publish_calls(self, messages: Sequence[Outgoing]) -> list[list[Any]]:
+        """The PUBLISH script's arguments, one list per call (shared with the asyncio client)."""
+        calls = []
         for start in range(0, len(messages), _CHUNK):
             args: list[Any] = [self._p]
             for m in messages[start:start + _CHUNK]:
                 args += [m.queue, clamp_priority(m.priority), int(m.eta * 1000) if m.eta else 0, m.payload]
-            self._run("publish", self._publish, args)
+            calls.append(args)
+        return calls
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
