@@ -141,8 +141,8 @@ def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any)
         assert threading.active_count() == before and most_threads[0] == before, \
             f"threads: {before} before, {most_threads[0]} at most during 100 calls"
         calls = []
-        for start in range(0, 1000, 50):  # 1,000 calls in flight together, started 50 per pass of the loop
-            calls += [asyncio.create_task(one(i)) for i in range(start, start + 50)]
+        for start in range(0, 1000, 20):  # 1,000 calls in flight together, started 20 per pass of the loop
+            calls += [asyncio.create_task(one(i)) for i in range(start, start + 20)]
             await asyncio.sleep(0)
         values = await asyncio.gather(*calls)
         stop.set()

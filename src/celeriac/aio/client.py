@@ -9,6 +9,7 @@ Results: read and awaited through the loop's async result store; a result's outc
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import weakref
 from dataclasses import dataclass
@@ -85,32 +86,63 @@ async def aclose(app: "Celeriac") -> None:
         await found.close()
 
 
-_SLICE = 0.005  # seconds of message building per pass of the event loop
-_slices: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[float | None]]" = weakref.WeakKeyDictionary()
+_PER_PASS = 8  # calls that may do their Python work (~0.1 ms each) in one pass of the loop
+
+
+class _Gate:
+    """Spreads the Python work of many calls that start (or finish) together over passes of
+    the event loop.
+
+    Building a message, or turning a stored result into a value, is ~0.1 ms of Python.
+    asyncio runs everything that is ready in one pass, so 1,000 calls started together
+    would hold the loop - its timers, other requests - for 100 ms. At most _PER_PASS calls
+    go through per pass; the others wait their turn in order (a future each, woken by one
+    callback per pass, so waiting costs nothing until it is their turn).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.entered = 0
+        self.queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.scheduled = False
+
+    async def enter(self) -> None:
+        if not self.queue and self.entered < _PER_PASS:
+            self.entered += 1
+            self._next_pass_soon()
+            return
+        turn: asyncio.Future[None] = self.loop.create_future()
+        self.queue.append(turn)
+        self._next_pass_soon()
+        await turn
+
+    def _next_pass_soon(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._next_pass)
+
+    def _next_pass(self) -> None:
+        self.scheduled = False
+        self.entered = 0
+        while self.queue and self.entered < _PER_PASS:
+            turn = self.queue.popleft()
+            if not turn.done():  # a cancelled caller gives its turn away
+                turn.set_result(None)
+                self.entered += 1
+        if self.queue:
+            self._next_pass_soon()
+
+
+_gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate]" = weakref.WeakKeyDictionary()
 
 
 async def fair_share() -> None:
-    """Wait for this pass of the event loop to have time left for a bit of work.
-
-    Building a message is ~0.1 ms of Python, done before a call's first real wait. asyncio
-    runs every coroutine that is ready in one pass, so 1,000 calls started together would
-    hold the loop (timers, other requests) for 100 ms. Once 5 ms of a pass are used, the
-    rest wait for the next pass, after the loop has served its timers and sockets.
-    """
+    """Wait for this call's turn to do a bit of Python work on the loop (see _Gate)."""
     loop = asyncio.get_running_loop()
-    state = _slices.get(loop)
-    if state is None:
-        state = _slices[loop] = [None]
-    while True:
-        now = time.perf_counter()
-        started = state[0]
-        if started is None:  # the first work of this pass: the slice starts now, ends with the pass
-            state[0] = now
-            loop.call_soon(state.__setitem__, 0, None)
-            return
-        if now - started <= _SLICE:
-            return
-        await asyncio.sleep(0)
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = _Gate(loop)
+    await gate.enter()
 
 
 async def call(app: "Celeriac", send: Callable[[], T]) -> T:

@@ -2,8 +2,8 @@
 
 Waiting never blocks the loop: the database's inotify descriptor (the Doorbell the
 synchronous waiters poll) is registered with `loop.add_reader`; when the WAL is written,
-one check reads the state of every task that any coroutine of this loop awaits, in one
-SELECT, and wakes those that finished. SQLite appends a commit's WAL frames just before it
+one check reads the state of every task that any coroutine of this loop awaits (100 ids
+per SELECT and per pass of the loop), and wakes those that finished. SQLite appends a commit's WAL frames just before it
 publishes the commit, so a check waits (asynchronously, at most 50 ms) until
 `PRAGMA data_version` shows a new commit. Without inotify (not Linux) it polls every 50 ms.
 
@@ -32,6 +32,7 @@ from .base import AsyncResultStore, BatchingBroker
 _SETTLE = 0.05      # seconds a check waits for an announced commit to become visible
 _POLL = 0.05        # seconds between checks without inotify
 _RECHECK = 1.0      # seconds: a waiter re-reads its own state at least this often
+_CHUNK = 100        # task ids per read while checking (one read per pass of the loop)
 
 
 class AsyncSQLiteBroker(BatchingBroker):
@@ -60,9 +61,10 @@ class AsyncSQLiteResultStore(AsyncResultStore):
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._check: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._dirty = False
         self._seen: int | None = None
-        self._wake_scheduled = False
+        self._settle = False
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.sync.get_many(task_ids)
@@ -77,47 +79,54 @@ class AsyncSQLiteResultStore(AsyncResultStore):
             if fd is not None:
                 self._loop.add_reader(fd, self._on_readable)
             else:
-                self._check = self._loop.create_task(self._poll())
+                self._poller = self._loop.create_task(self._poll())
 
     def _on_readable(self) -> None:
         if self._bell.drain() and self._waiters:
-            self._dirty = True
-            if self._check is None or self._check.done():
-                assert self._loop is not None
-                self._check = self._loop.create_task(self._settle_and_wake())
+            self._kick(settle=True)
 
-    async def _settle_and_wake(self) -> None:
+    def _kick(self, settle: bool) -> None:
+        """Have the checker look again (settle: first wait until a new commit is visible)."""
+        self._dirty = True
+        self._settle = self._settle or settle
+        if self._check is None or self._check.done():
+            assert self._loop is not None
+            self._check = self._loop.create_task(self._checker())
+
+    async def _checker(self) -> None:
+        await asyncio.sleep(0)  # the waits started in this pass join the first look
         while self._dirty:
             self._dirty = False
-            settle_until = time.monotonic() + _SETTLE
-            while True:
-                version = self._version()
-                if version != self._seen:
-                    self._seen = version
-                    break
-                if time.monotonic() >= settle_until:
-                    break
-                await asyncio.sleep(0.0005)
-            self._wake()
+            if self._settle:
+                self._settle = False
+                await self._settled()
+            await self._wake()
+
+    async def _settled(self) -> None:
+        settle_until = time.monotonic() + _SETTLE
+        while self._version() == self._seen and time.monotonic() < settle_until:
+            await asyncio.sleep(0.0005)
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(_POLL)
             if self._waiters:
-                self._wake()
+                self._kick(settle=False)
 
-    def _wake(self) -> None:
-        """One read for every awaited task; resolve those that are ready."""
-        self._wake_scheduled = False
-        if not self._waiters:
-            return
-        self._seen = self._version()  # a commit after this read changes it: the next event is not stale
-        found = self.sync.get_many(list(self._waiters))
-        for task_id, meta in found.items():
-            if meta.get("status") in states.READY_STATES:
-                for future in self._waiters.pop(task_id, []):
-                    if not future.done():
-                        future.set_result(meta)
+    async def _wake(self) -> None:
+        """Read the state of every awaited task, _CHUNK ids per read and per pass of the
+        loop; resolve those that are ready."""
+        self._seen = self._version()  # a commit after this changes it: its event is not stale
+        ids = list(self._waiters)
+        for start in range(0, len(ids), _CHUNK):
+            found = self.sync.get_many(ids[start:start + _CHUNK])
+            for task_id, meta in found.items():
+                if meta.get("status") in states.READY_STATES:
+                    for future in self._waiters.pop(task_id, []):
+                        if not future.done():
+                            future.set_result(meta)
+            if start + _CHUNK < len(ids):
+                await asyncio.sleep(0)
 
     async def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
         self._watch()
@@ -129,19 +138,13 @@ class AsyncSQLiteResultStore(AsyncResultStore):
                 return self.sync.get(task_id)
             future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
             self._waiters.setdefault(task_id, []).append(future)
-            self._wake_soon()  # its first look: one read for all the waits started in this pass
+            self._kick(settle=False)  # its first look: one read for all the waits started in this pass
             try:
                 return await asyncio.wait_for(asyncio.shield(future), min(remaining, _RECHECK))
             except TimeoutError:
                 pass
             finally:
                 self._forget(task_id, future)
-
-    def _wake_soon(self) -> None:
-        if not self._wake_scheduled:
-            self._wake_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._wake)
 
     def _forget(self, task_id: str, future: asyncio.Future[dict[str, Any]]) -> None:
         waiting = self._waiters.get(task_id)
@@ -153,6 +156,7 @@ class AsyncSQLiteResultStore(AsyncResultStore):
     async def close(self) -> None:
         if self._loop is not None and self._bell.fileno() is not None:
             self._loop.remove_reader(self._bell.fileno())  # type: ignore[arg-type]
-        if self._check is not None:
-            self._check.cancel()
+        for task in (self._check, self._poller):
+            if task is not None:
+                task.cancel()
         self._bell.close()
