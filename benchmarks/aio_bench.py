@@ -8,7 +8,9 @@ A worker (`-c 2`) runs the no-op `add`; then, per round, with the worker warm:
 - async:          N concurrent `await add.adelay(i, i)` + `await result.aget()` on one event loop;
 - sync one by one: one thread, N times `add.delay(i, i).get()` (a request handler's pattern);
 - sync send-all:   one thread, N `add.delay(i, i)`, then N `get()` in order (the best one
-                   thread can do with the blocking client).
+                   thread can do with the blocking client);
+- worker ceiling:  N tasks sent as one group (one round trip) until the last result: what
+                   the worker can do at all, which bounds every client above.
 
 Prints tasks/s per round and the median ratios async / sync. Client, worker and Redis share
 the machine's cores (`nproc`), so the numbers depend on it and on what else runs there.
@@ -93,6 +95,15 @@ def sync_send_all(tasks: Any, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+def worker_capacity(tasks: Any, n: int) -> float:
+    """The ceiling: N tasks published as one group (one round trip), until the last result."""
+    from celeriac import group
+    started = time.perf_counter()
+    results = group(tasks.add.s(i, i) for i in range(n)).apply_async()
+    assert results.get(timeout=120) == [2 * i for i in range(n)]
+    return n / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--broker", help="a Redis URL (default: a private redis-server)")
@@ -117,11 +128,13 @@ def main() -> None:
     try:
         tasks.add.delay(0, 0).get(timeout=60)  # worker up and warm
         runner.run(async_round(tasks, 50))  # the loop's connections opened
-        rates: dict[str, list[float]] = {"async": [], "sync one by one": [], "sync send-all": []}
+        rates: dict[str, list[float]] = {"async": [], "sync one by one": [], "sync send-all": [],
+                                         "worker ceiling": []}
         for round_no in range(1, args.rounds + 1):
             rates["async"].append(runner.run(async_round(tasks, args.n)))
             rates["sync one by one"].append(sync_one_by_one(tasks, args.n))
             rates["sync send-all"].append(sync_send_all(tasks, args.n))
+            rates["worker ceiling"].append(worker_capacity(tasks, args.n))
             print(f"round {round_no}: " + ", ".join(f"{k} {v[-1]:,.0f} tasks/s" for k, v in rates.items()))
         median = {k: statistics.median(v) for k, v in rates.items()}
         print(f"\n{args.n} tasks per round, worker -c {args.concurrency}, {os.cpu_count()} CPUs, "
