@@ -174,3 +174,28 @@ def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any)
     finally:
         gc.unfreeze()
         gc.callbacks.remove(on_gc)
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)
+def test_redis_waits_beyond_the_connection_pool_are_batched(tasks: Any, start_worker: Any) -> None:
+    """With max_connections 2, two waits block in Redis and the other 48 are looked up in
+    batches: all get their results, in time, and a batched wait still times out."""
+    tasks.app.conf.result_backend_transport_options = {"max_connections": 2}
+    try:
+        start_worker("-c", "2")
+
+        async def body() -> None:
+            started = time.monotonic()
+            results = await asyncio.gather(*(tasks.add.adelay(i, i) for i in range(50)))
+            values = await asyncio.gather(*(r.aget(timeout=30) for r in results))
+            assert values == [2 * i for i in range(50)]
+            assert time.monotonic() - started < 20
+            slow = await asyncio.gather(*(tasks.slow.adelay(3.0) for _ in range(3)))
+            waits = [asyncio.ensure_future(r.aget(timeout=0.5)) for r in slow]
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+            assert all(isinstance(o, TimeoutError) for o in outcomes), outcomes
+            assert await slow[2].aget(timeout=30) == "done"  # the third was batched (two connections)
+
+        run(tasks, body)
+    finally:
+        tasks.app.conf.result_backend_transport_options = {}

@@ -4,11 +4,11 @@ arguments as the synchronous broker and result store, which it wraps.
 Publishing is one EVALSHA of the broker's PUBLISH script per 500 messages, the calls of one
 pass of the event loop batched together. Waiting is the
 sync store's: BLMOVE of the task's 'done' list onto itself, which blocks in Redis (not
-here) until the worker stores the final meta. A blocked BLMOVE holds a connection, so the
-waits run on a pool of their own (`max_connections` in the result store's transport
-options, default 64), apart from the connections that publish and read; waits beyond it
-queue for a connection, and while any do, each wait gives its connection back every
-half second so that none is starved.
+here) until the worker stores the final meta. A blocked BLMOVE holds a connection, so
+these waits run on a pool of their own (`max_connections` in the result store's transport
+options, default 64), apart from the connections that publish and read. Waits beyond
+that many are batched: one FETCH_RESULTS call looks all of them up, each time a blocking
+wait gets its result and at least every 50 ms.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from .._redis import _require_redis, client_options, make_client, redis_error
 from ..backends.redis import RedisResultStore
+from .. import states
 from ..brokers import redis_scripts as lua
 from ..brokers.base import Outgoing
 from ..brokers.redis import RedisBroker
@@ -28,8 +29,8 @@ from .base import AsyncResultStore, BatchingBroker
 
 T = TypeVar("T")
 
-_BLOCK_CHUNK = 10.0       # seconds per BLMOVE when nobody waits for a connection
-_SHARED_CHUNK = 0.5       # seconds per BLMOVE while other waits queue for a connection
+_BLOCK_CHUNK = 10.0       # seconds per BLMOVE
+_BATCH_PAUSE = 0.05       # seconds at most between two looks of the batched waits
 _WAIT_CONNECTIONS = 64    # default size of the waiting pool
 _COMMAND_CONNECTIONS = 16  # publishes and reads: short commands, batched; more calls queue for one
 
@@ -83,7 +84,10 @@ class AsyncRedisResultStore(AsyncResultStore):
         self.max_waits = int(sync.options.get("max_connections") or _WAIT_CONNECTIONS)
         self.waiting = _client(sync.url, sync.options, self.max_waits)
         self._fetch = self.client.register_script(lua.FETCH_RESULTS)
-        self._waits = 0  # waits running or queued for a connection
+        self._direct = 0  # blocking waits (one connection each)
+        self._batched: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._batcher: asyncio.Task[None] | None = None
+        self._progress = asyncio.Event()
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -93,31 +97,75 @@ class AsyncRedisResultStore(AsyncResultStore):
         return out
 
     async def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        if self._direct < self.max_waits:
+            self._direct += 1
+            try:
+                return await self._wait_blocking(task_id, timeout)
+            finally:
+                self._direct -= 1
+        return await self._wait_batched(task_id, timeout)
+
+    async def _wait_blocking(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        """The sync store's wait: BLMOVE of the 'done' list onto itself, on a connection of its own."""
         deadline = time.monotonic() + timeout
         done = self.sync.keys.done(task_id)
         backoff = 0.05
-        self._waits += 1
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.001:
+                return await self._latest(task_id)
+            try:
+                data = await _guarded(self.sync.url, "wait for a result", functools.partial(
+                    self.waiting.blmove, done, done, min(remaining, _BLOCK_CHUNK), "RIGHT", "RIGHT"))
+            except OperationalError:
+                # Redis restarting: keep waiting, with backoff, until the caller's deadline.
+                if deadline - time.monotonic() <= backoff:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            if data is not None:
+                self._progress.set()  # results are coming in: the batched waits look now
+                return self.sync.decode(data)
+            backoff = 0.05
+
+    async def _wait_batched(self, task_id: str, timeout: float) -> dict[str, Any] | None:
+        """Beyond `max_connections` blocking waits: one reader looks up every such task in one
+        FETCH_RESULTS call whenever a blocking wait got its result (tasks mostly finish in
+        the order they were sent), and at least every _BATCH_PAUSE seconds."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._batched.setdefault(task_id, []).append(future)
+        if self._batcher is None or self._batcher.done():
+            self._batcher = loop.create_task(self._read_batched())
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0.001:
-                    return await self._latest(task_id)
-                block = min(remaining, _BLOCK_CHUNK if self._waits <= self.max_waits else _SHARED_CHUNK)
-                try:
-                    data = await _guarded(self.sync.url, "wait for a result", functools.partial(
-                        self.waiting.blmove, done, done, block, "RIGHT", "RIGHT"))
-                except OperationalError:
-                    # Redis restarting: keep waiting, with backoff, until the caller's deadline.
-                    if deadline - time.monotonic() <= backoff:
-                        raise
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 1.0)
-                    continue
-                if data is not None:
-                    return self.sync.decode(data)
-                backoff = 0.05
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return await self._latest(task_id)
         finally:
-            self._waits -= 1
+            waiting = self._batched.get(task_id)
+            if waiting and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._batched[task_id]
+
+    async def _read_batched(self) -> None:
+        while self._batched:
+            self._progress.clear()
+            try:
+                found = await self.get_many(list(self._batched))
+            except OperationalError:
+                found = {}  # Redis away: the waits' own deadlines end them
+            for task_id, meta in found.items():
+                if meta.get("status") in states.READY_STATES:
+                    for future in self._batched.pop(task_id, []):
+                        if not future.done():
+                            future.set_result(meta)
+            if self._batched:
+                try:
+                    await asyncio.wait_for(self._progress.wait(), _BATCH_PAUSE)
+                except TimeoutError:
+                    pass
 
     async def _latest(self, task_id: str) -> dict[str, Any] | None:
         try:
@@ -126,6 +174,8 @@ class AsyncRedisResultStore(AsyncResultStore):
             return None
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.cancel()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
         await self.waiting.aclose()
