@@ -212,3 +212,67 @@ def test_capture_is_per_context() -> None:
             assert current() is inner
         assert current() is outer
     assert current() is None
+
+
+def test_rabbitmq_unreachable_is_a_clear_error_without_the_password() -> None:
+    pytest.importorskip("aiormq")
+    app = Celeriac("aio", broker="amqp://guest:s3cret@127.0.0.1:1//", backend="memory://aio-amqp-down")
+    app.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0.01}
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    async def body() -> None:
+        with pytest.raises(OperationalError) as caught:
+            await add.adelay(1, 2)
+        text = str(caught.value)
+        assert "amqp://guest:**@127.0.0.1:1//" in text and "after 2 attempt(s)" in text
+        assert "s3cret" not in text
+        await aclose(app)
+
+    asyncio.run(body())
+
+
+def test_sqlite_publish_waits_for_a_locked_file_on_the_loop(tmp_path: Any) -> None:
+    """Another connection holds the write lock for 0.3 s: adelay() waits for it without
+    holding the loop (a 5 ms ticker keeps ticking), then publishes."""
+    import sqlite3
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    app = Celeriac("aio", broker=url, backend=url)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    app.broker.queue_sizes(["celery"])  # tables created
+    holder = sqlite3.connect(str(tmp_path / "locked.db"), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, holder.execute, ("COMMIT",)).start()
+
+    async def body() -> tuple[float, float]:
+        worst, stop = [0.0], asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                worst[0] = max(worst[0], now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        await add.adelay(1, 2)
+        took = time.perf_counter() - started
+        stop.set()
+        await tick
+        await aclose(app)
+        return took, worst[0]
+
+    took, worst = asyncio.run(body())
+    holder.close()
+    assert took >= 0.25, "published while another connection held the write lock"
+    assert worst < 0.1, f"the loop was held {worst * 1000:.0f} ms while the file was locked"
+    assert app.broker.queue_sizes(["celery"])["celery"]["ready"] == 1
+    app.close()
