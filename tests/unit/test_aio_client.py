@@ -276,3 +276,22 @@ def test_sqlite_publish_waits_for_a_locked_file_on_the_loop(tmp_path: Any) -> No
     assert worst < 0.1, f"the loop was held {worst * 1000:.0f} ms while the file was locked"
     assert app.broker.queue_sizes(["celery"])["celery"]["ready"] == 1
     app.close()
+
+
+def test_a_loop_closed_without_aclose_leaves_no_descriptor(tmp_path: Any) -> None:
+    """asyncio.run() after asyncio.run() without aclose(): the SQLite waits' inotify
+    descriptors of the finished loops are closed, not piled up (the kernel allows ~128)."""
+    import os
+    url = f"sqlite:///{tmp_path / 'loops.db'}"
+    app = Celeriac("aio", broker=url, backend=url)
+
+    async def look() -> None:
+        with pytest.raises(TimeoutError):
+            await app.AsyncResult(str(uuid.uuid4())).aget(timeout=0.01)
+
+    asyncio.run(look())
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        asyncio.run(look())
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2
+    app.close()

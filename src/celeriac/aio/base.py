@@ -33,6 +33,9 @@ class AsyncBroker(ABC):
     async def close(self) -> None:
         """Close the asyncio connections (the sync broker is left alone)."""
 
+    def abandon(self) -> None:
+        """The loop is closed: drop what needs no loop to be released (optional)."""
+
 
 class AsyncResultStore(ABC):
     """Reads and waits for results written by workers through the synchronous store."""
@@ -53,6 +56,9 @@ class AsyncResultStore(ABC):
 
     async def close(self) -> None:
         """Close the asyncio connections."""
+
+    def abandon(self) -> None:
+        """The loop is closed: drop what needs no loop to be released (optional)."""
 
 
 class BatchingBroker(AsyncBroker):

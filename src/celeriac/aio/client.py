@@ -57,6 +57,11 @@ class Clients:
         await self.broker.close()
         await self.store.close()
 
+    def abandon(self) -> None:
+        """Their loop was closed without aclose(): free what can be freed without it."""
+        self.broker.abandon()
+        self.store.abandon()
+
 
 # Async connections belong to one event loop: one set of clients per (loop, app).
 _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Clients]]" = weakref.WeakKeyDictionary()
@@ -66,6 +71,11 @@ def clients(app: "Celeriac") -> Clients:
     """This loop's async broker and result store for `app` (made on first use; made again
     when the app's connections were reset, e.g. by a configuration change)."""
     loop = asyncio.get_running_loop()
+    for closed in [other for other in _by_loop if other.is_closed()]:
+        # Each asyncio.run() is a new loop; one that ended without aclose() would keep its
+        # clients (and their file descriptors) forever, as they refer to it.
+        for left in _by_loop.pop(closed).values():
+            left.abandon()
     per_app = _by_loop.setdefault(loop, {})
     found = per_app.get(id(app))
     broker, backend = app.broker, app.backend

@@ -160,3 +160,6 @@ class AsyncSQLiteResultStore(AsyncResultStore):
             if task is not None:
                 task.cancel()
         self._bell.close()
+
+    def abandon(self) -> None:
+        self._bell.close()  # its reader went with the closed loop
