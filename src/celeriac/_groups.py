@@ -186,6 +186,15 @@ class ResultSet:
 
     join_native = join
 
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **_ignored: Any) -> list[Any]:
+        """`get()` for asyncio code: every member's value, in order, without blocking the loop."""
+        from .aio import client
+        return await client.group_aget(self, timeout, propagate)  # type: ignore[arg-type]
+
+    async def aready(self) -> bool:
+        """`ready()` for asyncio code: every member finished."""
+        return all([await r.aready() for r in self.results])
+
     def _wait_all(self, timeout: float | None, propagate: bool) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

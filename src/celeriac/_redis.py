@@ -78,28 +78,37 @@ def client_for(url: str, options: dict[str, Any]) -> Any:
     key = (url + repr(sorted((k, repr(v)) for k, v in options.items())), os.getpid())
     found = _CLIENTS.get(key)
     if found is None:
-        kwargs: dict[str, Any] = {
-            "socket_connect_timeout": float(options.get("socket_connect_timeout", 5.0)),
-            "socket_timeout": float(options.get("socket_timeout", 30.0)),
-            "health_check_interval": int(options.get("health_check_interval", 25)),
-            # Short transient failures are retried inside redis-py; longer outages are the
-            # caller's to ride out (workers back off and retry, clients per publish policy).
-            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
-            "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                               redis.exceptions.BusyLoadingError],
-        }
-        if not url.startswith("unix:"):
-            kwargs["socket_keepalive"] = True  # TCP only: notices a vanished server on idle links
-        for name in ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "max_connections"):
-            if name in options:
-                kwargs[name] = options[name]
-        try:
-            found = redis.Redis.from_url(url, **kwargs)
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"bad Redis URL {safe_url(url)!r}: {exc} (forms: redis://[:password@]host"
-                                       "[:port][/db], rediss://... for TLS, unix:///path/to/socket?db=0)") from None
+        # Short transient failures are retried inside redis-py; longer outages are the
+        # caller's to ride out (workers back off and retry, clients per publish policy).
+        kwargs = {**client_options(url, options), "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)}
+        found = make_client(url, lambda: redis.Redis.from_url(url, **kwargs))
         _CLIENTS[key] = found
     return found
+
+
+def client_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """redis-py keyword arguments from the transport options (shared with the asyncio client)."""
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": float(options.get("socket_connect_timeout", 5.0)),
+        "socket_timeout": float(options.get("socket_timeout", 30.0)),
+        "health_check_interval": int(options.get("health_check_interval", 25)),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                           redis.exceptions.BusyLoadingError],
+    }
+    if not url.startswith("unix:"):
+        kwargs["socket_keepalive"] = True  # TCP only: notices a vanished server on idle links
+    for name in ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "max_connections"):
+        if name in options:
+            kwargs[name] = options[name]
+    return kwargs
+
+
+def make_client(url: str, build: Callable[[], T]) -> T:
+    try:
+        return build()
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"bad Redis URL {safe_url(url)!r}: {exc} (forms: redis://[:password@]host"
+                                   "[:port][/db], rediss://... for TLS, unix:///path/to/socket?db=0)") from None
 
 
 def key_prefix(options: dict[str, Any]) -> str:
@@ -118,18 +127,28 @@ def guarded(url: str, what: str, fn: Callable[[], T]) -> T:
     started = time.monotonic()
     try:
         return fn()
-    except redis.exceptions.AuthenticationError as exc:
-        raise OperationalError(f"Redis at {safe_url(url)} refused the credentials ({what}): {exc}") from exc
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-            redis.exceptions.BusyLoadingError) as exc:
-        raise OperationalError(
-            f"cannot reach Redis at {safe_url(url)} ({what}; retried for {time.monotonic() - started:.1f}s): "
-            f"{exc}") from exc
-    except redis.exceptions.ResponseError as exc:
+    except redis.exceptions.RedisError as exc:
+        translated = redis_error(url, what, exc, started)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def redis_error(url: str, what: str, exc: BaseException, started: float) -> BaseException:
+    """The error a person reads for a failed Redis call (shared with the asyncio client);
+    errors that are not the server's or the connection's are returned as they are."""
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return OperationalError(f"Redis at {safe_url(url)} refused the credentials ({what}): {exc}")
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.BusyLoadingError)):
+        return OperationalError(
+            f"cannot reach Redis at {safe_url(url)} ({what}; retried for {time.monotonic() - started:.1f}s): {exc}")
+    if isinstance(exc, redis.exceptions.ResponseError):
         text = str(exc)
         if "NOAUTH" in text or "WRONGPASS" in text or "invalid password" in text:
-            raise OperationalError(f"Redis at {safe_url(url)} refused the credentials ({what}): {text}") from exc
-        raise OperationalError(f"Redis at {safe_url(url)} answered an error to {what}: {text}") from exc
+            return OperationalError(f"Redis at {safe_url(url)} refused the credentials ({what}): {text}")
+        return OperationalError(f"Redis at {safe_url(url)} answered an error to {what}: {text}")
+    return exc
 
 
 def pipelined(client: Any, *commands: tuple[Any, ...]) -> list[Any]:

@@ -80,6 +80,19 @@ class Doorbell:
     def event_driven(self) -> bool:
         return self._fd is not None
 
+    def fileno(self) -> int | None:
+        """The inotify descriptor (None: no inotify, poll instead), for an asyncio loop's add_reader."""
+        return self._fd
+
+    def drain(self) -> bool:
+        """Read what inotify reported without blocking: True when this database's files were written."""
+        return self._fd is not None and self._drain()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def arm(self) -> None:
         """Forget past events; call before checking the condition you will wait for."""
         self._sleep = 0.001
@@ -270,6 +283,32 @@ class SQLiteDatabase:
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth[key] = 0
+
+    def try_write(self, fn: Callable[[], T]) -> tuple[bool, T | None]:
+        """One write transaction around `fn` (whose writes join it), only if the lock is free
+        now: (False, None) while another connection holds it. For the asyncio client, which
+        waits for the lock on its event loop, never in a sleep here."""
+        self._ensure_schemas()
+        conn, key = self.conn(), self._key()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False, None
+            raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
+        self._depth[key] = 1
+        try:
+            result = fn()
+            self._retry(lambda: conn.execute("COMMIT"))
+            return True, result
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise OperationalError(f"SQLite error on {self.path}: {exc}") from exc
             raise
         finally:
             self._depth[key] = 0

@@ -243,15 +243,28 @@ class AsyncResult(Generic[R]):
         if follow_parents and propagate and self._parent is not None:
             self._maybe_reraise_parent_error()
             checks.insert(0, self._maybe_reraise_parent_error)
-        meta = self._wait(timeout, checks, interval)
+        return self._outcome(self._wait(timeout, checks, interval), timeout, propagate)
+
+    wait = get
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **_ignored: Any) -> R:
+        """`get()` for asyncio code: awaits the result without blocking the event loop."""
+        from .aio import client
+        return await client.aget(self, timeout, propagate)
+
+    async def aready(self) -> bool:
+        """`ready()` for asyncio code."""
+        from .aio import client
+        return await client.aready(self)
+
+    def _outcome(self, meta: dict[str, Any], timeout: float | None, propagate: bool) -> R:
+        """The value of a waited-for meta, or the task's exception, or TimeoutError (not ready)."""
         status = meta.get("status")
         if status not in states.READY_STATES:
             raise TimeoutError(f"task {self.id} is not ready after {timeout}s (state {status})")
         if status in states.PROPAGATE_STATES and propagate:
             raise self._error(meta)
         return self._value(meta)  # type: ignore[no-any-return]
-
-    wait = get
 
     def _error(self, meta: dict[str, Any]) -> BaseException:
         if meta.get("status") == states.REVOKED and not isinstance(meta.get("result"), dict):

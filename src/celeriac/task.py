@@ -197,6 +197,16 @@ class Task(Generic[P, R]):
             return self.AsyncResult(result.id)
         return result
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
+        """`delay()` for asyncio code: never blocks the event loop (docs/asyncio.md)."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> "AsyncResult[R]":
+        """`apply_async()` for asyncio code: the same options, the same message, published on
+        the loop's asyncio client."""
+        from .aio import client
+        return await client.call(self.app, lambda: self.apply_async(args, kwargs, **options))
+
     def apply(self, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
               retries: int = 0, throw: bool | None = None, **options: Any) -> "EagerResult[R]":
         """Run the task in this process, now, with retries and handlers; returns an EagerResult."""

@@ -452,6 +452,12 @@ class Celeriac:
         result.ignored = bool(msg.headers.get("ignore_result"))  # as Celery: get() returns None at once
         return result
 
+    async def asend_task(self, name: str, args: Any = None, kwargs: Any = None,
+                         **options: Any) -> ResultHandle[Any]:
+        """`send_task()` for asyncio code: never blocks the event loop (docs/asyncio.md)."""
+        from ..aio import client
+        return await client.call(self, lambda: self.send_task(name, args, kwargs, **options))
+
     def prepare_task(self, name: str, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
                      countdown: float | None = None, eta: Any = None,
                      expires: float | datetime | None = None, priority: int | None = None,
@@ -525,24 +531,39 @@ class Celeriac:
     def publish(self, messages: Sequence[Outgoing], what: str = "messages", *, sent_events: bool = True) -> None:
         """Publish with the publish retry policy; a clear OperationalError when the broker is gone.
         With `task_send_sent_event`, a task-sent event per message (unless `sent_events` is False)."""
+        from ..aio.capture import current as capture
+        box = capture()
+        if box is not None:  # an asyncio call (aapply_async): it publishes these on its own client
+            box.add(messages, what, sent_events)
+            return
         conf = self.conf
-        policy = conf.task_publish_retry_policy or {}
-        attempts = 1 + (int(policy.get("max_retries", 3)) if conf.task_publish_retry else 0)
-        interval = float(policy.get("interval_start", 0))
-        for attempt in range(1, attempts + 1):
+        pauses = self.publish_retry_pauses()
+        for attempt in range(len(pauses) + 1):
             try:
                 self.broker.publish(messages)
                 if sent_events and conf.task_send_sent_event:
                     self._send_sent_events(messages)
                 return
             except OperationalError as exc:
-                if attempt == attempts:
-                    raise OperationalError(
-                        f"could not publish {what} to {safe_url(self.broker_url)} "
-                        f"after {attempts} attempt(s): {exc}") from exc
-                time.sleep(interval)
-                interval = min(interval + float(policy.get("interval_step", 0.2)),
-                               float(policy.get("interval_max", 0.2)))
+                if attempt == len(pauses):
+                    raise self.publish_failed(what, len(pauses) + 1, exc) from exc
+                time.sleep(pauses[attempt])
+
+    def publish_retry_pauses(self) -> list[float]:
+        """Seconds to wait before each retry of a failed publish (task_publish_retry_policy)."""
+        conf = self.conf
+        policy = conf.task_publish_retry_policy or {}
+        if not conf.task_publish_retry:
+            return []
+        pauses, interval = [], float(policy.get("interval_start", 0))
+        for _ in range(int(policy.get("max_retries", 3))):
+            pauses.append(interval)
+            interval = min(interval + float(policy.get("interval_step", 0.2)), float(policy.get("interval_max", 0.2)))
+        return pauses
+
+    def publish_failed(self, what: str, attempts: int, exc: BaseException) -> OperationalError:
+        return OperationalError(f"could not publish {what} to {safe_url(self.broker_url)} "
+                                f"after {attempts} attempt(s): {exc}")
 
     def send_retry(self, task: BaseTask[Any, Any], request: Context, retry: Any) -> None:
         """Publish the next attempt of a task that called `self.retry()`."""

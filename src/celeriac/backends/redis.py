@@ -73,13 +73,16 @@ class RedisResultStore(ResultStore):
             data = done or meta or celery  # the last: written by a Celery worker
             return {task_id: self.decode(data)} if data else {}
         out: dict[str, dict[str, Any]] = {}
-        ids = list(task_ids)
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start:start + 1000]
-            args = [self.keys.prefix, self.celery_prefix, *chunk]
+        for chunk, args in self.fetch_calls(task_ids):
             found = guarded(self.url, "read results", functools.partial(self._fetch, args))
             out.update({t: self.decode(data) for t, data in zip(chunk, found, strict=True) if data})
         return out
+
+    def fetch_calls(self, task_ids: Sequence[str]) -> list[tuple[list[str], list[Any]]]:
+        """(ids, FETCH_RESULTS arguments) per call of at most 1000 ids (shared with the asyncio client)."""
+        ids = list(task_ids)
+        return [(ids[i:i + 1000], [self.keys.prefix, self.celery_prefix, *ids[i:i + 1000]])
+                for i in range(0, len(ids), 1000)]
 
     def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout

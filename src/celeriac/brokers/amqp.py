@@ -27,7 +27,6 @@ import decimal
 
 import collections
 import itertools
-import math
 import os
 import threading
 import time
@@ -37,8 +36,10 @@ from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .. import protocol
-from ..exceptions import DecodeError, ImproperlyConfigured, OperationalError
-from .amqp_wire import SharedQueues, eta_of
+from ..exceptions import ImproperlyConfigured, OperationalError
+from .amqp_wire import (DELAY_EXCHANGE, DELAY_LEVELS, DELAY_QUEUE, DELAY_UNIT, DELIVER_EXCHANGE,  # noqa: F401
+                        REDELIVERIES, _FLOAT_TAG, Declare, SharedQueues, _amqp_table, eta_of, route_plan,
+                        wire_fields)
 from .base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, Outgoing, clamp_priority,
                    frame_events, unframe_events)
 
@@ -51,12 +52,6 @@ except ImportError:  # pragma: no cover - only without the amqp extra
 T = TypeVar("T")
 
 DEAD_QUEUE = "celeriac.dead"
-DELAY_EXCHANGE = "celeriac.delay.{}"
-DELAY_QUEUE = "celeriac.delay.{}"
-DELIVER_EXCHANGE = "celeriac.delay.deliver"
-DELAY_LEVELS = 32          # 2**32 units: over 13 years at 100 ms
-DELAY_UNIT = 0.1           # seconds per unit; delays are rounded up, never run early
-REDELIVERIES = "x-celeriac-redeliveries"
 EVENT_EXCHANGE = "celeriac.events"
 EVENT_TYPE = "application/x-celeriac-events"  # length-prefixed JSON events, as on Redis
 EVENT_BYTES = 512          # a monitor's queue holds events_max_len events of about this size
@@ -76,8 +71,7 @@ class _Link:
     events: Any = None
     consuming: tuple[str, ...] = ()
     prefetch: int = 0
-    declared: set[str] = field(default_factory=set)
-    delay_ready: bool = False
+    declared: set[tuple[str, str, str, str]] = field(default_factory=set)  # Declare.key of what exists
     buffer: collections.deque[tuple[Any, Any, bytes]] = field(default_factory=collections.deque)
 
 
@@ -205,68 +199,37 @@ class AMQPBroker(Broker):
                                    f"{exc!r}") from exc
 
     def _declare(self, link: _Link, queue: str) -> None:
-        if queue not in link.declared:
-            if queue in self.wire:
-                self.wire.declare(link.conn, link.confirm, queue)
-            else:
-                link.confirm.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
-            link.declared.add(queue)
+        self._apply(link, [self.wire.declaration(queue)])
 
-    # --- the delay levels ---
-
-    def _declare_delays(self, link: _Link) -> None:
-        if link.delay_ready:
-            return
+    def _apply(self, link: _Link, declarations: Sequence[Declare]) -> None:
+        """Run the declarations this connection has not made yet."""
         ch = link.confirm
-        ch.exchange_declare(DELIVER_EXCHANGE, "topic", durable=True)
-        for level in range(DELAY_LEVELS):
-            ch.exchange_declare(DELAY_EXCHANGE.format(level), "topic", durable=True)
-        for level in range(DELAY_LEVELS):
-            lower = DELAY_EXCHANGE.format(level - 1) if level else DELIVER_EXCHANGE
-            name = DELAY_QUEUE.format(level)
-            ch.queue_declare(name, durable=True, arguments={
-                "x-message-ttl": int((2 ** level) * DELAY_UNIT * 1000), "x-dead-letter-exchange": lower})
-            skip = "*." * (DELAY_LEVELS - 1 - level)
-            ch.queue_bind(name, DELAY_EXCHANGE.format(level), routing_key=f"{skip}1.#")
-            ch.exchange_bind(lower, DELAY_EXCHANGE.format(level), routing_key=f"{skip}0.#")
-        link.delay_ready = True
-
-    def _delay_route(self, link: _Link, queue: str, delay: float) -> tuple[str, str]:
-        self._declare_delays(link)
-        key = f"deliver:{queue}"
-        if key not in link.declared:
-            link.confirm.queue_bind(queue, DELIVER_EXCHANGE, routing_key="*." * DELAY_LEVELS + queue)
-            link.declared.add(key)
-        units = min(2 ** DELAY_LEVELS - 1, math.ceil(delay / DELAY_UNIT))
-        bits = format(units, f"0{DELAY_LEVELS}b")
-        return DELAY_EXCHANGE.format(DELAY_LEVELS - 1), ".".join(bits) + "." + queue
+        for d in declarations:
+            if d.key in link.declared:
+                continue
+            if d.kind == "exchange":
+                ch.exchange_declare(d.name, d.exchange_type, durable=True)
+            elif d.kind == "queue":
+                ch.queue_declare(d.name, durable=True, arguments=d.arguments)
+            elif d.kind == "shared_queue":
+                self.wire.declare(link.conn, ch, d.name)
+            elif d.kind == "bind_queue":
+                ch.queue_bind(d.name, d.source, routing_key=d.routing_key)
+            else:
+                ch.exchange_bind(d.name, d.source, routing_key=d.routing_key)
+            link.declared.add(d.key)
 
     # --- publishing ---
 
     @staticmethod
     def _wire(payload: bytes, priority: int, redeliveries: int = 0) -> tuple[Any, bytes]:
-        try:
-            msg = protocol.unpack(payload)
-        except DecodeError:  # not a task message: carried as-is (the worker will dead-letter it)
-            return pika.BasicProperties(delivery_mode=2, priority=priority,
-                                        content_type="application/octet-stream",
-                                        headers={REDELIVERIES: redeliveries} if redeliveries else None), payload
-        props = msg.properties
-        headers = _amqp_table(msg.headers)
-        if redeliveries:
-            headers[REDELIVERIES] = redeliveries
-        return pika.BasicProperties(
-            headers=headers, content_type=msg.content_type, content_encoding=msg.content_encoding,
-            delivery_mode=2, priority=priority, correlation_id=props.get("correlation_id"),
-            reply_to=props.get("reply_to")), msg.body
+        fields, body = wire_fields(payload, priority, redeliveries)
+        return pika.BasicProperties(**fields), body
 
     def _route(self, link: _Link, message: Outgoing) -> tuple[str, str]:
-        queue = self.wire.target(message.queue, clamp_priority(message.priority))
-        self._declare(link, queue)
-        delay = (message.eta - time.time()) if message.eta else 0.0
-        if delay > 0:
-            return self._delay_route(link, queue, delay)
-        return "", queue
+        declarations, exchange, key = route_plan(message, shared=self.wire)
+        self._apply(link, declarations)
+        return exchange, key
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
@@ -636,26 +599,6 @@ class _AMQPEventSubscription(EventSubscription):
                 self.conn.close()
         except Exception:  # a broken connection: it is gone either way
             pass
-
-
-_FLOAT_TAG = "celeriac-float:"
-
-
-def _amqp_table(value: Any) -> Any:
-    """pika has no float field type: floats (time limits) travel as AMQP decimals, which hold
-    32 bits of digits; a float with more (an epoch timestamp) travels as tagged text."""
-    if isinstance(value, float):
-        exact = decimal.Decimal(repr(value))
-        digits = exact.as_tuple()
-        unscaled = int(exact.scaleb(-int(digits.exponent))) if isinstance(digits.exponent, int) else None
-        if unscaled is not None and -2**31 <= unscaled < 2**31 and -255 <= int(digits.exponent) <= 0:
-            return exact
-        return _FLOAT_TAG + repr(value)
-    if isinstance(value, dict):
-        return {k: _amqp_table(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_amqp_table(v) for v in value]
-    return value
 
 
 # Headers that RabbitMQ (dead-lettering: x-death, x-first-death-*, x-last-death-*) or this

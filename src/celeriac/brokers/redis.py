@@ -67,12 +67,20 @@ class RedisBroker(Broker):
     def publish(self, messages: Sequence[Outgoing]) -> None:
         native, kombu = self._split_wire(messages)
         if kombu:
-            self._publish_kombu(kombu)
-        for start in range(0, len(native), _CHUNK):
-            args: list[Any] = [self._p]
-            for m in native[start:start + _CHUNK]:
-                args += [m.queue, clamp_priority(m.priority), int(m.eta * 1000) if m.eta else 0, m.payload]
+            guarded(self.url, "publish", lambda: self._pipeline(self.kombu_commands(kombu)))
+        for args in self.publish_calls(native):
             self._run("publish", self._publish, args)
+
+    def publish_calls(self, messages: Sequence[Outgoing]) -> list[list[Any]]:
+        """The PUBLISH script's arguments for messages in celeriac's own layout, one list per
+        call (shared with the asyncio client; `_split_wire` first takes out kombu's)."""
+        calls = []
+        for start in range(0, len(messages), _CHUNK):
+            args: list[Any] = [self._p]
+            for m in messages[start:start + _CHUNK]:
+                args += [m.queue, clamp_priority(m.priority), int(m.eta * 1000) if m.eta else 0, m.payload]
+            calls.append(args)
+        return calls
 
     def _split_wire(self, messages: Sequence[Outgoing]) -> tuple[list[Outgoing], list[tuple[str, str, bytes]]]:
         """Messages of priority 0 for Celery's wire queues become kombu envelopes on kombu's list,
@@ -101,17 +109,19 @@ class RedisBroker(Broker):
             kombu.append((m.queue, self.kombu_prefix + m.queue, protocol.kombu_envelope(msg, m.queue, 0)))
         return native, kombu
 
-    def _publish_kombu(self, items: list[tuple[str, str, bytes]]) -> None:
-        def push() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            for _queue, key, envelope in items:
-                pipe.lpush(key, envelope)
-            for queue in {q for q, _k, _e in items}:  # wake idle celeriac workers at once
-                pipe.lpush(self.keys.signal(queue), 1)
-                pipe.ltrim(self.keys.signal(queue), 0, 63)
-            pipe.execute()
+    def kombu_commands(self, items: list[tuple[str, str, bytes]]) -> list[tuple[Any, ...]]:
+        """The commands that put kombu envelopes on kombu's lists and wake idle celeriac
+        workers, run as one MULTI/EXEC (shared with the asyncio client)."""
+        commands: list[tuple[Any, ...]] = [("LPUSH", key, envelope) for _queue, key, envelope in items]
+        for queue in {q for q, _k, _e in items}:
+            commands += [("LPUSH", self.keys.signal(queue), 1), ("LTRIM", self.keys.signal(queue), 0, 63)]
+        return commands
 
-        guarded(self.url, "publish", push)
+    def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        pipe.execute()
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:

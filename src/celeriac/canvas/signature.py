@@ -298,6 +298,15 @@ class Signature(dict):  # type: ignore[type-arg]
         """Send it; args go before the signature's own (unless immutable)."""
         return self.apply_async(args, kwargs)
 
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """`delay()` for asyncio code (docs/asyncio.md)."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """`apply_async()` for asyncio code: the same messages, published without blocking the loop."""
+        from ..aio import client
+        return await client.call(self.app, lambda: self.apply_async(args, kwargs, **options))
+
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
         """Send the signature (or the whole workflow) to the workers; returns its result handle."""
         app = self.app

@@ -1,0 +1,201 @@
+"""The asyncio clients (docs/asyncio.md) against a real worker, on every broker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from celeriac import AsyncResult, chain, chord, group
+from celeriac.aio import aclose
+from celeriac.exceptions import TimeoutError
+
+
+def run(tasks: Any, body: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine on a fresh loop and close the app's asyncio connections at the end."""
+    async def main() -> Any:
+        try:
+            return await body()
+        finally:
+            await aclose(tasks.app)
+    return asyncio.run(main())
+
+
+def test_adelay_aget_aready_and_asend_task(tasks: Any, start_worker: Any) -> None:
+    start_worker("-c", "2")
+
+    async def body() -> None:
+        result = await tasks.add.adelay(2, 3)
+        assert isinstance(result, AsyncResult)
+        assert await result.aget(timeout=10) == 5
+        assert await result.aready()
+        by_name = await tasks.app.asend_task("tasks_app.mul", (4, 5))
+        assert await by_name.aget(timeout=10) == 20
+        slow = await tasks.slow.adelay(1.0)
+        assert not await slow.aready()
+        assert await slow.aget(timeout=10) == "done"
+        assert await slow.aready()
+        # What the async client sent is what the sync client reads, and the other way round.
+        assert tasks.add.delay(1, 1).get(timeout=10) == 2
+        assert tasks.app.AsyncResult(result.id).get(timeout=1) == 5
+
+    run(tasks, body)
+
+
+def test_aapply_async_countdown_runs_no_earlier(tasks: Any, start_worker: Any) -> None:
+    start_worker("-c", "2")
+
+    async def body() -> None:
+        sent = time.time()
+        result = await tasks.add.aapply_async((1, 1), countdown=2)
+        assert await result.aget(timeout=20) == 2
+        assert result.date_done is not None
+        assert result.date_done.timestamp() >= sent + 2
+
+    run(tasks, body)
+
+
+def test_aget_timeout_and_failures(tasks: Any, start_worker: Any) -> None:
+    start_worker("-c", "2")
+
+    async def body() -> None:
+        slow = await tasks.slow.adelay(5.0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await slow.aget(timeout=0.5)
+        assert 0.45 <= time.monotonic() - started < 3
+        failing = await tasks.fail.adelay("async boom")
+        with pytest.raises(ValueError, match="async boom"):
+            await failing.aget(timeout=10)
+        assert isinstance(await failing.aget(timeout=1, propagate=False), ValueError)
+        bad_group = await group(tasks.add.s(1, 1), tasks.fail.s("in a group")).aapply_async()
+        with pytest.raises(ValueError, match="in a group"):
+            await bad_group.aget(timeout=10)
+
+    run(tasks, body)
+
+
+def test_canvas_group_chain_and_chord(tasks: Any, start_worker: Any) -> None:
+    start_worker("-c", "2")
+
+    async def body() -> None:
+        members = await group(tasks.add.s(i, i) for i in range(10)).adelay()
+        assert await members.aget(timeout=20) == [2 * i for i in range(10)]
+        assert await members.aready()
+        steps = await chain(tasks.add.s(1, 2), tasks.add.s(3), tasks.mul.s(10)).aapply_async()
+        assert await steps.aget(timeout=20) == 60
+        total = await chord([tasks.add.s(i, 1) for i in range(5)], tasks.tsum.s()).aapply_async()
+        assert await total.aget(timeout=20) == sum(i + 1 for i in range(5))
+        single = await tasks.add.s(20, 22).adelay()
+        assert await single.aget(timeout=10) == 42
+
+    run(tasks, body)
+
+
+def _waited_to_run() -> float:
+    """Seconds this thread has spent runnable but not running (the OS ran other processes):
+    from /proc/thread-self/schedstat, 0.0 where the kernel does not report it."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any) -> None:
+    """A 10 ms ticker on the same loop while 1,000 tasks are sent and awaited concurrently:
+    no tick comes more than 50 ms late, and no thread is started for any call.
+
+    A tick's lateness counts every moment the loop's thread ran something else or sat in a
+    blocking call; the time the kernel kept this runnable thread off the CPU (other
+    processes: the worker, the servers, a busy CI machine) is taken out, as it says nothing
+    about the client. Both figures are in the failure message. The objects the test process
+    already holds (pytest, every library the suite imported) are frozen out of the garbage
+    collector (gc.freeze, as long-running servers do): a full collection of that heap takes
+    up to 80 ms here and is the test harness's, not the client's; the collector still runs
+    over everything the calls allocate."""
+    start_worker("-c", "2")
+    import gc
+    gc_pauses: list[float] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(on_gc)
+    late = {"raw": 0.0, "client": 0.0}
+    most_threads = [0]
+
+    async def ticker(stop: asyncio.Event) -> None:
+        last, waited = time.perf_counter(), _waited_to_run()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now, now_waited = time.perf_counter(), _waited_to_run()
+            late["raw"] = max(late["raw"], now - last - 0.01)
+            late["client"] = max(late["client"], now - last - 0.01 - (now_waited - waited))
+            most_threads[0] = max(most_threads[0], threading.active_count())
+            last, waited = now, now_waited
+
+    async def one(i: int) -> int:
+        result = await tasks.add.adelay(i, 1)
+        return int(await result.aget(timeout=120))
+
+    async def body() -> None:
+        await (await tasks.add.adelay(0, 0)).aget(timeout=30)  # connections opened, worker warm
+        before = threading.active_count()
+        stop = asyncio.Event()
+        tick = asyncio.create_task(ticker(stop))
+        values = await asyncio.gather(*(one(i) for i in range(100)))
+        assert values == [i + 1 for i in range(100)]
+        assert threading.active_count() == before and most_threads[0] == before, \
+            f"threads: {before} before, {most_threads[0]} at most during 100 calls"
+        calls = []
+        for start in range(0, 1000, 20):  # 1,000 calls in flight together, started 20 per pass of the loop
+            calls += [asyncio.create_task(one(i)) for i in range(start, start + 20)]
+            await asyncio.sleep(0)
+        values = await asyncio.gather(*calls)
+        stop.set()
+        await tick
+        assert values == [i + 1 for i in range(1000)]
+        assert late["client"] < 0.05, (f"the event loop stalled for {late['client'] * 1000:.0f} ms "
+                                       f"({late['raw'] * 1000:.0f} ms including time the OS ran other processes; "
+                                       f"longest gc pause {max(gc_pauses, default=0) * 1000:.0f} ms)")
+        assert threading.active_count() == before
+
+    gc.freeze()
+    try:
+        run(tasks, body)
+    finally:
+        gc.unfreeze()
+        gc.callbacks.remove(on_gc)
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)
+def test_redis_waits_beyond_the_connection_pool_are_batched(tasks: Any, start_worker: Any) -> None:
+    """With max_connections 2, two waits block in Redis and the other 48 are looked up in
+    batches: all get their results, in time, and a batched wait still times out."""
+    tasks.app.conf.result_backend_transport_options = {"max_connections": 2}
+    try:
+        start_worker("-c", "2")
+
+        async def body() -> None:
+            started = time.monotonic()
+            results = await asyncio.gather(*(tasks.add.adelay(i, i) for i in range(50)))
+            values = await asyncio.gather(*(r.aget(timeout=30) for r in results))
+            assert values == [2 * i for i in range(50)]
+            assert time.monotonic() - started < 20
+            slow = await asyncio.gather(*(tasks.slow.adelay(3.0) for _ in range(3)))
+            waits = [asyncio.ensure_future(r.aget(timeout=0.5)) for r in slow]
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+            assert all(isinstance(o, TimeoutError) for o in outcomes), outcomes
+            assert await slow[2].aget(timeout=30) == "done"  # the third was batched (two connections)
+
+        run(tasks, body)
+    finally:
+        tasks.app.conf.result_backend_transport_options = {}
