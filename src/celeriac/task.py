@@ -51,6 +51,8 @@ class Context:
     headers: dict[str, Any] | None = None
     properties: dict[str, Any] = {}
     replaced_by: Any = None
+    received_at: float | None = None  # epoch seconds the worker took the message / started the task
+    started_at: float | None = None
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []

@@ -244,6 +244,8 @@ class Celeriac:
                 self.result_backend_url, serializer=conf.result_serializer,
                 accept=conf.result_accept_content or conf.accept_content,
                 expires=_seconds(conf.result_expires) or None, options=options)  # 0/None: keep forever
+            from ..history import retention
+            self._backend.history_expires, self._backend.history_max = retention(conf)
         return self._backend
 
     def _reset_connections(self) -> None:

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 from .. import states
 from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
+from ..history import HistoryQuery, TaskRecord
+from . import sqlite_history
 from .base import ChordPart, ResultStore, StoredResult
 
 SCHEMA = """
@@ -72,6 +74,7 @@ class SQLiteResultStore(ResultStore):
         self.path = sqlite_path_from_url(url)
         self.db = SQLiteDatabase.for_path(self.path, self.options)
         self.db.register_schema("results", SCHEMA)
+        self.db.register_schema("history", sqlite_history.SCHEMA)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -79,12 +82,19 @@ class SQLiteResultStore(ResultStore):
         now = time.time()
         rows = [(r.task_id, r.status, r.data, None if r.expires_in is None else now + r.expires_in)
                 for r in results]
-        # A final state is never replaced by an in-flight one (a late STARTED after SUCCESS).
-        self.db.write(lambda c: c.executemany(
-            "INSERT INTO celeriac_results(task_id, status, meta, expires) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
-            f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
-            f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows))
+        history = [r.history for r in results if r.history is not None]
+
+        def write(c: sqlite3.Connection) -> None:
+            # A final state is never replaced by an in-flight one (a late STARTED after SUCCESS).
+            c.executemany(
+                "INSERT INTO celeriac_results(task_id, status, meta, expires) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
+                f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
+                f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows)
+            if history:  # in the same transaction: the history costs no extra commit
+                sqlite_history.write(c, history)
+
+        self.db.write(write)
 
     def _fetch(self, task_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         now = time.time()
@@ -238,6 +248,19 @@ class SQLiteResultStore(ResultStore):
             c.execute("DELETE FROM celeriac_revoked WHERE expires < ?", (now,))
             c.executemany("DELETE FROM celeriac_chord_parts WHERE group_id = ?", chords)
             c.executemany("DELETE FROM celeriac_chords WHERE group_id = ?", chords)
+            sqlite_history.trim(c, self.history_expires, self.history_max)
             return int(gone)
 
         return self.db.write(clean)
+
+    def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
+        return self.db.read(lambda c: sqlite_history.query(c, query))
+
+    def task_record(self, task_id: str) -> TaskRecord | None:
+        return self.db.read(lambda c: sqlite_history.one(c, task_id))
+
+    def task_counts(self) -> dict[tuple[str, str], int]:
+        return self.db.read(sqlite_history.counts)
+
+    def trim_history(self) -> int:
+        return self.db.write(lambda c: sqlite_history.trim(c, self.history_expires, self.history_max))

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .. import protocol, signals, states
+from .. import history, protocol, signals, states
 from ..brokers import Delivery, Outgoing
 from ..backends import StoredResult
 from ..backends.base import ChordPart
@@ -184,6 +184,7 @@ class Consumer:
         self.default_rate_limit = app.conf.task_default_rate_limit
         self._running: tuple[Task[Any, Any], Context, Delivery] | None = None
         self.events = events  # None unless task events are on (-E)
+        self.history = bool(app.conf.get("task_history", True))  # records ride with the results (celeriac.history)
 
     def stop(self) -> None:
         self.stopping = True
@@ -274,6 +275,7 @@ class Consumer:
             self._store(batch, task_id, states.FAILURE, exc, name=name)
             return
         request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
+        request.received_at = time.time()
         if self.events is not None:
             self.events.send("task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
                              kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
@@ -308,6 +310,7 @@ class Consumer:
             self.app.backend.store([self.app.backend.encode(self.app.result_meta(
                 task_id, states.STARTED, {"pid": _pid(), "hostname": self.hostname}, request=request, task=task))])
         limits = limits_for(task, request, self.app.conf)
+        request.started_at = time.time()
         if self.events is not None:
             self.events.send("task-started", uuid=task_id)
         if task.is_async and self.async_runner is not None:
@@ -431,6 +434,9 @@ class Consumer:
         # A value that cannot be encoded is stored as that failure, so get() does not hang.
         record = workflow.encode_outcome(self.app, task_id, status, result, name=name or (task.name if task else None),
                                          request=request, traceback=traceback, hostname=self.hostname)
+        if self.history:
+            record.history = history.record_for(task_id, record.status, name or (task.name if task else None),
+                                                record.data, request, self.hostname)
         batch.results.append(record)
         batch.mark()
         return record
