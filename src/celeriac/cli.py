@@ -631,3 +631,8 @@ def _print_replies(what: str, replies: dict[str, Any] | None, timeout: float, as
         column.no_wrap = True
     _console().print(table)
     click.echo(f"{len(replies)} worker(s) replied.")
+
+
+from .dashboard.cli import register as _register_dashboard  # noqa: E402  (its own module: web deps load lazily)
+
+_register_dashboard(main, _app)
