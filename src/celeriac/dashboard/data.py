@@ -56,19 +56,31 @@ class DashboardData:
         if meta is None:
             meta = self.app.backend.get(task_id)  # a result without history (recorded before it, or off)
         events = self.tracker.timeline(task_id) if self.tracker is not None else []
-        if record is None and meta is None and not events:
-            return None
-        detail: dict[str, Any] = self._summary(record) if record is not None else {
-            "task_id": task_id, "name": (meta or {}).get("name"), "state": (meta or {}).get("status", states.PENDING),
-            "args": None, "kwargs": None, "worker": (meta or {}).get("worker")}
+        if record is None and meta is None:
+            meta = self._running(task_id)  # not finished yet: what its worker's heartbeat says
+            if meta is None and not events:
+                return None
         meta = meta or {}
+        if record is None:  # a result without a history record: every field the page shows, mostly empty
+            record = TaskRecord(task_id, meta.get("name"), meta.get("status", states.PENDING),
+                                worker=meta.get("worker"),
+                                parent_id=meta.get("parent_id"), root_id=meta.get("root_id"),
+                                retries=int(meta.get("retries") or 0))
+        detail = self._summary(record)
         failed = detail["state"] in states.EXCEPTION_STATES
         detail.update(result=None if failed else meta.get("result"),
                       exception=_exception_text(meta.get("result")) if failed else None,
                       traceback=meta.get("traceback"), children=_child_ids(meta.get("children")),
                       date_done=meta.get("date_done"))
-        detail["timeline"] = _timeline(record, events)
+        detail["timeline"] = _timeline(record if record.updated else None, events)
         return detail
+
+    def _running(self, task_id: str) -> dict[str, Any] | None:
+        for worker in self.workers():
+            for running in worker["running"]:
+                if running.get("id") == task_id:
+                    return {"name": running.get("name"), "status": states.STARTED, "worker": worker["hostname"]}
+        return None
 
     def _decode(self, data: bytes) -> dict[str, Any] | None:
         try:
@@ -89,7 +101,10 @@ class DashboardData:
 
     def queues(self) -> list[dict[str, Any]]:
         names = self.queue_names()
-        sizes = self.app.broker.queue_sizes(names)
+        sizes = self.app.broker.queue_sizes(None)  # every queue the broker can list, and the known ones
+        missing = [n for n in names if n not in sizes]
+        if missing:
+            sizes.update(self.app.broker.queue_sizes(missing))
         dead: dict[str, int] = {}
         for letter in self.app.broker.dead_letters(limit=10_000):
             dead[letter.queue] = dead.get(letter.queue, 0) + 1
