@@ -101,3 +101,14 @@ def test_non_loopback_address_needs_basic_auth(tmp_path: Path) -> None:
     run = subprocess.run([celeriac_bin(), "dashboard", "--basic-auth", "nopassword"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "USER:PASSWORD" in run.stderr
+
+
+def test_time_filters(app: Celeriac) -> None:
+    c = client(app)
+    ids = lambda q: [t["task_id"] for t in c.get(f"/api/tasks?{q}").json()["tasks"]]  # noqa: E731
+    assert ids("window=60") == ["t-xss"]
+    assert ids(f"since={time.time() + 60}") == []
+    assert ids("until=1") == []
+    assert ids("worker=w@h&state=FAILURE") == ["t-xss"]
+    assert ids("worker=other") == []
+    assert "last 5 minutes" in c.get("/tasks?window=300").text

@@ -1,9 +1,9 @@
-"""Task history in Redis: a hash per task plus sorted sets by time (all, per state, name, worker).
+"""Task history in Redis: a hash per task plus sorted sets by time (all, per state, per name).
 
 Records are written by one script sent in the same pipeline as the results script, so a
 batch of outcomes still costs one round trip. Records expire on their own (PEXPIRE at the
-retention age); `trim` also removes the oldest beyond the count limit and cleans the
-sorted sets, which are listed in one set so that trimming knows them all.
+retention age); `trim` also removes the oldest beyond the count limit and cleans the sorted
+sets. Filtering by worker scans the newest records.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import redis
 from .._redis import Script, guarded, pipelined
 from ..history import COLUMNS, HistoryQuery, TaskRecord
 
-# ARGV: prefix, ttl ms (0: none), then per record: id, state, name, worker, updated, row JSON, meta
+# ARGV: prefix, ttl ms (0: none), then per record: id, state, name, updated, row JSON, meta
 WRITE_HISTORY = """
 local p = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local final = {SUCCESS = true, FAILURE = true, REVOKED = true}
-for i = 3, #ARGV, 7 do
-  local id, state, name, worker, updated, row, meta =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+for i = 3, #ARGV, 6 do
+  local id, state, name, updated, row, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = p .. ':h:' .. id
   local old = redis.call('HGET', key, 'state')
   if not (old and final[old] and not final[state]) then
@@ -32,13 +31,8 @@ for i = 3, #ARGV, 7 do
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
     redis.call('ZADD', p .. ':history', updated, id)
     if old and old ~= state then redis.call('ZREM', p .. ':history:state:' .. old, id) end
-    local indexes = {p .. ':history:state:' .. state}
-    if name ~= '' then table.insert(indexes, p .. ':history:name:' .. name) end
-    if worker ~= '' then table.insert(indexes, p .. ':history:worker:' .. worker) end
-    for _, index in ipairs(indexes) do
-      redis.call('ZADD', index, updated, id)
-      redis.call('SADD', p .. ':history:indexes', index)
-    end
+    redis.call('ZADD', p .. ':history:state:' .. state, updated, id)
+    if name ~= '' then redis.call('ZADD', p .. ':history:name:' .. name, updated, id) end
     redis.call('HINCRBY', p .. ':history:counts', name .. '\\0' .. state, 1)
   end
 end
@@ -53,7 +47,7 @@ def write_args(prefix: str, ttl: float | None, records: Sequence[TaskRecord]) ->
     args: list[Any] = [prefix, int(ttl * 1000) if ttl else 0]
     for r in records:
         row = json.dumps({c: getattr(r, c) for c in COLUMNS if c != "meta"})
-        args += [r.task_id, r.state, r.name or "", r.worker or "", repr(r.updated), row, r.meta]
+        args += [r.task_id, r.state, r.name or "", repr(r.updated), row, r.meta]
     return args
 
 
@@ -80,8 +74,6 @@ class RedisHistory:
             return f"{self.p}:history:state:{wanted[0]}"
         if q.name:
             return f"{self.p}:history:name:{q.name}"
-        if q.worker:
-            return f"{self.p}:history:worker:{q.worker}"
         return f"{self.p}:history"
 
     def _load(self, ids: Sequence[str]) -> list[TaskRecord]:
@@ -151,10 +143,9 @@ class RedisHistory:
                     break
                 pipelined(self.client, ("DEL", *[f"{self.p}:h:{_text(i)}" for i in ids]), ("ZREM", main, *ids))
                 gone += len(ids)
-            for index in self.client.smembers(f"{self.p}:history:indexes"):
-                self.client.zremrangebyscore(index, "-inf", cutoff)
-                if not self.client.exists(index):
-                    self.client.srem(f"{self.p}:history:indexes", index)
+            for kind in ("state", "name"):  # the per-state and per-name indexes
+                for index in self.client.scan_iter(match=f"{self.p}:history:{kind}:*", count=1000):
+                    self.client.zremrangebyscore(index, "-inf", cutoff)
             return gone
 
         return guarded(self.url, "trim the task history", run)

@@ -73,6 +73,8 @@ class DashboardData:
                       traceback=meta.get("traceback"), children=_child_ids(meta.get("children")),
                       date_done=meta.get("date_done"))
         detail["timeline"] = _timeline(record if record.updated else None, events)
+        sent = [e.get("timestamp") for e in events if e.get("type") == "task-sent"]
+        detail["sent"] = sent[0] if sent else None  # known when clients send task-sent events
         return detail
 
     def _running(self, task_id: str) -> dict[str, Any] | None:

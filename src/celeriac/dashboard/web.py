@@ -111,7 +111,7 @@ class Dashboard:
         rows = await run_in_threadpool(self.data.tasks, query)
         base = urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "partial")])
         return await self.page(request, "tasks.html", tasks=rows, query=query, more=len(rows) == query.limit,
-                               base=base)
+                               base=base, window=request.query_params.get("window", ""))
 
     async def task_page(self, request: Request) -> Response:
         task = await run_in_threadpool(self.data.task, request.path_params["task_id"])
@@ -296,8 +296,12 @@ def _truthy(value: Any) -> bool:
 
 def _query(request: Request) -> HistoryQuery:
     p = request.query_params
+    since = _float(p.get("since"))
+    window = _float(p.get("window"))  # seconds back from now (the page's time filter)
+    if window:
+        since = max(since or 0.0, time.time() - window)
     return HistoryQuery(state=p.get("state") or None, name=p.get("name") or None, worker=p.get("worker") or None,
-                        since=_float(p.get("since")), until=_float(p.get("until")), search=p.get("search") or None,
+                        since=since, until=_float(p.get("until")), search=p.get("search") or None,
                         limit=_int(p.get("limit"), PAGE_SIZE, 1000), offset=_int(p.get("offset"), 0, 10_000_000))
 
 
