@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from typing import Any, Sequence
@@ -10,9 +11,12 @@ from typing import Any, Sequence
 from .. import states
 from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
+from ..exceptions import OperationalError
 from ..history import HistoryQuery, TaskRecord
 from . import sqlite_history
 from .base import ChordPart, ResultStore, StoredResult
+
+logger = logging.getLogger("celeriac.results")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_results (
@@ -74,7 +78,10 @@ class SQLiteResultStore(ResultStore):
         self.path = sqlite_path_from_url(url)
         self.db = SQLiteDatabase.for_path(self.path, self.options)
         self.db.register_schema("results", SCHEMA)
-        self.db.register_schema("history", sqlite_history.SCHEMA)
+        # The history lives in a file of its own beside this one: writing it never holds the
+        # write lock that the broker's fetches and acks (in the main file) wait for.
+        self.history_db = SQLiteDatabase.for_path(sqlite_history.path_beside(self.path), self.options)
+        self.history_db.register_schema("history", sqlite_history.SCHEMA)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -91,10 +98,17 @@ class SQLiteResultStore(ResultStore):
                 "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
                 f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
                 f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows)
-            if history:  # in the same transaction: the history costs no extra commit
-                sqlite_history.write(c, history)
 
         self.db.write(write)
+        if history:  # once the results commit: a crash in between loses a history record, never a result
+            self.db.after_commit(lambda: self._write_history(history))
+
+    def _write_history(self, records: list[TaskRecord]) -> None:
+        try:
+            self.history_db.write(lambda c: sqlite_history.write(c, records))
+        except OperationalError as exc:  # the results are stored; the dashboard misses these records
+            logger.warning("could not record %d task(s) in the history (%s), starting with %s",
+                           len(records), exc, records[0].task_id)
 
     def _fetch(self, task_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         now = time.time()
@@ -248,19 +262,20 @@ class SQLiteResultStore(ResultStore):
             c.execute("DELETE FROM celeriac_revoked WHERE expires < ?", (now,))
             c.executemany("DELETE FROM celeriac_chord_parts WHERE group_id = ?", chords)
             c.executemany("DELETE FROM celeriac_chords WHERE group_id = ?", chords)
-            sqlite_history.trim(c, self.history_expires, self.history_max)
             return int(gone)
 
-        return self.db.write(clean)
+        gone = self.db.write(clean)
+        self.trim_history()
+        return gone
 
     def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
-        return self.db.read(lambda c: sqlite_history.query(c, query))
+        return self.history_db.read(lambda c: sqlite_history.query(c, query))
 
     def task_record(self, task_id: str) -> TaskRecord | None:
-        return self.db.read(lambda c: sqlite_history.one(c, task_id))
+        return self.history_db.read(lambda c: sqlite_history.one(c, task_id))
 
     def task_counts(self) -> dict[tuple[str, str], int]:
-        return self.db.read(sqlite_history.counts)
+        return self.history_db.read(sqlite_history.counts)
 
     def trim_history(self) -> int:
-        return self.db.write(lambda c: sqlite_history.trim(c, self.history_expires, self.history_max))
+        return self.history_db.write(lambda c: sqlite_history.trim(c, self.history_expires, self.history_max))

@@ -1,8 +1,10 @@
-"""Task history in the SQLite file: an indexed table written in the results' transaction."""
+"""Task history for SQLite: an indexed table in a file beside the results' (celeriac.db ->
+celeriac-history.db), written right after each batch of results."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -64,6 +66,11 @@ def write(conn: sqlite3.Connection, records: Sequence[TaskRecord]) -> None:
         "INSERT INTO celeriac_history_counts(name, state, n) VALUES (?, ?, ?) "
         "ON CONFLICT(name, state) DO UPDATE SET n = n + excluded.n",
         [(name, state, n) for (name, state), n in counts.items()])
+
+
+def path_beside(path: str) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}-history{ext or '.db'}"
 
 
 def key(task_id: str) -> int:
