@@ -42,7 +42,7 @@ def fill(app: Celeriac, total: int, already: int) -> None:
                                       worker=f"celeriac@host{i % 4}", queue="celery", updated=at, received=at - 0.002,
                                       started=at - 0.001, finished=at, runtime=0.001,
                                       args=f'[[{i}, "order-{i}"], {{}}]', meta=META))
-        app.backend.db.write(lambda c, r=records: sqlite_history.write(c, r))  # type: ignore[attr-defined]
+        app.backend.history_db.write(lambda c, r=records: sqlite_history.write(c, r))  # type: ignore[attr-defined]
     print(f"  filled {total - already:,} records in {time.monotonic() - started:.0f}s", file=sys.stderr)
 
 

@@ -114,7 +114,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print("| broker | tasks/s off (median) | tasks/s on | throughput cost | CPU µs/task off (median) | CPU on | CPU cost |")
+    print("| broker | tasks/s off (median) | tasks/s on | throughput cost "
+          "| CPU µs/task off (median) | CPU on | CPU cost |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for kind in args.brokers.split(","):
         result = bench(kind, args.n, args.rounds)

@@ -159,7 +159,6 @@ class SQLiteDatabase:
         self._schemas: set[str] = set()
         self._schema_sql: dict[str, str] = {}
         self._depth: dict[tuple[int, int], int] = {}
-        self._after_commit: dict[tuple[int, int], list[Callable[[], Any]]] = {}
         self._schema_pid = os.getpid()
 
     def _key(self) -> tuple[int, int]:
@@ -264,8 +263,6 @@ class SQLiteDatabase:
         try:
             yield
             self._retry(lambda: conn.execute("COMMIT"))
-            for fn in self._after_commit.pop(key, []):
-                fn()
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -276,16 +273,6 @@ class SQLiteDatabase:
             raise
         finally:
             self._depth[key] = 0
-            self._after_commit.pop(key, None)  # rolled back: what was to follow it is dropped
-
-    def after_commit(self, fn: Callable[[], Any]) -> None:
-        """Run `fn` once this thread's write transaction commits (now, when there is none):
-        a write to another file that must not lengthen this file's write lock."""
-        key = self._key()
-        if self._depth.get(key):
-            self._after_commit.setdefault(key, []).append(fn)
-        else:
-            fn()
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction (or inside the caller's), waiting out other writers."""

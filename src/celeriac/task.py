@@ -53,6 +53,7 @@ class Context:
     replaced_by: Any = None
     received_at: float | None = None  # epoch seconds the worker took the message / started the task
     started_at: float | None = None
+    body: bytes | None = None  # the message body as received ([args, kwargs, embed] as JSON), for the history
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []

@@ -17,9 +17,9 @@ from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_PARTS, CONTROL_SEND, FETCH_RESULTS, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE,
                                      STORE_RESULTS)
 from ..exceptions import OperationalError
-from ..history import HistoryQuery, TaskRecord
+from ..history import HistoryBuffer, HistoryQuery, TaskRecord
 from .base import ChordPart, ResultStore, StoredResult
-from .redis_history import RedisHistory, run_together, write_args
+from .redis_history import RedisHistory
 
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
 
@@ -39,6 +39,7 @@ class RedisResultStore(ResultStore):
         self._control_send = Script(self.client, CONTROL_SEND)
         self._revoked_since = Script(self.client, REVOKED_SINCE)
         self.history = RedisHistory(self.client, url, self.keys.prefix)
+        self.history_buffer = HistoryBuffer(self.history.write)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -46,14 +47,10 @@ class RedisResultStore(ResultStore):
         args: list[Any] = [self.keys.prefix]
         for r in results:
             args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
+        guarded(self.url, "store results", lambda: self._store(args))
         history = [r.history for r in results if r.history is not None]
-        if not history:
-            guarded(self.url, "store results", lambda: self._store(args))
-            return
-        # The history rides in the same round trip as the results.
-        written = write_args(self.keys.prefix, self.history_expires, history)
-        scripts = [(self._store, args), (self.history.script, written)]
-        guarded(self.url, "store results", lambda: run_together(self.client, scripts))
+        if history:
+            self.history_buffer.add(history)
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not task_ids:
@@ -194,14 +191,21 @@ class RedisResultStore(ResultStore):
         self.trim_history()
         return 0  # Redis expires results by itself (PEXPIRE)
 
+    def close(self) -> None:
+        self.history_buffer.flush()  # a pool process that ends writes its last records now
+
     def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
+        self.history_buffer.flush()
         return self.history.query(query)
 
     def task_record(self, task_id: str) -> TaskRecord | None:
+        self.history_buffer.flush()
         return self.history.one(task_id)
 
     def task_counts(self) -> dict[tuple[str, str], int]:
+        self.history_buffer.flush()
         return self.history.counts()
 
     def trim_history(self) -> int:
+        self.history_buffer.flush()
         return self.history.trim(self.history_expires, self.history_max)

@@ -1,72 +1,85 @@
-"""Task history in Redis: a hash per task plus sorted sets by time (all, per state, per name).
+"""Task history in Redis: two hashes (task id -> record, task id -> result meta) and sorted
+sets by time (all records, per state, per name), plus a hash of counters per (name, state).
 
-Records are written by one script sent in the same pipeline as the results script, so a
-batch of outcomes still costs one round trip. Records expire on their own (PEXPIRE at the
-retention age); `trim` also removes the oldest beyond the count limit and cleans the sorted
-sets. Filtering by worker scans the newest records.
+Records are collected by the worker process (celeriac.history.HistoryBuffer) and a batch of
+hundreds is written with a handful of commands in one round trip (a ZADD or HSET carries the
+whole batch), so the server's work per task is small. `trim` (run by the workers' clean-up)
+removes records past the retention age and beyond the count limit. Filtering by worker
+scans the newest records.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from typing import Any, Sequence
 
-import redis
-
-from .._redis import Script, guarded, pipelined
+from .. import states
+from .._redis import guarded, pipelined
 from ..history import COLUMNS, HistoryQuery, TaskRecord
-
-# ARGV: prefix, ttl ms (0: none), then per record: id, state, name, updated, row JSON, meta
-WRITE_HISTORY = """
-local p = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local final = {SUCCESS = true, FAILURE = true, REVOKED = true}
-for i = 3, #ARGV, 6 do
-  local id, state, name, updated, row, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local key = p .. ':h:' .. id
-  local old = redis.call('HGET', key, 'state')
-  if not (old and final[old] and not final[state]) then
-    redis.call('HSET', key, 'state', state, 'row', row, 'meta', meta)
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-    redis.call('ZADD', p .. ':history', updated, id)
-    if old and old ~= state then redis.call('ZREM', p .. ':history:state:' .. old, id) end
-    redis.call('ZADD', p .. ':history:state:' .. state, updated, id)
-    if name ~= '' then redis.call('ZADD', p .. ':history:name:' .. name, updated, id) end
-    redis.call('HINCRBY', p .. ':history:counts', name .. '\\0' .. state, 1)
-  end
-end
-return 1
-"""
 
 _SCAN_CHUNK = 500
 _SCAN_MOST = 20_000  # candidates a filtered or searched page looks at, newest first
 
-
-def write_args(prefix: str, ttl: float | None, records: Sequence[TaskRecord]) -> list[Any]:
-    args: list[Any] = [prefix, int(ttl * 1000) if ttl else 0]
-    for r in records:
-        row = json.dumps({c: getattr(r, c) for c in COLUMNS if c != "meta"})
-        args += [r.task_id, r.state, r.name or "", repr(r.updated), row, r.meta]
-    return args
-
-
-def run_together(client: Any, scripts: Sequence[tuple[Script, list[Any]]]) -> None:
-    """Several scripts in one round trip; a server that lost its script cache is given them again."""
-    commands = [("EVALSHA", script.sha, 0, *args) for script, args in scripts]
-    try:
-        pipelined(client, *commands)
-    except redis.exceptions.NoScriptError:
-        pipelined(client, *[("SCRIPT", "LOAD", script.source) for script, _ in scripts])
-        pipelined(client, *commands)
+_ROW = tuple(c for c in COLUMNS if c != "meta")
 
 
 class RedisHistory:
-    """The read side (and trimming) of the history, for RedisResultStore."""
+    """The history's reads, writes and trimming, for RedisResultStore."""
 
     def __init__(self, client: Any, url: str, prefix: str) -> None:
         self.client, self.url, self.p = client, url, prefix
-        self.script = Script(client, WRITE_HISTORY)
+        self.rows, self.metas = f"{prefix}:history:rows", f"{prefix}:history:meta"
+        self.main, self.counts_key = f"{prefix}:history", f"{prefix}:history:counts"
+
+    def write(self, records: list[TaskRecord]) -> None:
+        guarded(self.url, "write the task history", lambda: self._write(records))
+
+    def _write(self, records: list[TaskRecord]) -> None:
+        records = self._without_late_states(records)
+        if not records:
+            return
+        rows: list[Any] = []
+        metas: list[Any] = []
+        scores: list[Any] = []
+        by_state: dict[str, list[Any]] = defaultdict(list)
+        by_name: dict[str, list[Any]] = defaultdict(list)
+        counts: dict[str, int] = defaultdict(int)
+        for r in records:
+            rows += [r.task_id, json.dumps([getattr(r, c) for c in _ROW])]
+            metas += [r.task_id, r.meta]
+            scores += [r.updated, r.task_id]
+            by_state[r.state] += [r.updated, r.task_id]
+            if r.name:
+                by_name[r.name] += [r.updated, r.task_id]
+            counts[f"{r.name or ''}\0{r.state}"] += 1
+        commands: list[tuple[Any, ...]] = [("HSET", self.rows, *rows), ("HSET", self.metas, *metas),
+                                           ("ZADD", self.main, *scores)]
+        commands += [("ZADD", f"{self.p}:history:state:{state}", *pairs) for state, pairs in by_state.items()]
+        commands += [("ZADD", f"{self.p}:history:name:{name}", *pairs) for name, pairs in by_name.items()]
+        finished = [r.task_id for r in records if r.state in states.READY_STATES]
+        if finished:  # no longer in flight
+            commands.append(("ZREM", f"{self.p}:history:state:{states.RETRY}", *finished))
+        commands += [("HINCRBY", self.counts_key, key, n) for key, n in counts.items()]
+        pipelined(self.client, *commands)
+
+    def _without_late_states(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """A final state is never replaced by an in-flight one (asked only when a batch has one)."""
+        late = [r.task_id for r in records if r.state not in states.READY_STATES]
+        if not late:
+            return records
+        known = self.client.hmget(self.rows, late)
+        final = {task_id for task_id, row in zip(late, known, strict=True)
+                 if row is not None and json.loads(row)[_ROW.index("state")] in states.READY_STATES}
+        kept = []
+        for r in records:  # in order: a final state earlier in this batch counts too
+            if r.state in states.READY_STATES:
+                final.add(r.task_id)
+            elif r.task_id in final:
+                continue
+            kept.append(r)
+        return kept
 
     def _index(self, q: HistoryQuery) -> str:
         wanted = q.wanted_states()
@@ -79,12 +92,12 @@ class RedisHistory:
     def _load(self, ids: Sequence[str]) -> list[TaskRecord]:
         if not ids:
             return []
-        rows = pipelined(self.client, *[("HMGET", f"{self.p}:h:{i}", "row", "meta") for i in ids])
+        rows, metas = pipelined(self.client, ("HMGET", self.rows, *ids), ("HMGET", self.metas, *ids))
         out = []
-        for row, meta in rows:
-            if row is None:  # expired while its index entry waits for the next trim
+        for row, meta in zip(rows, metas, strict=True):
+            if row is None:  # trimmed while its index entry waits for the next trim
                 continue
-            out.append(TaskRecord(**json.loads(row), meta=bytes(meta or b"")))
+            out.append(TaskRecord(**dict(zip(_ROW, json.loads(row), strict=True)), meta=bytes(meta or b"")))
         return out
 
     def query(self, q: HistoryQuery) -> list[TaskRecord]:
@@ -117,7 +130,7 @@ class RedisHistory:
         return found[0] if found else None
 
     def counts(self) -> dict[tuple[str, str], int]:
-        raw = guarded(self.url, "read task counts", lambda: self.client.hgetall(f"{self.p}:history:counts"))
+        raw = guarded(self.url, "read task counts", lambda: self.client.hgetall(self.counts_key))
         out: dict[tuple[str, str], int] = {}
         for field, n in raw.items():
             name, _, state = _text(field).partition("\0")
@@ -126,7 +139,7 @@ class RedisHistory:
 
     def trim(self, max_age: float | None, max_tasks: int | None) -> int:
         def run() -> int:
-            main = f"{self.p}:history"
+            main = self.main
             cutoff = time.time() - max_age if max_age else float("-inf")
             if max_tasks:
                 total = int(self.client.zcard(main))
@@ -141,7 +154,7 @@ class RedisHistory:
                 ids = self.client.zrangebyscore(main, "-inf", cutoff, start=0, num=_SCAN_CHUNK)
                 if not ids:
                     break
-                pipelined(self.client, ("DEL", *[f"{self.p}:h:{_text(i)}" for i in ids]), ("ZREM", main, *ids))
+                pipelined(self.client, ("HDEL", self.rows, *ids), ("HDEL", self.metas, *ids), ("ZREM", main, *ids))
                 gone += len(ids)
             for kind in ("state", "name"):  # the per-state and per-name indexes
                 for index in self.client.scan_iter(match=f"{self.p}:history:{kind}:*", count=1000):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
 from typing import Any, Sequence
@@ -11,12 +10,9 @@ from typing import Any, Sequence
 from .. import states
 from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
-from ..exceptions import OperationalError
-from ..history import HistoryQuery, TaskRecord
+from ..history import HistoryBuffer, HistoryQuery, TaskRecord
 from . import sqlite_history
 from .base import ChordPart, ResultStore, StoredResult
-
-logger = logging.getLogger("celeriac.results")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_results (
@@ -82,6 +78,7 @@ class SQLiteResultStore(ResultStore):
         # write lock that the broker's fetches and acks (in the main file) wait for.
         self.history_db = SQLiteDatabase.for_path(sqlite_history.path_beside(self.path), self.options)
         self.history_db.register_schema("history", sqlite_history.SCHEMA)
+        self.history_buffer = HistoryBuffer(self._write_history)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -100,15 +97,11 @@ class SQLiteResultStore(ResultStore):
                 f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows)
 
         self.db.write(write)
-        if history:  # once the results commit: a crash in between loses a history record, never a result
-            self.db.after_commit(lambda: self._write_history(history))
+        if history:
+            self.history_buffer.add(history)
 
     def _write_history(self, records: list[TaskRecord]) -> None:
-        try:
-            self.history_db.write(lambda c: sqlite_history.write(c, records))
-        except OperationalError as exc:  # the results are stored; the dashboard misses these records
-            logger.warning("could not record %d task(s) in the history (%s), starting with %s",
-                           len(records), exc, records[0].task_id)
+        self.history_db.write(lambda c: sqlite_history.write(c, records))
 
     def _fetch(self, task_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         now = time.time()
@@ -268,14 +261,22 @@ class SQLiteResultStore(ResultStore):
         self.trim_history()
         return gone
 
+    def close(self) -> None:
+        self.history_buffer.flush()
+        super().close()
+
     def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
+        self.history_buffer.flush()
         return self.history_db.read(lambda c: sqlite_history.query(c, query))
 
     def task_record(self, task_id: str) -> TaskRecord | None:
+        self.history_buffer.flush()
         return self.history_db.read(lambda c: sqlite_history.one(c, task_id))
 
     def task_counts(self) -> dict[tuple[str, str], int]:
+        self.history_buffer.flush()
         return self.history_db.read(sqlite_history.counts)
 
     def trim_history(self) -> int:
+        self.history_buffer.flush()
         return self.history_db.write(lambda c: sqlite_history.trim(c, self.history_expires, self.history_max))

@@ -26,7 +26,7 @@ def retry(app: "Celeriac", task_id: str) -> dict[str, Any]:
     if not record.name:
         raise ActionError(f"task {task_id} has no recorded name: it cannot be sent again")
     try:
-        args, kwargs = json.loads(record.args)
+        args, kwargs = json.loads(record.args)[:2]
     except (ValueError, TypeError):
         raise ActionError(f"the arguments of task {task_id} were not kept as JSON: it cannot be sent again") from None
     if not isinstance(args, list) or not isinstance(kwargs, dict):

@@ -150,7 +150,7 @@ def _split_args(text: str) -> tuple[Any, Any]:
     if not text:
         return None, None
     try:
-        value = json.loads(text)
+        value = json.loads(text)  # [args, kwargs] or the message body [args, kwargs, embed]
         return value[0], value[1]
     except (ValueError, IndexError, TypeError, KeyError):
         return text, None

@@ -276,6 +276,7 @@ class Consumer:
             return
         request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
         request.received_at = time.time()
+        request.body = msg.body if msg.content_type == protocol.JSON else None  # the history keeps it as sent
         if self.events is not None:
             self.events.send("task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
                              kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
