@@ -47,8 +47,9 @@ def test_history_from_before_the_dashboard_and_after_its_restart(tasks: Any, sta
         bad.get(timeout=20)
 
     dashboard = start_dashboard()  # started after the tasks ran: the history is durable
-    listed = dashboard.get("/api/tasks")["tasks"]
-    assert {t["task_id"] for t in listed} >= {r.id for r in ok} | {bad.id}
+    # (a record follows its result within the workers' history flush interval, 0.5 s)
+    wait_until(lambda: {t["task_id"] for t in dashboard.get("/api/tasks")["tasks"]} >= {r.id for r in ok} | {bad.id},
+               10)
     assert [t["task_id"] for t in dashboard.get("/api/tasks", params={"state": "FAILURE"})["tasks"]] == [bad.id]
     by_name = dashboard.get("/api/tasks", params={"name": "tasks_app.add"})["tasks"]
     assert sorted(t["task_id"] for t in by_name) == sorted(r.id for r in ok)

@@ -126,6 +126,8 @@ def test_every_page_and_action_in_a_browser(tasks: Any, start_worker: Any, dashb
     assert "sent again as" in page.locator("#flash").inner_text()
     page.click("#new-task-link")
     page.wait_for_selector("#task-state")
+    # Its history record follows its result within 0.5 s; the page picks it up by itself.
+    page.wait_for_function("document.getElementById('task-args').textContent.includes('<script>alert(1)')")
     assert page.locator("#task-args").inner_text().count(XSS) == 1
 
     # Terminate a running task.
