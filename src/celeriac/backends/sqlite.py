@@ -86,18 +86,14 @@ class SQLiteResultStore(ResultStore):
         now = time.time()
         rows = [(r.task_id, r.status, r.data, None if r.expires_in is None else now + r.expires_in)
                 for r in results]
+        # A final state is never replaced by an in-flight one (a late STARTED after SUCCESS).
+        self.db.write(lambda c: c.executemany(
+            "INSERT INTO celeriac_results(task_id, status, meta, expires) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
+            f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
+            f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows))
         history = [r.history for r in results if r.history is not None]
-
-        def write(c: sqlite3.Connection) -> None:
-            # A final state is never replaced by an in-flight one (a late STARTED after SUCCESS).
-            c.executemany(
-                "INSERT INTO celeriac_results(task_id, status, meta, expires) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
-                f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
-                f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows)
-
-        self.db.write(write)
-        if history:
+        if history:  # written in batches of many tasks (celeriac.history.HistoryBuffer)
             self.history_buffer.add(history)
 
     def _write_history(self, records: list[TaskRecord]) -> None:
