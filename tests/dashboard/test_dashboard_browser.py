@@ -204,3 +204,4 @@ def test_auth_and_read_only_in_a_browser(tasks: Any, start_worker: Any, dashboar
     status = page.evaluate("""async () => (await fetch('/api/queues/celery/purge', {method: 'POST',
         headers: {'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}})).status""")
     assert status == 403
+    assert "basic auth as 'admin'" in d.proc.output and AUTH[1] not in d.proc.output  # never the password

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -112,3 +113,17 @@ def test_time_filters(app: Celeriac) -> None:
     assert ids("worker=w@h&state=FAILURE") == ["t-xss"]
     assert ids("worker=other") == []
     assert "last 5 minutes" in c.get("/tasks?window=300").text
+
+
+def test_flower_alias_and_missing_extra(tmp_path: Path) -> None:
+    run = subprocess.run([celeriac_bin(), "flower", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "--basic-auth" in run.stdout and "--read-only" in run.stdout
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "uvicorn.py").write_text("raise ImportError(\"No module named 'uvicorn'\", name='uvicorn')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake))
+    run = subprocess.run([celeriac_bin(), "dashboard", "--port", "1"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == ("Error: the dashboard needs its extra: pip install "
+                                                   "'celeriac[dashboard]' (uvicorn is missing)")
