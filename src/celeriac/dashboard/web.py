@@ -93,6 +93,7 @@ class Dashboard:
         self.templates.filters.update(when=_when, pretty=_pretty)
         self._fingerprint: tuple[float, str] = (0.0, "")
         self._fingerprint_lock = threading.Lock()
+        self._dead_at, self._dead = 0.0, 0
 
     # --- pages ---
 
@@ -217,7 +218,9 @@ class Dashboard:
             newest = self.app.backend.task_history(HistoryQuery(limit=1))
             workers = [(w["id"], w["processed"], w["active"]) for w in self.data.workers()]
             queues = self.app.broker.queue_sizes(self.data.queue_names())
-            dead = len(self.app.broker.dead_letters(limit=1000))
+            if time.monotonic() - self._dead_at >= 5.0:  # reading dead letters is dearer (RabbitMQ: a drain)
+                self._dead_at, self._dead = time.monotonic(), len(self.app.broker.dead_letters(limit=1000))
+            dead = self._dead
             value = json.dumps([self.tracker.version, [(r.task_id, r.updated) for r in newest], workers, queues,
                                 dead], default=str)
             self._fingerprint = (time.monotonic(), value)
