@@ -53,6 +53,10 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "), default=str, ensure_ascii=False)
+
+
 class BasicAuth:
     """Every path but /healthcheck needs the user and password (compared in constant time)."""
 
@@ -90,7 +94,7 @@ class Dashboard:
         self.data = DashboardData(app, self.tracker)
         self.registry = registry_for(self.data, self.tracker)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape())
-        self.templates.filters.update(when=_when, pretty=_pretty)
+        self.templates.filters.update(when=_when, pretty=_pretty, compact=_compact)
         self._fingerprint: tuple[float, str] = (0.0, "")
         self._fingerprint_lock = threading.Lock()
         self._dead_at, self._dead = 0.0, 0
