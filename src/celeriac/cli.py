@@ -724,3 +724,8 @@ def _print_replies(what: str, replies: dict[str, Any] | None, timeout: float, as
     # Replies are data, not markup: "name [rate_limit=10/s]" must print as it is.
     Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False, markup=False).print(table)
     click.echo(f"{len(replies)} worker(s) replied.")
+
+
+from .dashboard.cli import register as _register_dashboard  # noqa: E402  (its own module: web deps load lazily)
+
+_register_dashboard(main, _app)

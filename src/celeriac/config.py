@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "task_annotations": None,
     # results
     "result_expires": 86400.0,
+    "task_history": True,  # workers keep a durable task history for the dashboard (celeriac.history)
+    "task_history_expires": 7 * 86400.0,  # seconds a task's history record is kept
+    "task_history_max": 100_000,  # most task records kept (the oldest go first)
     # worker
     "worker_concurrency": None,
     "worker_pool": "process",

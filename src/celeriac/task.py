@@ -89,6 +89,9 @@ class Context:
     kwargsrepr: str | None = None
     retry_policy: RetryPolicy | None = None
     date_started: str | None = None  # ISO time this run began (stored with result_extended)
+    received_at: float | None = None  # epoch seconds the worker took the message / started the task
+    started_at: float | None = None
+    body: bytes | None = None  # the message body as received ([args, kwargs, embed] as JSON), for the history
 
     def __init__(self, **fields: Any) -> None:
         self.children: list[Any] = []

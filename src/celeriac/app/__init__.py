@@ -284,6 +284,8 @@ class Celeriac:
                 accept=conf.result_accept_content or conf.accept_content,
                 expires=_seconds(conf.result_expires) or None, options=options)  # 0/None: keep forever
             self._backend.app = self  # Celery's backend.app: store_result() builds metas as the worker does
+            from ..history import retention
+            self._backend.history_expires, self._backend.history_max = retention(conf)
         return self._backend
 
     def _reset_connections(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 from .. import protocol, states
+from ..history import DEFAULT_EXPIRES, DEFAULT_MAX, HistoryQuery, TaskRecord
 from ..brokers.base import EventChannel, Publisher, ScheduleStore, safe_url
 from .celery_api import CeleryBackendAPI, as_id_list, group_key
 
@@ -25,6 +26,7 @@ class StoredResult:
     status: str
     data: bytes  # the serialized meta
     expires_in: float | None
+    history: TaskRecord | None = None  # written with the result, in the same store call
 
 
 @dataclass(slots=True)
@@ -223,3 +225,24 @@ class ResultStore(CeleryBackendAPI, ABC):
 
     def close(self) -> None:
         """Release connections (optional)."""
+
+    # --- task history (celeriac.history): written by store(), read by the dashboard ---
+
+    history_expires: float | None = DEFAULT_EXPIRES  # set from the app's task_history_* settings
+    history_max: int | None = DEFAULT_MAX
+
+    def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
+        """A page of task records, newest first (stores that keep no history: none)."""
+        return []
+
+    def task_record(self, task_id: str) -> TaskRecord | None:
+        """One task's record, or None when the history does not hold it."""
+        return None
+
+    def task_counts(self) -> dict[tuple[str, str], int]:
+        """How many times tasks of each (name, state) were recorded, since the store began."""
+        return {}
+
+    def trim_history(self) -> int:
+        """Drop records past the retention (age and count); returns how many."""
+        return 0

@@ -8,6 +8,7 @@ import time
 from typing import Any, Sequence
 
 from .. import states
+from ..history import HistoryQuery, TaskRecord
 from .base import ChordPart, ResultStore, StoredResult, as_id_list
 
 _STORES: dict[str, tuple[threading.Condition, dict[str, tuple[str, bytes, float | None]]]] = {}
@@ -20,6 +21,8 @@ _RATE: dict[str, dict[str, float]] = {}  # name -> key -> next free start time
 _UNIQUE: dict[str, dict[str, tuple[str, float]]] = {}  # store -> key -> (task id, held until)
 _CONTROL: dict[str, tuple[list[tuple[int, bytes, float]], dict[str, list[bytes]]]] = {}
 _BEATS: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
+# name -> (task id -> its history record, (name, state) -> how many times recorded)
+_HISTORY: dict[str, tuple[dict[str, TaskRecord], dict[tuple[str, str], int]]] = {}
 _LOCK = threading.Lock()
 
 
@@ -38,6 +41,7 @@ class MemoryResultStore(ResultStore):
             self._unique = _UNIQUE.setdefault(name, {})
             self._commands, self._replies = _CONTROL.setdefault(name, ([], {}))
             self._beats = _BEATS.setdefault(name, {})
+            self._history, self._counts = _HISTORY.setdefault(name, ({}, {}))
 
     def store(self, results: Sequence[StoredResult]) -> None:
         now = time.time()
@@ -47,7 +51,43 @@ class MemoryResultStore(ResultStore):
                 if old and old[0] in states.READY_STATES and r.status not in states.READY_STATES:
                     continue
                 self._data[r.task_id] = (r.status, r.data, None if r.expires_in is None else now + r.expires_in)
+                if r.history is not None:
+                    self._record(r.history)
             self._cond.notify_all()
+
+    def _record(self, record: TaskRecord) -> None:
+        old = self._history.pop(record.task_id, None)
+        if old is not None and old.state in states.READY_STATES and record.state not in states.READY_STATES:
+            self._history[record.task_id] = old
+            return
+        self._history[record.task_id] = record  # re-inserted: the dict keeps the history's order
+        key = (record.name or "", record.state)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
+        with self._cond:
+            newest_first = list(reversed(self._history.values()))
+        found = [r for r in newest_first if query.matches(r)]
+        return found[query.offset:query.offset + query.limit]
+
+    def task_record(self, task_id: str) -> TaskRecord | None:
+        with self._cond:
+            return self._history.get(task_id)
+
+    def task_counts(self) -> dict[tuple[str, str], int]:
+        with self._cond:
+            return dict(self._counts)
+
+    def trim_history(self) -> int:
+        cutoff = time.time() - self.history_expires if self.history_expires else None
+        with self._cond:
+            doomed = [t for t, r in self._history.items() if cutoff is not None and r.updated < cutoff]
+            extra = len(self._history) - len(doomed) - (self.history_max or len(self._history))
+            if extra > 0:
+                doomed += [t for t in self._history if t not in set(doomed)][:extra]
+            for task_id in doomed:
+                del self._history[task_id]
+            return len(doomed)
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         now = time.time()
@@ -168,4 +208,5 @@ class MemoryResultStore(ResultStore):
             dead = [t for t, v in self._data.items() if v[2] is not None and v[2] < now]
             for t in dead:
                 del self._data[t]
-            return len(dead)
+        self.trim_history()
+        return len(dead)

@@ -19,7 +19,9 @@ from ..brokers.redis_scripts import (CHORD_EXTEND, CHORD_PARTS, CLAIM_UNIQUE, CO
                                      RELEASE_UNIQUE, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE, STORE_RESULTS)
 from .. import states
 from ..exceptions import OperationalError
+from ..history import HistoryBuffer, HistoryQuery, TaskRecord
 from .base import ChordPart, ResultStore, StoredResult, as_id_list
+from .redis_history import RedisHistory
 
 _BLOCK_CHUNK = 10.0  # seconds per blocking call, well under the client's socket timeout
 
@@ -53,6 +55,8 @@ class RedisResultStore(ResultStore):
         # Also Celery's result keys (celery-task-meta-<id>), while Celery processes share the server.
         self.celery = bool(self.options.get("celery_results"))
         self.celery_prefix = celery_result_prefix(self.options)
+        self.history = RedisHistory(self.client, url, self.keys.prefix)
+        self.history_buffer = HistoryBuffer(self.history.write)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -61,6 +65,9 @@ class RedisResultStore(ResultStore):
         for r in results:
             args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
         guarded(self.url, "store results", lambda: self._store(args))
+        history = [r.history for r in results if r.history is not None]
+        if history:
+            self.history_buffer.add(history)
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not task_ids:
@@ -239,4 +246,24 @@ class RedisResultStore(ResultStore):
             guarded(self.url, "forget results", lambda: self.client.delete(*keys))
 
     def cleanup(self) -> int:
+        self.trim_history()
         return 0  # Redis expires results by itself (PEXPIRE)
+
+    def close(self) -> None:
+        self.history_buffer.flush()  # a pool process that ends writes its last records now
+
+    def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
+        self.history_buffer.flush()
+        return self.history.query(query)
+
+    def task_record(self, task_id: str) -> TaskRecord | None:
+        self.history_buffer.flush()
+        return self.history.one(task_id)
+
+    def task_counts(self) -> dict[tuple[str, str], int]:
+        self.history_buffer.flush()
+        return self.history.counts()
+
+    def trim_history(self) -> int:
+        self.history_buffer.flush()
+        return self.history.trim(self.history_expires, self.history_max)

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 from .. import states
 from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
+from ..history import HistoryBuffer, HistoryQuery, TaskRecord
+from . import sqlite_history
 from .base import ChordPart, ResultStore, StoredResult, as_id_list
 
 SCHEMA = """
@@ -82,6 +84,11 @@ class SQLiteResultStore(ResultStore):
         self.path = sqlite_path_from_url(url)
         self.db = SQLiteDatabase.for_path(self.path, self.options)
         self.db.register_schema("results", SCHEMA)
+        # The history lives in a file of its own beside this one: writing it never holds the
+        # write lock that the broker's fetches and acks (in the main file) wait for.
+        self.history_db = SQLiteDatabase.for_path(sqlite_history.path_beside(self.path), self.options)
+        self.history_db.register_schema("history", sqlite_history.SCHEMA)
+        self.history_buffer = HistoryBuffer(self._write_history)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -95,6 +102,12 @@ class SQLiteResultStore(ResultStore):
             "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
             f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
             f"OR celeriac_results.status NOT IN ({_READY_SQL})", rows))
+        history = [r.history for r in results if r.history is not None]
+        if history:  # written in batches of many tasks (celeriac.history.HistoryBuffer)
+            self.history_buffer.add(history)
+
+    def _write_history(self, records: list[TaskRecord]) -> None:
+        self.history_db.write(lambda c: sqlite_history.write(c, records))
 
     def _fetch(self, task_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         now = time.time()
@@ -280,4 +293,26 @@ class SQLiteResultStore(ResultStore):
             c.executemany("DELETE FROM celeriac_chord_sizes WHERE group_id = ?", chords)
             return int(gone)
 
-        return self.db.write(clean)
+        gone = self.db.write(clean)
+        self.trim_history()
+        return gone
+
+    def close(self) -> None:
+        self.history_buffer.flush()
+        super().close()
+
+    def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
+        self.history_buffer.flush()
+        return self.history_db.read(lambda c: sqlite_history.query(c, query))
+
+    def task_record(self, task_id: str) -> TaskRecord | None:
+        self.history_buffer.flush()
+        return self.history_db.read(lambda c: sqlite_history.one(c, task_id))
+
+    def task_counts(self) -> dict[tuple[str, str], int]:
+        self.history_buffer.flush()
+        return self.history_db.read(sqlite_history.counts)
+
+    def trim_history(self) -> int:
+        self.history_buffer.flush()
+        return self.history_db.write(lambda c: sqlite_history.trim(c, self.history_expires, self.history_max))

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .. import protocol, signals, states, unique
+from .. import history, protocol, signals, states, unique
 from ..brokers import Delivery, Outgoing
 from ..backends import StoredResult
 from ..backends.base import ChordPart
@@ -207,6 +207,7 @@ class Consumer:
         self.events = events  # None unless task events are on (-E)
         self.totals: dict[str, int] = {}  # finished tasks by name, for `inspect stats`
         self._totals_shown = 0
+        self.history = bool(app.conf.get("task_history", True))  # records ride with the results (celeriac.history)
 
     def stop(self) -> None:
         self.stopping = True
@@ -304,6 +305,8 @@ class Consumer:
         request = self._request(msg, task_id, name, args, kwargs, embed, delivery)
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=request)
+        request.received_at = time.time()
+        request.body = msg.body if msg.content_type == protocol.JSON else None  # the history keeps it as sent
         if self.events is not None:
             self.events.send("task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
                              kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
@@ -341,6 +344,7 @@ class Consumer:
             self.app.backend.store([self.app.backend.encode(self.app.result_meta(
                 task_id, states.STARTED, {"pid": _pid(), "hostname": self.hostname}, request=request, task=task))])
         limits = limits_for(task, request, self.app.conf)
+        request.started_at = time.time()
         if self.events is not None:
             self.events.send("task-started", uuid=task_id)
         if task.is_async and self.async_runner is not None:
@@ -470,6 +474,9 @@ class Consumer:
         # A value that cannot be encoded is stored as that failure, so get() does not hang.
         record = workflow.encode_outcome(self.app, task_id, status, result, name=name or (task.name if task else None),
                                          request=request, traceback=traceback, hostname=self.hostname)
+        if self.history:
+            record.history = history.record_for(task_id, record.status, name or (task.name if task else None),
+                                                record.data, request, self.hostname)
         batch.results.append(record)
         if request is not None and request.headers and status in states.READY_STATES and request.id == task_id:
             key = request.headers.get(UNIQUE_HEADER)

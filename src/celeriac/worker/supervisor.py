@@ -249,7 +249,8 @@ class Worker:
 
     def heartbeat(self) -> None:
         info = {"hostname": self.options.hostname, "pid": os.getpid(), "pool": self.options.pool,
-                "concurrency": self.options.concurrency, "queues": self.options.queues}
+                "concurrency": self.options.concurrency, "queues": self.options.queues,
+                **self._activity()}
         self.app.broker.heartbeat(self.worker_id, self.options.lease_timeout, info)
         if not self.app.broker.tracks_workers:
             self.app.backend.worker_heartbeat(self.worker_id, self.options.lease_timeout, info)
@@ -258,6 +259,14 @@ class Worker:
             signals.heartbeat_sent.send(sender=self)
         if self.events.enabled:
             self._worker_event("worker-heartbeat")
+
+    def _activity(self) -> dict[str, Any]:
+        """What the dashboard shows of this worker (read from the slots' shared memory)."""
+        running = [{"id": s.slot.task_id.decode(errors="replace"), "name": s.slot.task_name.decode(errors="replace"),
+                    "started": float(s.slot.started)} for s in self.slots + self._retiring if s.slot.task_id]
+        async_running = sum(int(s.slot.async_running) for s in self.slots + self._retiring)
+        return {"active": len(running) + async_running, "running": running, "processed": self.processed_total(),
+                "heartbeat_at": time.time()}
 
     def _worker_event(self, kind: str) -> None:
         from ..events import worker_fields

@@ -1,0 +1,187 @@
+"""Task history: one durable record per task, written by the workers with their results.
+
+The dashboard (and anyone else) reads it through the result store's history methods; it
+therefore shows tasks that finished before the dashboard started and survives its restart.
+A record travels with its result into the store, which collects records and writes them in
+one batch at most every FLUSH_INTERVAL seconds (one transaction or one script call for
+hundreds of tasks), so recording costs little; a worker killed with SIGKILL may lose the
+records of its last FLUSH_INTERVAL (never a result). Retention is bounded by age
+(`task_history_expires`, default 7 days) and by count (`task_history_max`, default 100,000
+tasks); `task_history = False` turns recording off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import protocol
+
+if TYPE_CHECKING:
+    from .task import Context
+
+DEFAULT_EXPIRES = 7 * 86400.0
+DEFAULT_MAX = 100_000
+ARGS_TEXT_LIMIT = 64 * 1024  # arguments longer than this are kept as a truncated text
+FLUSH_INTERVAL = 0.5  # seconds a record may wait to be written with others
+FLUSH_SIZE = 500  # records that are written at once, without waiting
+KEEP_UNWRITTEN = 20_000  # records kept for a later try while the store cannot be written
+
+logger = logging.getLogger("celeriac.history")
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """What the history knows about one task (the latest state it reached)."""
+
+    task_id: str
+    name: str | None
+    state: str
+    worker: str | None = None
+    queue: str | None = None
+    retries: int = 0
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    received: float | None = None  # epoch seconds
+    started: float | None = None
+    finished: float | None = None
+    runtime: float | None = None
+    updated: float = 0.0  # when this record was last written: the history's order
+    args: str = ""  # JSON text of [args, kwargs, ...] as the task received them (the message body)
+    meta: bytes = b""  # the stored result meta (result or exception, traceback, children)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "meta"}
+
+
+COLUMNS = tuple(f.name for f in fields(TaskRecord))
+
+
+@dataclass(slots=True)
+class HistoryQuery:
+    """A page of the history, newest first."""
+
+    state: str | None = None
+    name: str | None = None
+    worker: str | None = None
+    since: float | None = None  # updated at or after (epoch seconds)
+    until: float | None = None  # updated before
+    search: str | None = None  # part of the task id, or text in the arguments
+    limit: int = 50
+    offset: int = 0
+    states: list[str] = field(default_factory=list)  # several states (any of them)
+
+    def wanted_states(self) -> list[str]:
+        return [*self.states, *([self.state] if self.state else [])]
+
+    def matches(self, record: TaskRecord) -> bool:
+        """The filter in Python, for stores that cannot run it server-side (memory, Redis search)."""
+        wanted = self.wanted_states()
+        if wanted and record.state not in wanted:
+            return False
+        if self.name and record.name != self.name:
+            return False
+        if self.worker and record.worker != self.worker:
+            return False
+        if self.since is not None and record.updated < self.since:
+            return False
+        if self.until is not None and record.updated >= self.until:
+            return False
+        return not self.search or self.search in record.task_id or self.search in record.args
+
+
+def args_text(args: Any, kwargs: Any) -> str:
+    """The arguments as JSON text (what the dashboard shows and searches)."""
+    try:
+        text = protocol._json_dumps([list(args or ()), dict(kwargs or {})]).decode("utf-8")
+    except Exception:  # pickled arguments that JSON cannot show: their repr is the next best thing
+        text = protocol._json_dumps([protocol._saferepr(args, 4096), protocol._saferepr(kwargs, 4096)]).decode()
+    return text if len(text) <= ARGS_TEXT_LIMIT else text[:ARGS_TEXT_LIMIT] + "…"
+
+
+def _args_of(request: "Context") -> str:
+    """The JSON body as received ([args, kwargs, embed]: nothing to encode again), else the arguments."""
+    body = request.body
+    if body is not None and len(body) <= ARGS_TEXT_LIMIT:
+        try:
+            return bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return args_text(request.args, request.kwargs)
+
+
+def record_for(task_id: str, state: str, name: str | None, meta: bytes, request: "Context | None",
+               hostname: str | None) -> TaskRecord:
+    """The history record of an outcome the worker is about to store."""
+    now = time.time()
+    final = state in _FINAL
+    if request is None:  # an outcome recorded for a task that never ran here (a workflow failed it)
+        return TaskRecord(task_id, name, state, worker=hostname, finished=now if final else None,
+                          updated=now, meta=meta)
+    started = getattr(request, "started_at", None)
+    return TaskRecord(
+        task_id, name or request.task, state, worker=hostname or request.hostname,
+        queue=(request.delivery_info or {}).get("routing_key"), retries=int(request.retries or 0),
+        parent_id=request.parent_id, root_id=request.root_id, group_id=request.group,
+        received=getattr(request, "received_at", None), started=started,
+        finished=now if final else None, runtime=(now - started) if final and started else None,
+        updated=now, args=_args_of(request), meta=meta)
+
+
+_FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+
+def retention(conf: Any) -> tuple[float | None, int | None]:
+    """(max age in seconds, max tasks) from the app's settings; None: unbounded."""
+    expires = conf.get("task_history_expires", DEFAULT_EXPIRES)
+    most = conf.get("task_history_max", DEFAULT_MAX)
+    return (float(expires) if expires else None), (int(most) if most else None)
+
+
+class HistoryBuffer:
+    """Records waiting to be written together: every FLUSH_INTERVAL seconds (by a thread of
+    this process) or as soon as FLUSH_SIZE are waiting. Readers in this process flush first."""
+
+    def __init__(self, write: Callable[[list[TaskRecord]], None]) -> None:
+        self._write = write
+        self._pending: list[TaskRecord] = []
+        self._lock = threading.Lock()  # the pending list
+        self._writing = threading.Lock()  # one flush at a time: records go out in order
+        self._wake = threading.Event()
+        self._thread_pid = 0
+
+    def add(self, records: list[TaskRecord]) -> None:
+        with self._lock:
+            self._pending.extend(records)
+            full = len(self._pending) >= FLUSH_SIZE
+        if full:
+            self.flush()
+        elif self._thread_pid != os.getpid():  # none yet, or the parent's (gone with the fork)
+            self._thread_pid = os.getpid()
+            threading.Thread(target=self._run, name="celeriac-history", daemon=True).start()
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while self._thread_pid == pid:
+            self._wake.wait(FLUSH_INTERVAL)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._writing:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                self._write(batch)
+            except Exception as exc:  # results are safe; the history waits for the store to answer
+                with self._lock:
+                    self._pending[:0] = batch[-KEEP_UNWRITTEN:]
+                    dropped = len(batch) - min(len(batch), KEEP_UNWRITTEN)
+                logger.warning("could not write %d task history record(s) (%s)%s; trying again", len(batch), exc,
+                               f", {dropped} dropped" if dropped else "")
