@@ -89,6 +89,7 @@ class Context:
     kwargsrepr: str | None = None
     retry_policy: RetryPolicy | None = None
     date_started: str | None = None  # ISO time this run began (stored with result_extended)
+    lock_key: str | None = None  # the task lock this run holds (worker/locks.py)
     received_at: float | None = None  # epoch seconds the worker took the message / started the task
     started_at: float | None = None
     body: bytes | None = None  # the message body as received ([args, kwargs, embed] as JSON), for the history
@@ -165,6 +166,8 @@ class Task(Generic[P, R]):
     serializer: str | None = None
     expires: float | datetime | None = None
     builtin: bool = False  # celeriac's own workflow helpers (celery.map, ...)
+    lock: bool | str | Callable[[tuple[Any, ...], dict[str, Any]], str] | None = None  # one run at a time
+    lock_timeout: float | None = None  # seconds a lock is held at most (default: an hour)
     unique_for: float | None = None  # seconds: the same call again returns this one while it is pending
     unique_key: Callable[[tuple[Any, ...], dict[str, Any]], str] | str | None = None  # key, or (args, kwargs) -> key
 

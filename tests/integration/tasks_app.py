@@ -342,6 +342,26 @@ def unique_fail() -> None:
     raise ValueError("unique and failing")
 
 
+@app.task(lock=True, lock_timeout=60)
+def locked_section(marker: str, i: int) -> int:
+    """Never two at once: writes when it starts and ends."""
+    with open(marker, "a") as f:
+        f.write(f"start {i} {time.time()}\n")
+    time.sleep(0.3)
+    with open(marker, "a") as f:
+        f.write(f"end {i} {time.time()}\n")
+    return i
+
+
+@app.task(bind=True, lock=lambda args, kwargs: f"account-{args[1]}", lock_timeout=60, max_retries=2)
+def locked_retry_once(self: Task[Any, Any], marker: str, account: str) -> str:
+    with open(marker, "a") as f:
+        f.write(f"run {self.request.retries} {time.time()}\n")
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.2)  # the lock is let go of between the attempts
+    return account
+
+
 @app.task
 def delay_child(marker: str, countdown: float) -> str:
     """Run with a countdown itself, it sends another task with a countdown."""

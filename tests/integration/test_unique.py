@@ -102,3 +102,39 @@ def test_the_hold_ends_after_unique_for_even_if_the_task_never_finishes(tasks: A
 def test_unique_key_without_unique_for_is_a_clear_error(tasks: Any) -> None:
     with pytest.raises(ValueError, match="unique_key= needs unique_for="):
         tasks.add.apply_async((1, 1), unique_key="k")
+
+
+def _spans(marker: Path) -> list[tuple[float, float]]:
+    starts: dict[str, float] = {}
+    spans = []
+    for kind, i, when in (line.split() for line in marker.read_text().splitlines()):
+        if kind == "start":
+            starts[i] = float(when)
+        else:
+            spans.append((starts[i], float(when)))
+    return sorted(spans)
+
+
+@pytest.mark.timeout(120)
+def test_a_locked_task_never_runs_twice_at_once_and_waits_in_the_broker(tasks: Any, start_worker: Any,
+                                                                        tmp_path: Path) -> None:
+    marker = tmp_path / "locked"
+    start_worker("-c", "3")
+    locked = [tasks.locked_section.delay(str(marker), i) for i in range(4)]
+    # The waiting runs hold no pool slot: other work goes through meanwhile.
+    assert [r.get(timeout=10) for r in [tasks.add.delay(i, i) for i in range(5)]] == [0, 2, 4, 6, 8]
+    assert sorted(r.get(timeout=60) for r in locked) == [0, 1, 2, 3]
+    spans = _spans(marker)
+    assert len(spans) == 4
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 0.001, spans  # one after the other, never overlapping
+
+
+@pytest.mark.timeout(120)
+def test_a_lock_per_key_is_let_go_of_between_retries(tasks: Any, start_worker: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "retrying"
+    start_worker("-c", "2")
+    results = [tasks.locked_retry_once.delay(str(marker), "acme") for _ in range(2)]
+    assert [r.get(timeout=60) for r in results] == ["acme", "acme"]
+    runs = marker.read_text().splitlines()
+    assert len(runs) == 4 and sorted(r.split()[1] for r in runs) == ["0", "0", "1", "1"]

@@ -390,8 +390,9 @@ class Celeriac:
         bases: tuple[type, ...] = (base,)
         if _is_coroutine_function(fn) and not issubclass(base, AsyncTask):
             bases = (AsyncTask,) if base is BaseTask else (base, AsyncTask)
-        if callable(options.get("unique_key")):  # a function of (args, kwargs), not a method
-            options["unique_key"] = staticmethod(options["unique_key"])
+        for key in ("unique_key", "lock"):  # a function of (args, kwargs), not a method
+            if callable(options.get(key)):
+                options[key] = staticmethod(options[key])
         for key in ("autoretry_for", "dont_autoretry_for"):
             if key in options and not isinstance(options[key], tuple):
                 options[key] = tuple(options[key])

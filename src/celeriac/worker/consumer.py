@@ -24,6 +24,7 @@ from ..task import Context, Task
 from . import rejection, slotinfo, workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
+from .locks import defer_if_locked
 from .ratelimit import defer_if_limited
 from .remote import ProcessControl
 from .revocations import Revocations
@@ -332,13 +333,12 @@ class Consumer:
         if expires and (protocol.iso_to_epoch(expires) or 0) < time.time():
             self._discard(batch, delivery, task, request, f"expired at {expires}", expired=True)
             return
-        if task.rate_limit is not None or self.default_rate_limit:
-            deferred = defer_if_limited(self.app, task, msg, delivery, self.worker_id)
-            if deferred is not None:  # over its rate: back to the broker with its reserved start time
-                batch.publishes.append(deferred)
-                batch.acks.append(delivery)
-                batch.mark()
-                return
+        deferred = self._deferral(task, msg, delivery, request)
+        if deferred is not None:  # back to the broker, to run later: the wait never holds a slot
+            batch.publishes.append(deferred)
+            batch.acks.append(delivery)
+            batch.mark()
+            return
         track = task.track_started if task.track_started is not None else self.track_started
         if track:
             self.app.backend.store([self.app.backend.encode(self.app.result_meta(
@@ -409,6 +409,16 @@ class Consumer:
         finally:
             os._exit(HARD_LIMIT_EXIT_CODE)
 
+    def _deferral(self, task: Task[Any, Any], msg: protocol.TaskMessage, delivery: Delivery,
+                  request: Context) -> Outgoing | None:
+        """Over its rate limit (deferred to its reserved start time), or its lock held by
+        another run (deferred briefly): the message to publish instead of running now."""
+        if task.rate_limit is not None or self.default_rate_limit:
+            deferred = defer_if_limited(self.app, task, msg, delivery, self.worker_id)
+            if deferred is not None:
+                return deferred
+        return defer_if_locked(self.app, task, msg, delivery, request) if task.lock else None
+
     def _request(self, msg: protocol.TaskMessage, task_id: str, name: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], embed: dict[str, Any], delivery: Delivery) -> Context:
         headers = msg.headers
@@ -478,12 +488,19 @@ class Consumer:
             record.history = history.record_for(task_id, record.status, name or (task.name if task else None),
                                                 record.data, request, self.hostname)
         batch.results.append(record)
-        if request is not None and request.headers and status in states.READY_STATES and request.id == task_id:
-            key = request.headers.get(UNIQUE_HEADER)
-            if key:  # a unique task is done: the same call may be sent again
-                batch.unique_done.append((str(key), task_id))
+        if request is not None and request.id == task_id:
+            self._let_go(batch, request, task_id, status)
         batch.mark()
         return record
+
+    @staticmethod
+    def _let_go(batch: Batch, request: Context, task_id: str, status: str) -> None:
+        """A run that ended lets go of its lock; a task that is done, of its unique key."""
+        if request.lock_key and (status in states.READY_STATES or status == states.RETRY):
+            batch.unique_done.append((request.lock_key, task_id))
+        key = request.headers.get(UNIQUE_HEADER) if request.headers else None
+        if key and status in states.READY_STATES:  # the same call may be sent again
+            batch.unique_done.append((str(key), task_id))
 
     # --- outcome -> result + ack ---
 
