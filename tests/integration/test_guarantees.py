@@ -107,7 +107,7 @@ def test_two_workers_and_c2_share_one_file_without_duplicates(tasks: Any, start_
     values = list(map(int, _lines(trace)))
     assert sorted(values) == list(range(1000)), "a task ran twice or not at all"
     for worker in (a, b):
-        assert "locked" not in worker.output.lower(), worker.output
+        assert "database is locked" not in worker.output.lower(), worker.output
         assert "Traceback" not in worker.output, worker.output
 
 

@@ -15,6 +15,7 @@ where both kinds of worker take it.
 from __future__ import annotations
 
 import decimal
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -175,6 +176,18 @@ class SharedQueues:
             channel.queue_declare(queue, durable=True, arguments={"x-max-priority": int(limit)} if limit else None)
         else:
             probe.close()
+
+
+class _QuietProbes(logging.Filter):
+    """pika logs every channel the broker closes as a warning; a 404 from our own passive
+    probe ("is the shared queue there yet?") is the expected answer, not a problem, and
+    printed it reads like one in a worker's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.args and isinstance(record.args, tuple) and record.args[0] == 404)
+
+
+logging.getLogger("pika.channel").addFilter(_QuietProbes())
 
 
 def eta_of(headers: dict[str, Any] | None) -> float | None:
