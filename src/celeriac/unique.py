@@ -44,3 +44,29 @@ def arguments_key(args: Any, kwargs: Any) -> str:
     """The canonical JSON of the arguments (hashed: arguments can be big)."""
     text = json.dumps([list(args or ()), dict(kwargs or {})], sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# --- canvas members ---
+#
+# A member of a chain, group or chord cannot simply be left out when its call is already
+# pending: the workflow around it waits for its result (the next step, the chord's count).
+# So a member whose key is held is still sent, marked as a follower of the task holding the
+# key; the worker never runs it, but waits (in the broker) for the holder to finish and takes
+# its outcome as the member's own - one run of the call, and the workflow goes on with it.
+
+FOLLOW_HEADER = "celeriac_unique_follows"  # [holder task id, key, seconds]
+
+
+def member_headers(app: Any, name: str, args: Any, kwargs: Any, options: dict[str, Any],
+                   task_id: str) -> dict[str, Any] | None:
+    """The headers that make a canvas member unique (it holds the key now) or a follower (the
+    same call is pending as another task); None for an ordinary member. Takes the unique
+    options out of `options`."""
+    hold = unique_hold(name, app.tasks.get(name), args, kwargs, options)
+    if hold is None:
+        return None
+    key, seconds = hold
+    holder = app.backend.claim_unique(key, task_id, seconds)
+    if holder == task_id:
+        return {UNIQUE_HEADER: key}
+    return {FOLLOW_HEADER: [holder, key, seconds]}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Self, TypeVar, cast
 
-from .. import signals
+from .. import signals, unique
 from ..brokers import Outgoing
 
 if TYPE_CHECKING:
@@ -322,6 +322,11 @@ class Signature(dict):  # type: ignore[type-arg]
         running = current[1] if current is not None and not current[1].called_directly else None
         known_children = len(running.children) if running is not None else 0
         messages = sig.messages(app, tuple(args or ()), dict(kwargs or {}), {**options, **timing})
+        holder = getattr(sig, "follows", None)
+        if holder and type(sig) is Signature and not any(sig.options.get(k) for k in ("chain", "link", "link_error")):
+            # Sent on its own, the same call already pending answers for it, as task.delay() does.
+            from ..result import AsyncResult
+            return AsyncResult(holder, app=app, task_name=sig.name)
         if running is not None and type(sig) is not Signature:
             # Started from a running task: the workflow is one child (a group as a GroupResult,
             # a chain as its first step), not one child per message.
@@ -402,6 +407,10 @@ class Signature(dict):  # type: ignore[type-arg]
         continuation = opts.pop("chain", None) or None
         if continuation is not None:
             continuation = [dict(s) for s in continuation]
+        held = unique.member_headers(app, self.name, sig_args, sig_kwargs, opts, task_id)
+        self.follows = held.get(unique.FOLLOW_HEADER, [None])[0] if held else None
+        if held is not None:
+            opts["headers"] = {**(opts.get("headers") or {}), **held}
         outgoing, _msg = app.prepare_task(self.name, sig_args, sig_kwargs, task_id=task_id,
                                           chain=continuation, **opts)
         return [outgoing]

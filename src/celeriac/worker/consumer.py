@@ -21,7 +21,7 @@ from ..backends.base import ChordPart
 from ..exceptions import (ContentDisallowed, DecodeError, NotRegistered, OperationalError,
                           TaskRevokedError, TimeLimitExceeded, WorkerLostError)
 from ..task import Context, Task
-from . import rejection, slotinfo, workflow
+from . import following, rejection, slotinfo, workflow
 from .execute import Outcome, exception_info, trace
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
 from .locks import defer_if_locked
@@ -39,6 +39,7 @@ logger = logging.getLogger("celeriac.worker")
 FLUSH_AFTER = 0.005  # seconds a finished result may wait to be written with later ones
 REDELIVERED_HEADER = rejection.REDELIVERED_HEADER
 UNIQUE_HEADER = unique.UNIQUE_HEADER
+FOLLOW_HEADER = unique.FOLLOW_HEADER
 # Header keys that are the protocol's own: `request.headers` shows the others (Celery's meaning).
 _NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER}
 
@@ -334,6 +335,9 @@ class Consumer:
             self._discard(batch, delivery, task, request, f"expired at {expires}", expired=True)
             return
         deferred = self._deferral(task, msg, delivery, request)
+        if isinstance(deferred, Outcome):  # the same call ran as another task: its outcome is ours
+            self.finish(task, request, delivery, deferred, batch)
+            return
         if deferred is not None:  # back to the broker, to run later: the wait never holds a slot
             batch.publishes.append(deferred)
             batch.acks.append(delivery)
@@ -410,9 +414,14 @@ class Consumer:
             os._exit(HARD_LIMIT_EXIT_CODE)
 
     def _deferral(self, task: Task[Any, Any], msg: protocol.TaskMessage, delivery: Delivery,
-                  request: Context) -> Outgoing | None:
+                  request: Context) -> Outgoing | Outcome | None:
         """Over its rate limit (deferred to its reserved start time), or its lock held by
-        another run (deferred briefly): the message to publish instead of running now."""
+        another run (deferred briefly): the message to publish instead of running now. A
+        canvas member following a pending unique call may instead take that call's outcome."""
+        if FOLLOW_HEADER in msg.headers:
+            followed = following.follow(self.app, msg, delivery, request)
+            if followed is not None:
+                return followed
         if task.rate_limit is not None or self.default_rate_limit:
             deferred = defer_if_limited(self.app, task, msg, delivery, self.worker_id)
             if deferred is not None:
