@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import json
 import pickle
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -103,7 +104,10 @@ CORE_HEADERS = frozenset({
 # the task: a message built from a running task's request - a retry - must not inherit it, or
 # the retry would skip its own rate limit.
 RATE_RESERVED_HEADER = "celeriac_rate_reserved"
-_NOT_INHERITED = CORE_HEADERS | {RATE_RESERVED_HEADER}
+# When the message was sent (epoch seconds): the age of a queue's oldest waiting message is
+# read from it. Every message gets its own; a retry is sent anew, a deferral keeps it.
+SENT_HEADER = "celeriac_sent"
+_NOT_INHERITED = CORE_HEADERS | {RATE_RESERVED_HEADER, SENT_HEADER}
 
 
 @dataclass(slots=True)
@@ -146,7 +150,7 @@ def build_task_message(
         "expires": expires, "group": group_id, "group_index": group_index, "retries": retries,
         "timelimit": list(timelimit), "root_id": root_id or task_id, "parent_id": parent_id,
         "argsrepr": _saferepr(args), "kwargsrepr": _saferepr(kwargs), "origin": origin,
-        "ignore_result": ignore_result,
+        "ignore_result": ignore_result, SENT_HEADER: round(time.time(), 3),
     }
     if extra_headers:  # the user's own headers ride along; the protocol's own keys are not theirs to change
         headers.update({k: v for k, v in extra_headers.items() if k not in _NOT_INHERITED})
@@ -197,6 +201,16 @@ def unpack(data: bytes) -> TaskMessage:
     except Exception as exc:
         raise DecodeError(f"malformed message envelope: {exc}") from exc
     return TaskMessage(headers, properties or {}, body, ctype, cenc)
+
+
+def sent_at(data: bytes) -> float | None:
+    """When a packed message was sent (its SENT_HEADER), or None (a Celery client's message,
+    an older celeriac's, or not a message at all)."""
+    try:
+        value = unpack(data).headers.get(SENT_HEADER)
+    except DecodeError:
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 # --- kombu's Redis envelope: how Celery's clients and workers store a message in a Redis list ---

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -88,11 +89,19 @@ def test_history_from_before_the_dashboard_and_after_its_restart(tasks: Any, sta
 
 def test_queue_and_dead_letter_actions(tasks: Any, start_worker: Any, start_dashboard: Any, broker_kind: str) -> None:
     dashboard = start_dashboard()
+    sent = time.time()
     for _ in range(4):
         tasks.routed.apply_async(queue="dashq")
+    tasks.add.delay(1, 1)  # on Redis the default queue is shared with Celery: kombu's list
     queues = {q["name"]: q for q in dashboard.get("/api/queues")["queues"]}
     if broker_kind != "amqp":  # RabbitMQ cannot list queues it was not told about
         assert queues["dashq"]["ready"] == 4
+        for name in ("dashq", "celery"):  # the age of the oldest waiting message, from its send time
+            assert 0 <= queues[name]["oldest_age"] <= time.time() - sent + 0.01, queues[name]
+        ages = samples(dashboard.http.get("/metrics").text)
+        assert 0 <= ages[("celeriac_queue_oldest_age_seconds", (("queue", "dashq"),))] < 60
+    else:  # RabbitMQ cannot tell without taking the message
+        assert queues["celery"]["oldest_age"] is None
     answer = dashboard.post("/api/queues/dashq/purge")
     assert answer.status_code == 200 and answer.json()["removed"] == 4
     metrics = samples(dashboard.http.get("/metrics").text)

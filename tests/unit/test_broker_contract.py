@@ -380,6 +380,26 @@ def test_queue_sizes(broker: Broker) -> None:
     assert everything["a"] == got["a"] and everything["b"] == got["b"]
 
 
+def _sent(task_id: str, at: float) -> bytes:
+    from celeriac import protocol
+    msg = protocol.build_task_message(task_id, "t", (), {})
+    msg.headers[protocol.SENT_HEADER] = at
+    return protocol.pack(msg)
+
+
+def test_oldest_waiting_is_the_earliest_sent_ready_message_of_any_priority(broker: Broker) -> None:
+    now = time.time()
+    pub(broker, "a", _sent("leased", now - 100))  # taken by a worker below: no longer waiting
+    broker.fetch(["a"], "w1", "w1-0", 1, timeout=0)
+    pub(broker, "a", _sent("p0-old", now - 30), _sent("p0-new", now - 5))
+    pub(broker, "a", _sent("p9-newer", now - 10), priority=9)  # fetched first, yet not the oldest
+    pub(broker, "a", _sent("later", now - 300), eta=now + 60)  # delayed: not waiting yet
+    pub(broker, "b", _sent("high", now - 7), priority=5)
+    pub(broker, "b", b"not a celeriac message")  # no send time: left out, not an error
+    got = broker.oldest_waiting(["a", "b", "empty"])
+    assert got == {"a": pytest.approx(now - 30, abs=0.01), "b": pytest.approx(now - 7, abs=0.01)}
+
+
 # --- blocking fetch ---
 
 def test_fetch_timeout_returns_empty_after_about_the_timeout(broker: Broker) -> None:

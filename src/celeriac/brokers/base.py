@@ -21,6 +21,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
+from .. import protocol
+
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
 
@@ -234,6 +236,12 @@ class Broker(ABC):
     def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         """Per queue: ready, reserved (leased) and delayed counts."""
 
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        """When the oldest message waiting (ready) on each queue was sent, as epoch seconds;
+        queues with none, or where the broker cannot tell without taking a message (RabbitMQ),
+        are left out."""
+        return {}
+
     @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead letters, newest first."""
@@ -279,6 +287,16 @@ class Broker(ABC):
 
 
 _PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@]*:)(?P<pw>[^@/]*)(?P<at>@)", re.IGNORECASE)
+
+
+def oldest_of(heads: dict[str, list[bytes]]) -> dict[str, float]:
+    """Per queue, the earliest send time among these messages (those that carry one)."""
+    oldest: dict[str, float] = {}
+    for queue, payloads in heads.items():
+        times = [t for t in map(protocol.sent_at, payloads) if t is not None]
+        if times:
+            oldest[queue] = min(times)
+    return oldest
 
 
 def implementation_for(url: str, table: dict[str, str], what: str, default_hint: str) -> Any:

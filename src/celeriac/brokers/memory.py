@@ -13,7 +13,7 @@ import time
 from typing import Any, Sequence
 
 from .base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, LeaseState, Outgoing, Publisher,
-                   ScheduleStore, Tick, clamp_priority)
+                   ScheduleStore, Tick, clamp_priority, oldest_of)
 
 
 class _State:
@@ -267,6 +267,10 @@ class MemoryBroker(Broker):
             return {q: {"ready": len(self._s.ready.get(q, [])),
                         "reserved": sum(1 for v in self._s.leased.values() if v[2].queue == q),
                         "delayed": sum(1 for e in self._s.delayed if e[2] == q)} for q in names}
+
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        with self._s.cond:
+            return oldest_of({q: [entry[3] for entry in self._s.ready.get(q, [])] for q in queues})
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._s.cond:

@@ -23,13 +23,15 @@ from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, clien
                       kombu_prefix, pipelined)
 from ..exceptions import DecodeError
 from . import redis_scripts as lua
-from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
+from .base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority,
+                   oldest_of)
 
 logger = logging.getLogger("celeriac.worker")
 
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
 KOMBU_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
-KOMBU_STEPS = (0, 3, 6, 9)  # kombu's priority lists of a queue, read in this order
+KOMBU_STEPS = (0, 3, 6, 9)
+_BAND = 10**12  # one priority's span of ready-set scores  # kombu's priority lists of a queue, read in this order
 
 
 class RedisBroker(Broker):
@@ -302,6 +304,30 @@ class RedisBroker(Broker):
                 pipelined, self.client, *(("LLEN", key) for key in self._kombu_lists(queue))))
             sizes[queue]["ready"] += sum(int(n) for n in lengths)
         return sizes
+
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        # A ready set is scored (9 - priority) * 1e12 + id: the first member of each priority's
+        # band is that priority's oldest. In kombu's lists (queues shared with Celery) the
+        # oldest is at the tail.
+        bands = [(q, ("ZRANGEBYSCORE", self.keys.ready(q), b * _BAND, f"({(b + 1) * _BAND}", "LIMIT", 0, 1))
+                 for q in queues for b in range(10)]
+        tails = [(q, ("LINDEX", key, -1)) for q in queues if q in self.wire for key in self._kombu_lists(q)]
+
+        def read() -> dict[str, list[bytes]]:
+            answers = pipelined(self.client, *(cmd for _, cmd in bands + tails))
+            heads: dict[str, list[bytes]] = {q: [] for q in queues}
+            ids = [(q, first[0]) for (q, _), first in zip(bands, answers, strict=False) if first]
+            if ids:
+                payloads = self.client.hmget(self.keys.payload, [i for _, i in ids])
+                for (q, _), payload in zip(ids, payloads, strict=True):
+                    if payload:
+                        heads[q].append(payload)
+            for (q, _), tail in zip(tails, answers[len(bands):], strict=True):
+                if tail:
+                    heads[q].append(tail)
+            return heads
+
+        return oldest_of(guarded(self.url, "oldest waiting", read))
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read() -> list[DeadLetter]:

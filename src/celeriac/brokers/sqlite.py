@@ -13,7 +13,8 @@ import time
 from typing import Any, Sequence
 
 from .._sqlite import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
-from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
+from .base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority,
+                   oldest_of)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS celeriac_messages (
@@ -236,6 +237,19 @@ class SQLiteBroker(Broker):
         if queues is not None:
             sizes = {q: sizes.get(q, {"ready": 0, "reserved": 0, "delayed": 0}) for q in queues}
         return sizes
+
+    def oldest_waiting(self, queues: Sequence[str]) -> dict[str, float]:
+        # Ids grow with each insert, so each priority's first ready message (the ready index's
+        # order) is its oldest; the oldest of those heads is the queue's.
+        def heads(conn: sqlite3.Connection) -> dict[str, list[bytes]]:
+            found: dict[str, list[bytes]] = {}
+            for queue in queues:
+                found[queue] = [row[0] for row in conn.execute(
+                    "SELECT payload FROM celeriac_messages WHERE id IN (SELECT MIN(id) FROM celeriac_messages "
+                    "WHERE queue = ? AND owner IS NULL GROUP BY priority)", (queue,))]
+            return found
+
+        return oldest_of(self._read(heads))
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self._read(lambda c: c.execute(

@@ -110,7 +110,7 @@ class DashboardData:
         dead: dict[str, int] = {}
         for letter in self.app.broker.dead_letters(limit=10_000):
             dead[letter.queue] = dead.get(letter.queue, 0) + 1
-        ages = _oldest_ages(self.app, names)
+        ages = _oldest_ages(self.app, [n for n, size in sizes.items() if size.get("ready")])
         out = []
         for name in sorted(set(sizes) | set(dead)):
             size = sizes.get(name, {})
@@ -197,9 +197,6 @@ def _timeline(record: TaskRecord | None, events: list[dict[str, Any]]) -> list[d
 
 
 def _oldest_ages(app: "Celeriac", queues: list[str]) -> dict[str, float]:
-    """Age of the oldest waiting message per queue, where the broker can tell (optional method)."""
-    oldest = getattr(app.broker, "oldest_waiting", None)
-    if oldest is None:
-        return {}
+    """Age of the oldest waiting message per queue, where the broker can tell."""
     now = time.time()
-    return {q: max(0.0, now - at) for q, at in oldest(queues).items() if at}
+    return {q: max(0.0, now - at) for q, at in app.broker.oldest_waiting(queues).items()}

@@ -41,7 +41,7 @@ REDELIVERED_HEADER = rejection.REDELIVERED_HEADER
 UNIQUE_HEADER = unique.UNIQUE_HEADER
 FOLLOW_HEADER = unique.FOLLOW_HEADER
 # Header keys that are the protocol's own: `request.headers` shows the others (Celery's meaning).
-_NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER}
+_NOT_CUSTOM = protocol.CORE_HEADERS | {"compression", REDELIVERED_HEADER, protocol.SENT_HEADER}
 
 
 class SlotState(Protocol):
