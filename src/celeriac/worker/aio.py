@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .execute import trace_async
+from ..execution import trace_async
 
 if TYPE_CHECKING:
     from .batch import Batch

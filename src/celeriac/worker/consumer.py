@@ -21,7 +21,7 @@ from ..exceptions import OperationalError, TimeLimitExceeded
 from . import slotinfo
 from .batch import Batch
 from .checks import run_steps
-from .execute import Outcome, _after, _run_coroutine, exception_info, trace, trace_async
+from ..execution import Outcome, _after, _run_coroutine, exception_info, trace, trace_async
 from .job import Job
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
 from .outcomes import Ending, Ran

@@ -18,7 +18,7 @@ from ..brokers import Outgoing
 from ..exceptions import ContentDisallowed, DecodeError, NotRegistered, TaskRevokedError, WorkerLostError
 from . import rejection, workflow
 from .batch import Batch
-from .execute import Outcome, exception_info
+from ..execution import Outcome, exception_info
 from .job import UNIQUE_HEADER, Job, request_for
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class Deferred(Ending):
 
 @dataclass(slots=True)
 class Ran(Ending):
-    """The task ran and its outcome (execute.Outcome) says how it went."""
+    """The task ran and its outcome (execution.Outcome) says how it went."""
 
     outcome: Outcome
     runtime: float = 0.0

@@ -124,9 +124,7 @@ class Worker:
         info = {"hostname": self.options.hostname, "pid": os.getpid(), "pool": self.options.pool,
                 "concurrency": self.options.concurrency, "queues": self.options.queues,
                 **self._activity()}
-        self.app.broker.heartbeat(self.worker_id, self.options.lease_timeout, info)
-        if not self.app.broker.tracks_workers:
-            self.app.backend.worker_heartbeat(self.worker_id, self.options.lease_timeout, info)
+        self.app.capabilities.heartbeat(self.worker_id, self.options.lease_timeout, info)
         self._last_beat = time.monotonic()
         if signals.heartbeat_sent.receivers:
             signals.heartbeat_sent.send(sender=self)
@@ -288,8 +286,7 @@ class Worker:
                                           how="cold" if self._stop_requested > 1 else "warm", exitcode=0)
         self._stop_pool()
         try:
-            if not self.app.broker.tracks_workers:
-                self.app.backend.worker_heartbeat(self.worker_id, 0, None)
+            self.app.capabilities.forget_worker(self.worker_id)
             released = self.app.broker.unregister(self.worker_id)
             if released:
                 logger.warning("gave back %d unfinished message(s) to the queue", released)
