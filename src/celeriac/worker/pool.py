@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..exceptions import OperationalError
 from . import slotinfo
 from .consumer import Consumer, PlainSlot
 from .limits import ProcessLimiter, ThreadLimiter
@@ -155,6 +156,17 @@ class Pool:
             self.retiring.remove(slot)
             self.keep_counts(slot)
         return ended
+
+    def give_back(self, slot: PoolSlot, running: str | None, keep_all_counts: bool = False) -> int:
+        """The messages an ended slot still held go back to the queue (`running`: the one it was
+        running, whose delivery count stands); retried while the broker is unreachable."""
+        for attempt in range(50):
+            try:
+                return self.worker.app.broker.requeue_owner(slot.owner, running, keep_all_counts)
+            except OperationalError as exc:
+                logger.warning("cannot give back messages of %s yet: %s", slot.owner, exc)
+                time.sleep(min(5.0, 0.1 * (attempt + 1)))
+        return 0
 
     def keep_counts(self, slot: PoolSlot) -> None:
         """A slot that ended keeps counting in the worker's totals."""

@@ -195,7 +195,7 @@ class Worker:
         self.pool.wait(wait, self._wakeup)
         self._reap()
         for slot in self.pool.retired():
-            self._requeue(slot, None)  # normally nothing is left: it gave its messages back
+            self.pool.give_back(slot, None)  # normally nothing is left: it gave its messages back
         self.pool.kill_stuck()
         self._terminate_revoked()
         self.control.poll()
@@ -237,10 +237,10 @@ class Worker:
             self.pool.keep_counts(slot)
             exitcode = self.pool.exitcode(slot)
             if exitcode == RECYCLED_EXIT_CODE:  # max tasks / memory per child
-                self._requeue(slot, None)
+                self.pool.give_back(slot, None)
             elif exitcode == HARD_LIMIT_EXIT_CODE:  # it recorded and acked its task itself
                 logger.warning("pool %s ended after a hard time limit; %d prefetched message(s) back on the "
-                               "queue; starting a new one", self.pool.describe(slot), self._requeue(slot, None))
+                               "queue; starting a new one", self.pool.describe(slot), self.pool.give_back(slot, None))
             else:
                 self._lost(slot, exitcode)
             self.pool.replace(position)
@@ -248,7 +248,7 @@ class Worker:
     def _lost(self, slot: PoolSlot, exitcode: int | None) -> None:
         running = bytes(slot.slot.tag).decode() or None
         # Which of several running async tasks killed the process is unknown: all keep their count.
-        requeued = self._requeue(slot, running, keep_all_counts=bool(slot.slot.async_running))
+        requeued = self.pool.give_back(slot, running, keep_all_counts=bool(slot.slot.async_running))
         if self.pool.killed_by_revoke(slot):
             logger.warning("pool %s killed by revoke(terminate=True, signal='SIGKILL'); %d message(s) back on "
                            "the queue (the revoked one is discarded when it comes back); starting a new one",
@@ -257,15 +257,6 @@ class Worker:
             logger.error("pool %s exited unexpectedly (exit code %s)%s; %d message(s) back on the queue; "
                          "starting a new one", self.pool.describe(slot), exitcode,
                          f" while running message {running}" if running else "", requeued)
-
-    def _requeue(self, slot: PoolSlot, running: str | None, keep_all_counts: bool = False) -> int:
-        for attempt in range(50):
-            try:
-                return self.app.broker.requeue_owner(slot.owner, running, keep_all_counts)
-            except OperationalError as exc:
-                logger.warning("cannot give back messages of %s yet: %s", slot.owner, exc)
-                time.sleep(min(5.0, 0.1 * (attempt + 1)))
-        return 0
 
     def _start_beat(self) -> None:
         # A thread, started after the pool is forked: the supervisor runs no task, so the
