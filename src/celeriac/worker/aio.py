@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..execution import trace_async
+from .outcomes import Ran
 
 if TYPE_CHECKING:
     from .batch import Batch
@@ -58,7 +59,6 @@ class AsyncRunner:
         asyncio.run_coroutine_threadsafe(self._run(job, limits), loop)
 
     async def _run(self, job: "Job", limits: tuple[float | None, float | None]) -> None:
-        from .outcomes import Ran
         task, request = job.task, job.request
         assert task is not None and request is not None
         started = time.perf_counter()
