@@ -99,15 +99,7 @@ def schedule_store(app: "Celeriac", name: str) -> ScheduleStore:
     def publish(messages: Sequence[Outgoing]) -> None:
         app.publish(messages, what="periodic tasks", sent_events=False)
 
-    store = app.broker.schedule_store(name, publish)
-    if store is None:
-        store = app.backend.schedule_store(name, publish)
-    if store is None:
-        raise ImproperlyConfigured(
-            f"beat keeps its state in the broker's store (SQLite or Redis) or, with {app.broker.safe_url}, in "
-            f"the result store, and {app.backend.safe_url} is not shared between processes: set result_backend "
-            "to a redis:// or sqlite:// URL")
-    return store
+    return app.capabilities.schedule_store(name, publish)
 
 
 def tick_task_id(beat_name: str, entry: str, at: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal as _signal
 import time
 import uuid
@@ -9,6 +10,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from .app import Celeriac
+
+
+# A revocation by stamp (revoke_by_stamped_headers) is stored beside the revoked ids, as this
+# prefix + JSON [stamp name, stamp value]; no task id starts with it (worker/revocations.py reads it).
+STAMP_PREFIX = "celeriac-stamp:"
+
+
+def stamp_revocation(name: str, value: Any) -> str:
+    return STAMP_PREFIX + json.dumps([name, value], sort_keys=True)
 
 
 class Control:
@@ -76,7 +86,7 @@ class Control:
                    reply: bool = True, timeout: float = 1.0) -> list[dict[str, Any]]:
         """Change a task's rate limit on the workers ("10/s"; None or "0" removes it)."""
         if rate_limit not in (None, "0", 0):
-            from .worker.ratelimit import interval_of
+            from .rates import interval_of
             interval_of(rate_limit)  # a bad rate fails here, not on every worker
         return self.broadcast("rate_limit", {"task_name": task_name, "rate_limit": rate_limit},
                               destination, reply, timeout)
@@ -159,8 +169,7 @@ class Control:
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
         """Workers alive now (from their heartbeats), with what they said about themselves."""
-        broker = self.app.broker
-        return broker.live_workers() if broker.tracks_workers else self.app.backend.live_workers()
+        return self.app.capabilities.live_workers()
 
     def revoke(self, task_id: str | Sequence[str], terminate: bool = False, signal: str | None = None,
                **kwargs: Any) -> None:
@@ -189,7 +198,6 @@ class Control:
             raise NotImplementedError(
                 "revoke_by_stamped_headers(terminate=True) is not supported: celeriac revokes by stamp "
                 "only tasks that have not started; end running ones with app.control.revoke(ids, terminate=True)")
-        from .worker.revocations import stamp_revocation
         entries = [stamp_revocation(str(name), value) for name, values in headers.items()
                    for value in (values if isinstance(values, (list, tuple, set)) else [values])]
         if entries:

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import __version__
 from .brokers.base import EventChannel, EventSubscription
-from .exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
     from .app import Celeriac
@@ -47,12 +46,7 @@ HEARTBEAT_EXPIRE_FACTOR = 2.0  # a worker is gone after missing this many heartb
 
 def channel_for(app: "Celeriac") -> EventChannel:
     """The app's event stream: the broker's, or the result store's where the broker has none."""
-    channel = app.broker.event_channel() or app.backend.event_channel()
-    if channel is None:
-        raise ImproperlyConfigured(
-            f"events need a shared stream: neither the broker ({app.broker.safe_url}) nor the result store "
-            f"({app.backend.safe_url}) carries one - use SQLite or Redis for one of them")
-    return channel
+    return app.capabilities.event_channel()
 
 
 def _utcoffset() -> int:

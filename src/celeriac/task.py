@@ -216,7 +216,7 @@ class Task(Generic[P, R]):
     def apply(self, args: Any = None, kwargs: Any = None, *, task_id: str | None = None,
               retries: int = 0, throw: bool | None = None, **options: Any) -> "EagerResult[R]":
         """Run the task in this process, now, with retries and handlers; returns an EagerResult."""
-        from .worker.execute import apply_eagerly
+        from .execution import apply_eagerly
         return apply_eagerly(self, tuple(args or ()), dict(kwargs or {}), task_id=task_id or str(uuid.uuid4()),
                              retries=retries, throw=throw, options=options)
 

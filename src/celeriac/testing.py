@@ -54,8 +54,8 @@ class TestWorker(Worker):
 
     __test__ = False  # not a test class, whatever pytest's name patterns say
 
-    def _consumer(self, owner: str, slot: Any) -> Consumer:
-        consumer = super()._consumer(owner, slot)
+    def make_consumer(self, owner: str, slot: Any) -> Consumer:
+        consumer = super().make_consumer(owner, slot)
         consumer.fetch_timeout = 0.05
         return consumer
 

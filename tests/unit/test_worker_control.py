@@ -112,7 +112,7 @@ def test_slot_info_and_totals_round_trip() -> None:
     from celeriac import protocol
     from celeriac.worker import slotinfo
     from celeriac.worker.consumer import PlainSlot
-    from celeriac.worker.supervisor import SharedSlot
+    from celeriac.worker.pool import SharedSlot
 
     accept = protocol.accepted_types(["json", "pickle"])
     delivery = {"exchange": "", "routing_key": "celery", "priority": 3, "redelivered": True}

@@ -18,6 +18,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Literal, 
 from .. import celery_urls, protocol, signals, states
 from ..brokers import Broker, Outgoing, create_broker, safe_url
 from ..backends import ResultStore, create_result_store
+from ..capabilities import Capabilities, keeps_results
 from ..config import DEFAULT_SQLITE_FILE, Settings, env_urls
 from .._options import check_call_options, check_task_options
 from ..unique import UNIQUE_HEADER, unique_hold
@@ -250,8 +251,7 @@ class Celeriac:
                 url = celery_urls.backend_url(url)
             else:
                 broker = self.broker_url
-                url = broker if broker.split("://")[0] in ("sqlite", "memory", "redis", "rediss", "unix") \
-                    else f"sqlite:///{DEFAULT_SQLITE_FILE}"
+                url = broker if keeps_results(broker) else f"sqlite:///{DEFAULT_SQLITE_FILE}"
             self._resolved_backend_url = _absolute_sqlite(url)
         return self._resolved_backend_url
 
@@ -287,6 +287,12 @@ class Celeriac:
             from ..history import retention
             self._backend.history_expires, self._backend.history_max = retention(conf)
         return self._backend
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Which of the broker and the result store keeps worker liveness, the event stream and
+        beat's schedule (celeriac.capabilities)."""
+        return Capabilities(self)
 
     def _reset_connections(self) -> None:
         self._broker = self._backend = None

@@ -93,6 +93,7 @@ def _pin_urls(app: Celeriac, settings: Mapping[str, Any]) -> None:
     CELERIAC_RESULT_BACKEND (which override an app's URLs elsewhere) are ignored here, so a
     shell pointed at a real server never receives test tasks."""
     from ..app import _absolute_sqlite
+    from ..capabilities import keeps_results
     broker = _private_memory(settings.get("broker_url")) or _memory_url()
     backend = _private_memory(settings.get("result_backend"))
     if backend and backend.split("://", 1)[0] in _CELERY_IN_PROCESS_BACKENDS:
@@ -100,8 +101,7 @@ def _pin_urls(app: Celeriac, settings: Mapping[str, Any]) -> None:
                       f"keeps its results in a private in-process store (memory://) instead", stacklevel=2)
         backend = _memory_url()
     if not backend:
-        same_store = broker.split("://", 1)[0] in ("memory", "sqlite", "redis", "rediss", "unix")
-        backend = broker if same_store else _memory_url()
+        backend = broker if keeps_results(broker) else _memory_url()
     app.conf.update(broker_url=broker, result_backend=backend)
     app._reset_connections()
     app._resolved_broker_url = _absolute_sqlite(broker)

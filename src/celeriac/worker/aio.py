@@ -10,14 +10,15 @@ import asyncio
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..brokers import Delivery
-from ..task import Context, Task
-from .execute import trace_async
+from ..execution import trace_async
+from .outcomes import Ran
 
 if TYPE_CHECKING:
-    from .consumer import Batch, Consumer
+    from .batch import Batch
+    from .consumer import Consumer
+    from .job import Job
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -39,7 +40,7 @@ class AsyncRunner:
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            from .consumer import Batch
+            from .batch import Batch
             assert self.consumer is not None
             self._batch = Batch(self.consumer.app)
             self._loop = asyncio.new_event_loop()
@@ -47,8 +48,7 @@ class AsyncRunner:
             self._thread.start()
         return self._loop
 
-    def submit(self, task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
-               delivery: Delivery, limits: tuple[float | None, float | None] = (None, None)) -> None:
+    def submit(self, job: "Job", limits: tuple[float | None, float | None] = (None, None)) -> None:
         """Start the task on the loop; blocks while `limit` async tasks are already running."""
         loop = self._ensure_loop()
         self._slots.acquire()
@@ -56,15 +56,16 @@ class AsyncRunner:
             self.in_flight += 1
             if self.consumer is not None:
                 self.consumer.slot.async_running = self.in_flight
-        asyncio.run_coroutine_threadsafe(self._run(task, request, args, kwargs, delivery, limits), loop)
+        asyncio.run_coroutine_threadsafe(self._run(job, limits), loop)
 
-    async def _run(self, task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   delivery: Delivery, limits: tuple[float | None, float | None]) -> None:
+    async def _run(self, job: "Job", limits: tuple[float | None, float | None]) -> None:
+        task, request = job.task, job.request
+        assert task is not None and request is not None
         started = time.perf_counter()
         try:
-            outcome = await trace_async(task, request, args, kwargs, limits)
+            outcome = await trace_async(task, request, request.args, request.kwargs, limits)
             assert self.consumer is not None and self._batch is not None
-            self.consumer.finish(task, request, delivery, outcome, self._batch, time.perf_counter() - started)
+            self.consumer.finish(job, Ran(outcome, time.perf_counter() - started), self._batch)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)

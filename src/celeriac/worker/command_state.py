@@ -94,13 +94,13 @@ class PoolView:
 
     @property
     def processes(self) -> list[int]:
-        return [s.process.pid for s in self.worker.slots if s.process is not None]
+        return self.worker.pool.pids()
 
     def grow(self, n: int = 1) -> int:
-        return self.worker.grow(int(n))
+        return self.worker.pool.grow(int(n))
 
     def shrink(self, n: int = 1) -> int:
-        return self.worker.shrink(int(n))
+        return self.worker.pool.shrink(int(n))
 
     @property
     def info(self) -> dict[str, Any]:

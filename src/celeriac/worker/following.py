@@ -19,7 +19,7 @@ from .. import protocol, states
 from ..brokers import Delivery, Outgoing
 from ..exceptions import TaskRevokedError
 from ..unique import FOLLOW_HEADER, UNIQUE_HEADER
-from .execute import Outcome
+from ..execution import Outcome
 
 if TYPE_CHECKING:
     from ..app import Celeriac

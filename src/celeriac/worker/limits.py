@@ -9,7 +9,7 @@
 - Thread pool: the soft limit is raised asynchronously in the task's thread (pure Python
   code only; a thread blocked in a C call sees it when the call returns). A hard limit
   cannot end a thread; the worker says so at start.
-- `async def` tasks: see execute.run_with_limits.
+- `async def` tasks: see execution.run_with_limits.
 """
 
 from __future__ import annotations

@@ -13,31 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import protocol
 from ..brokers import Delivery, Outgoing
+from ..rates import interval_of
 
 if TYPE_CHECKING:
     from ..app import Celeriac
     from ..task import Task
 
 RESERVED_HEADER = protocol.RATE_RESERVED_HEADER
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
-
-def interval_of(rate: Any) -> float | None:
-    """Seconds between starts for a rate ("10/s", "100/m", "1000/h", or a number per second)."""
-    if rate is None or rate == "":
-        return None
-    if isinstance(rate, (int, float)):
-        return 1.0 / float(rate) if rate > 0 else None
-    text = str(rate).strip()
-    count, _, unit = text.partition("/")
-    try:
-        number = float(count)
-    except ValueError:
-        raise ValueError(f"rate limit {rate!r} is not like '10/s', '100/m' or '1000/h'") from None
-    per = _UNITS.get((unit or "s").strip()[:1].lower())
-    if per is None:
-        raise ValueError(f"rate limit {rate!r}: the unit must be s, m or h")
-    return per / number if number > 0 else None
+__all__ = ["RESERVED_HEADER", "defer_if_limited", "interval_of"]
 
 
 def defer_if_limited(app: "Celeriac", task: "Task[Any, Any]", msg: protocol.TaskMessage, delivery: Delivery,

@@ -197,7 +197,7 @@ class SupervisorControl:
                 out.append(self._request_info(
                     task_id, bytes(slot.slot.task_name).decode(), info,
                     time_start=slot.slot.started,
-                    worker_pid=slot.process.pid if slot.process is not None else os.getpid()))
+                    worker_pid=self.worker.pool.pid(slot)))
         return out
 
     def do_active(self, safe: bool = False, **_: Any) -> list[dict[str, Any]]:
@@ -273,7 +273,7 @@ class SupervisorControl:
     def pool_info(self) -> dict[str, Any]:
         options, conf = self.worker.options, self.app.conf
         return {"implementation": options.pool, "max-concurrency": len(self.worker.slots),
-                "processes": [s.process.pid for s in self.worker.slots if s.process is not None],
+                "processes": self.worker.pool.pids(),
                 "max-tasks-per-child": options.max_tasks_per_child or "N/A",
                 "max-memory-per-child": options.max_memory_per_child or "N/A",
                 "put-guarded-by-semaphore": False,
@@ -284,8 +284,8 @@ class SupervisorControl:
         options = self.worker.options
         return {
             "hostname": options.hostname, "pid": os.getpid(), "clock": str(self.clock),
-            "uptime": int(time.time() - self.started), "total": self.worker.totals_by_name(),
-            "processed": self.worker.processed_total(),
+            "uptime": int(time.time() - self.started), "total": self.worker.pool.totals_by_name(),
+            "processed": self.worker.pool.processed_total(),
             "pool": self.pool_info(),
             "broker": introspect.broker_info(self.app.broker_url, self.app.conf.broker_transport_options),
             "results": self.app.backend.safe_url,
@@ -316,10 +316,8 @@ class SupervisorControl:
         step = max(1, len(taken) // max(1, int(samples)))
         lines = ["- rss (sample):"] + [f"-    > {introspect.human_bytes(m)}," for m in taken[::step]] if taken else []
         lines.append(f"- rss (end): {introspect.human_bytes(introspect.resident_bytes(os.getpid()))}.")
-        for slot in self.worker.slots:
-            if slot.process is not None:
-                rss = introspect.resident_bytes(slot.process.pid)
-                lines.append(f"- pool process {slot.process.pid}: {introspect.human_bytes(rss)}.")
+        for pid in self.worker.pool.pids():
+            lines.append(f"- pool process {pid}: {introspect.human_bytes(introspect.resident_bytes(pid))}.")
         return "\n".join(lines) + "\n"
 
     def do_objgraph(self, **_: Any) -> dict[str, str]:
@@ -334,11 +332,11 @@ class SupervisorControl:
         return {"ok": "warm shutdown started"}
 
     def do_pool_grow(self, n: int = 1, **_: Any) -> dict[str, str]:
-        size = self.worker.grow(int(n))
+        size = self.worker.pool.grow(int(n))
         return {"ok": f"pool now has {size} slot(s)"}
 
     def do_pool_shrink(self, n: int = 1, **_: Any) -> dict[str, str]:
-        size = self.worker.shrink(int(n))
+        size = self.worker.pool.shrink(int(n))
         return {"ok": f"pool now has {size} slot(s)"}
 
     def do_rate_limit(self, task_name: str, rate_limit: Any = None, **_: Any) -> dict[str, str]:
@@ -390,7 +388,7 @@ class SupervisorControl:
     def do_heartbeat(self, **_: Any) -> dict[str, str]:
         if not self.worker.events.enabled:
             return {"error": "this worker sends no events (start it with -E)"}
-        self.worker._worker_event("worker-heartbeat")
+        self.worker.worker_event("worker-heartbeat")
         return {"ok": "heartbeat sent"}
 
     def do_pool_restart(self, **_: Any) -> dict[str, str]:

@@ -13,21 +13,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..control import STAMP_PREFIX
 from ..exceptions import OperationalError
 
 if TYPE_CHECKING:
     from ..app import Celeriac
 
 logger = logging.getLogger("celeriac.worker")
-
-# A revocation by stamp (app.control.revoke_by_stamped_headers) is stored beside the revoked
-# ids, as this prefix + JSON [stamp name, stamp value]; no task id starts with it.
-STAMP_PREFIX = "celeriac-stamp:"
-
-
-def stamp_revocation(name: str, value: Any) -> str:
-    return STAMP_PREFIX + json.dumps([name, value], sort_keys=True)
-
 
 def _stamp_values(value: Any) -> list[str]:
     """A stamp's values in comparable form (a stamp may hold one value or a list of them)."""

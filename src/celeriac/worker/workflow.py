@@ -165,6 +165,13 @@ def fire_chord(app: "Celeriac", fired: FiredChord, publishes: list["Outgoing"], 
         cause = failed.get("result")
         cause_text = repr(protocol.exception_from_dict(cause)) if isinstance(cause, dict) else repr(cause)
         error = ChordError(f"Dependency {failed.get('task_id')} raised {cause_text}")
+    _fail_chord(app, part, body, error, publishes, store, parts)
+
+
+def _fail_chord(app: "Celeriac", part: ChordPart, body: Signature, error: BaseException,
+                publishes: list["Outgoing"], store: StoreFn, parts: list[ChordPart]) -> None:
+    """The body never runs: its result (and what follows it) and its error callbacks say why."""
+    root_id = part.root_id
     logger.error("chord %s failed: %s; its body %s does not run", part.group_id, error, body.name)
     continuation = [signature(step, app=app) for step in body.options.get("chain") or []]
     ids = body.result_ids() + [i for step in continuation for i in step.result_ids()]

@@ -1,4 +1,5 @@
-"""Running one task: handlers, signals, retry and autoretry. Shared by the worker and `apply()`."""
+"""Running one task: handlers, signals, retry and autoretry. Shared by the worker and `apply()`
+(client side: eager calls), so it lives outside worker/."""
 
 from __future__ import annotations
 
@@ -10,20 +11,27 @@ import threading
 import traceback as tb_module
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import signals, states
-from ..exceptions import (Ignore, Reject, Replaced, Retry, SoftTimeLimitExceeded, TaskRevokedError,
+from . import signals, states
+from .exceptions import (Ignore, Reject, Replaced, Retry, SoftTimeLimitExceeded, TaskRevokedError,
                           TimeLimitExceeded)
-from ..protocol import ExceptionInfo
-from ..task import Context, Task, _current
+from .protocol import ExceptionInfo
+from .task import Context, Task, _current
 
 if TYPE_CHECKING:
-    from ..result import EagerResult
-    from .limits import Limiter
+    from .result import EagerResult
 
 logger = logging.getLogger("celeriac.worker")
 _HOSTNAME = socket.gethostname()
+
+
+class Limiter(Protocol):
+    """Time limits around a run (the worker's, worker/limits.py); eager calls run without."""
+
+    def start(self, soft: float | None, hard: float | None) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -35,8 +43,7 @@ class Outcome:
     retry: Retry | None = None
 
 
-_OWN_FILES = tuple(os.path.join(os.path.dirname(os.path.dirname(__file__)), name)
-                   for name in ("worker/execute.py", "task.py"))
+_OWN_FILES = tuple(os.path.join(os.path.dirname(__file__), name) for name in ("execution.py", "task.py"))
 
 
 def exception_info(exc: BaseException) -> ExceptionInfo:
@@ -110,7 +117,7 @@ def _after(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs
 
 
 def trace(task: Task[Any, Any], request: Context, args: tuple[Any, ...], kwargs: dict[str, Any],
-          limiter: "Limiter | None" = None, limits: tuple[float | None, float | None] = (None, None)) -> Outcome:
+          limiter: Limiter | None = None, limits: tuple[float | None, float | None] = (None, None)) -> Outcome:
     """Run a sync task with its handlers (and time limits); never raises."""
     token = _current.set((task, request))
     try:
@@ -198,7 +205,7 @@ def _run_coroutine(coro: Any) -> Any:
 
 def apply_eagerly(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, task_id: str,
                   retries: int, throw: bool | None, options: dict[str, Any]) -> "EagerResult[Any]":
-    from ..result import EagerResult
+    from .result import EagerResult
 
     app = task.app
     parent = _current.get()
