@@ -35,6 +35,15 @@ def rabbit_server() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[Any]:
+    """Three clustered RabbitMQ nodes (quorum queues, failover URLs): started on first use only."""
+    from servers import RabbitCluster
+    cluster = RabbitCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
 def redis_server() -> Iterator[Any]:
     from servers import RedisServer
     server = RedisServer()

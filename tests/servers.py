@@ -157,7 +157,7 @@ class RabbitServer:
     def start(self) -> None:
         self.proc = subprocess.Popen([str(Path(RABBIT_BIN) / "rabbitmq-server")], env=self.env,
                                      stdout=open(self.dir / "server.out", "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.dir)  # a crash dump lands there
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.ping():
@@ -199,3 +199,132 @@ class RabbitServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RabbitCluster:
+    """Three private RabbitMQ nodes joined into one cluster (quorum queues, failover URLs).
+
+    Each node is a full Erlang VM with its own name, ports and data directory; they share one
+    Erlang cookie (a HOME of their own holding .erlang.cookie) so they may cluster. Started
+    once per test session, and only when a test asks for it (it costs three VMs)."""
+
+    SIZE = 3
+
+    def __init__(self) -> None:
+        if not (Path(RABBIT_BIN) / "rabbitmq-server").exists():
+            missing("rabbitmq-server", "rabbitmq-server")
+        self.dir = Path(tempfile.mkdtemp(prefix="celeriac-rabbit-cluster-"))
+        cookie = self.dir / ".erlang.cookie"
+        cookie.write_text(f"CELERIACTEST{os.getpid()}{random.randrange(10**9)}")
+        cookie.chmod(0o400)
+        self.ports = [free_port() for _ in range(self.SIZE)]
+        self.nodes = [f"celeriac-q{i + 1}-{os.getpid()}-{self.ports[i]}@localhost" for i in range(self.SIZE)]
+        self.envs: list[dict[str, str]] = []
+        for i, (node, port) in enumerate(zip(self.nodes, self.ports, strict=True)):
+            base = self.dir / f"node{i + 1}"
+            base.mkdir()
+            (base / "rabbitmq.conf").write_text(
+                f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n")
+            (base / "enabled_plugins").write_text("[].\n")
+            self.envs.append(dict(
+                os.environ, HOME=str(self.dir), RABBITMQ_NODENAME=node, RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+                RABBITMQ_NODE_PORT=str(port), RABBITMQ_DIST_PORT=str(free_port()),
+                RABBITMQ_MNESIA_BASE=str(base / "mnesia"), RABBITMQ_LOG_BASE=str(base / "log"),
+                RABBITMQ_CONFIG_FILE=str(base / "rabbitmq"),
+                RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
+                RABBITMQ_PID_FILE=str(base / "pid")))
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * self.SIZE
+        self.urls = [f"amqp://guest:guest@127.0.0.1:{port}//" for port in self.ports]
+        self.url = ";".join(self.urls)  # the failover URL, node 1 first
+        try:
+            for i in range(self.SIZE):  # the VMs boot side by side
+                self._spawn(i)
+            for i in range(self.SIZE):
+                self._wait(i)
+            for i in range(1, self.SIZE):
+                self.ctl(i, "stop_app")
+                self.ctl(i, "join_cluster", self.nodes[0])
+                self.ctl(i, "start_app")
+                self._wait(i)
+        except BaseException:
+            self.close()
+            raise
+
+    def _spawn(self, i: int) -> None:
+        base = self.dir / f"node{i + 1}"
+        self.procs[i] = subprocess.Popen([str(Path(RABBIT_BIN) / "rabbitmq-server")], env=self.envs[i],
+                                         stdout=open(base / "server.out", "ab"), stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=base)  # a crash dump lands there
+
+    def _wait(self, i: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ping(i):
+                return
+            proc = self.procs[i]
+            if proc is not None and proc.poll() is not None:
+                out = (self.dir / f"node{i + 1}" / "server.out").read_text()[-3000:]
+                raise RuntimeError(f"RabbitMQ node {self.nodes[i]} exited: {out}")
+            time.sleep(0.2)
+        raise RuntimeError(f"RabbitMQ node {self.nodes[i]} did not accept AMQP connections within {timeout} s")
+
+    def ping(self, i: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.ports[i]), timeout=1) as s:
+                s.sendall(b"AMQP\x00\x00\x09\x01")
+                return s.recv(8)[:1] == b"\x01"
+        except OSError:
+            return False
+
+    def ctl(self, i: int, *args: str, timeout: float = 120) -> str:
+        """rabbitmqctl against node i (its own environment: the shared cookie)."""
+        done = subprocess.run([str(Path(RABBIT_BIN) / "rabbitmqctl"), "-n", self.nodes[i], *args],
+                              env=self.envs[i], capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.nodes[i]} failed: "
+                               f"{done.stdout[-1500:]} {done.stderr[-1500:]}")
+        return done.stdout
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node i's whole VM: no goodbye to its clients or its peers."""
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+    def start(self, i: int) -> None:
+        """Bring node i back (it rejoins the cluster it was part of)."""
+        if not self.ping(i):
+            self._spawn(i)
+            self._wait(i)
+
+    def running_nodes(self, i: int = 0) -> str:
+        return self.ctl(i, "eval", "rabbit_nodes:all_running().")
+
+    def reset(self) -> None:
+        """Delete the queues tests use (through any running node), so each test starts empty."""
+        import pika
+        port = next(p for i, p in enumerate(self.ports) if self.ping(i))
+        conn = pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@127.0.0.1:{port}/%2F"))
+        try:
+            channel = conn.channel()
+            for queue in ["celery", "special", "celeriac.dead", "celeriac.priority.celery",
+                          "celeriac.priority.special", "qq", "celeriac.priority.qq", "warm-up"]:
+                channel.queue_delete(queue)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if not os.environ.get("CELERIAC_KEEP_CLUSTER_LOGS"):  # set it to read the nodes' logs after a run
+            shutil.rmtree(self.dir, ignore_errors=True)

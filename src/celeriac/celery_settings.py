@@ -75,7 +75,7 @@ DIFFERENT: dict[str, Different] = {
     "worker_enable_remote_control": Different("remote control is always on", (True,)),
     "worker_cancel_long_running_tasks_on_connection_loss": Different(
         "a running task keeps its message leased while its worker lives, so it is never run twice", (False,)),
-    "worker_detect_quorum_queues": Different("prefetch does not depend on the queue type"),
+    "worker_detect_quorum_queues": Different("a worker consuming a quorum queue always sets a per-consumer prefetch"),
     "worker_pool_putlocks": Different("a pool slot takes a message only when it can run it"),
     "result_backend_thread_safe": Different("result store connections are always safe to share between threads"),
     "result_cache_max": Different("the client does not cache results; get() reads the store"),
@@ -106,9 +106,8 @@ UNSUPPORTED: dict[str, str] = {
     "task_store_errors_even_if_ignored": "set store_errors_even_if_ignored=True on the task instead",
     "task_allow_error_cb_on_chord_header": "errbacks on chord header tasks are not supported",
     "task_queues": "queues are created on first use, and a worker consumes task_default_queue unless "
-                   "-Q names the queues",
+                   "-Q names the queues (on RabbitMQ, only a queue's x-queue-type is read from it)",
     "task_inherit_parent_priority": "give priority= to the calls that need it",
-    "task_default_queue_type": "queues are of celeriac's own kind",
     "worker_direct": "there are no per-worker queues",
     "worker_deduplicate_successful_tasks": "a redelivered task runs again even if it succeeded before",
     "worker_soft_shutdown_timeout": "use worker_shutdown_timeout (warm shutdown)",

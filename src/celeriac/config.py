@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "task_time_limit": None,
     "task_soft_time_limit": None,
     "task_max_deliveries": 5,
+    "task_default_queue_type": "classic",  # "quorum": RabbitMQ quorum queues (docs/rabbitmq-quorum.md)
     "task_annotations": None,
     # results
     "result_expires": 86400.0,

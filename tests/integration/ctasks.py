@@ -9,6 +9,8 @@ import time
 from celery import Celery
 
 app = Celery("ctasks", broker=os.environ["WIRE_BROKER"], backend=os.environ["WIRE_BACKEND"])
+if os.environ.get("WIRE_QUEUE_TYPE"):  # "quorum": tests/integration/test_rabbitmq_quorum.py
+    app.conf.task_default_queue_type = os.environ["WIRE_QUEUE_TYPE"]
 
 
 @app.task(name="tasks.mul")

@@ -385,3 +385,9 @@ def hog(megabytes: int) -> int:
     """Keeps memory in this pool process: only replacing the process gives it back."""
     _HOARD.append(b"x" * (megabytes * 1024 * 1024))  # written, so resident (calloc pages would not be)
     return os.getpid()
+
+
+# --- RabbitMQ quorum queues (tests/integration/test_rabbitmq_quorum.py) ---
+if os.environ.get("QUORUM_TEST"):
+    app.conf.task_default_queue_type = "quorum"
+    app.conf.task_max_deliveries = 3

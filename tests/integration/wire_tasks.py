@@ -10,6 +10,8 @@ from celeriac import Celeriac
 
 app = Celeriac("tasks")
 app.conf.task_default_queue = "celery"
+if os.environ.get("WIRE_QUEUE_TYPE"):  # "quorum": tests/integration/test_rabbitmq_quorum.py
+    app.conf.task_default_queue_type = os.environ["WIRE_QUEUE_TYPE"]
 app.conf.worker_heartbeat_interval = 0.5
 app.conf.worker_lease_timeout = 3.0
 if os.environ.get("WIRE_VISIBILITY_TIMEOUT"):  # kombu's visibility timeout, short for a test

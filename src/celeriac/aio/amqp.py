@@ -38,9 +38,8 @@ class AsyncAMQPBroker(BatchingBroker):
         self._declared: set[tuple[str, str, str, str]] = set()
         self._connecting = asyncio.Lock()
 
-    def _url(self) -> str:
+    def _url(self, params: Any) -> str:
         from urllib.parse import quote
-        params = self.sync.params
         creds = params.credentials
         scheme = "amqps" if params.ssl_options is not None else "amqp"
         vhost = quote(params.virtual_host, safe="")
@@ -54,17 +53,24 @@ class AsyncAMQPBroker(BatchingBroker):
             if self._channel is not None and not self._channel.is_closed:
                 return self._channel
             await self._drop()
-            ssl = self.sync.params.ssl_options
-            kwargs = {"context": ssl.context} if ssl is not None else {}
-            try:
-                self._conn = await aiormq.connect(self._url(), **kwargs)
-                self._channel = await self._conn.channel(publisher_confirms=True)
-            except aiormq.exceptions.ProbableAuthenticationError as exc:
-                raise OperationalError(self.sync._refused(str(exc))) from exc
-            except (aiormq.exceptions.AMQPError, OSError) as exc:
-                raise OperationalError(f"cannot reach RabbitMQ at {self.sync.safe_url}: {exc!r}") from exc
-            self._declared.clear()
-            return self._channel
+            failures = []
+            endpoints = self.sync.endpoints  # a failover URL: the node in use first, then the others
+            for step in range(len(endpoints)):
+                index = (self.sync._active + step) % len(endpoints)
+                params = endpoints[index]
+                kwargs = {"context": params.ssl_options.context} if params.ssl_options is not None else {}
+                try:
+                    self._conn = await aiormq.connect(self._url(params), **kwargs)
+                    self._channel = await self._conn.channel(publisher_confirms=True)
+                except aiormq.exceptions.ProbableAuthenticationError as exc:
+                    raise OperationalError(self.sync._refused(str(exc))) from exc
+                except (aiormq.exceptions.AMQPError, OSError) as exc:
+                    failures.append(f"{params.host}:{params.port}: {exc!r}")
+                    await self._drop()
+                    continue
+                self._declared.clear()
+                return self._channel
+            raise OperationalError(f"cannot reach RabbitMQ at {self.sync.safe_url} ({'; '.join(failures)})")
 
     async def _apply(self, channel: Any, declarations: Sequence[Declare]) -> None:
         for d in declarations:
@@ -117,6 +123,7 @@ class AsyncAMQPBroker(BatchingBroker):
             raise OperationalError(f"lost the connection to RabbitMQ at {self.sync.safe_url} during publish: "
                                    f"{exc!r}") from exc
         if any(not isinstance(c, Basic.Ack) for c in confirms):
+            await self._drop()  # as the blocking broker: a channel a quorum queue nacked starts afresh
             raise OperationalError(f"RabbitMQ at {self.sync.safe_url} refused to store a message (nack)")
 
     async def _drop(self) -> None:

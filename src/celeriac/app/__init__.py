@@ -123,7 +123,8 @@ class Celeriac:
     _TRANSPORT_SETTINGS = frozenset({
         "broker_url", "result_backend", "broker_transport_options", "broker_use_ssl", "redis_backend_use_ssl",
         "result_backend_transport_options", "result_expires", "result_serializer", "accept_content",
-        "result_accept_content", "celery_wire_queues", "task_queue_max_priority"})
+        "result_accept_content", "celery_wire_queues", "task_queue_max_priority", "task_default_queue_type",
+        "task_queues", "task_max_deliveries"})
 
     def _setting_changed(self, key: str) -> None:
         if key in self._TRANSPORT_SETTINGS and getattr(self, "_broker", None) is not None \
@@ -263,6 +264,10 @@ class Celeriac:
                 options.update(self.conf.broker_use_ssl)
             options.setdefault("celery_wire_queues", list(self.conf.get("celery_wire_queues") or []))
             options.setdefault("queue_max_priority", self.conf.get("task_queue_max_priority"))
+            # RabbitMQ quorum queues (brokers/amqp_wire.py): their type and delivery limit
+            options.setdefault("queue_type", self.conf.get("task_default_queue_type"))
+            options.setdefault("task_queues", self.conf.get("task_queues"))
+            options.setdefault("max_deliveries", self.conf.get("task_max_deliveries"))
             self._broker = create_broker(self.broker_url, options)
         return self._broker
 

@@ -14,7 +14,11 @@ How the broker guarantees map onto RabbitMQ:
   the routing key, then lands on its queue. Any ETA length, surviving every restart.
 - Classic queues count no deliveries, so a message that comes back after a crash is
   republished with `x-celeriac-redeliveries` + 1 (and the original acked): the count that
-  sends poison messages to the dead-letter queue survives further crashes.
+  sends poison messages to the dead-letter queue survives further crashes. Quorum queues
+  count them themselves (`x-delivery-count`) and dead-letter past their delivery limit
+  (amqp_wire.py, docs/rabbitmq-quorum.md).
+- Several nodes in one URL (`amqp://h1//;amqp://h2//`): a connection goes to the first that
+  answers, and after a connection is lost the next one is tried first.
 - Messages travel in Celery's protocol v2 layout: task headers as AMQP headers.
 - Events go through a topic exchange (`celeriac.events`), one message per flushed batch;
   each monitor reads its own exclusive queue, bounded in bytes (RabbitMQ drops its oldest
@@ -37,11 +41,11 @@ from urllib.parse import unquote, urlsplit
 
 from .. import protocol
 from ..exceptions import ImproperlyConfigured, OperationalError
+from .amqp_events import EVENT_BYTES, EVENT_EXCHANGE, EVENT_PREFETCH, EVENT_TYPE, AMQPEventChannel  # noqa: F401
 from .amqp_wire import (DELAY_EXCHANGE, DELAY_LEVELS, DELAY_QUEUE, DELAY_UNIT, DELIVER_EXCHANGE,  # noqa: F401
-                        REDELIVERIES, _FLOAT_TAG, Declare, SharedQueues, _amqp_table, eta_of, route_plan,
-                        wire_fields)
-from .base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, Outgoing, clamp_priority,
-                   frame_events, unframe_events)
+                        DEAD_QUEUE, DELIVERY_COUNT, QUORUM_HIGH, REDELIVERIES, _FLOAT_TAG, Declare, SharedQueues,
+                        _amqp_table, eta_of, route_plan, wire_fields)
+from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, clamp_priority
 
 try:
     import pika
@@ -51,11 +55,7 @@ except ImportError:  # pragma: no cover - only without the amqp extra
 
 T = TypeVar("T")
 
-DEAD_QUEUE = "celeriac.dead"
-EVENT_EXCHANGE = "celeriac.events"
-EVENT_TYPE = "application/x-celeriac-events"  # length-prefixed JSON events, as on Redis
-EVENT_BYTES = 512          # a monitor's queue holds events_max_len events of about this size
-EVENT_PREFETCH = 2         # batches on their way to a monitor beyond what its queue holds
+DEAD_TYPE = "application/x-celeriac-packed"  # a dead letter moved by a worker, with its reason
 
 
 @dataclass
@@ -65,12 +65,14 @@ class _Link:
     conn: Any
     generation: int
     thread: int
+    endpoint: int = 0  # which node of a failover URL it is connected to
     confirm: Any = None
     tx: Any = None
     consume: Any = None
     events: Any = None
     consuming: tuple[str, ...] = ()
     prefetch: int = 0
+    per_consumer: bool = False  # quorum queues know no channel-wide (global) prefetch
     declared: set[tuple[str, str, str, str]] = field(default_factory=set)  # Declare.key of what exists
     buffer: collections.deque[tuple[Any, Any, bytes]] = field(default_factory=collections.deque)
 
@@ -83,7 +85,9 @@ class AMQPBroker(Broker):
         super().__init__(url, options)
         if pika is None:
             raise ImproperlyConfigured("the RabbitMQ transport needs pika: pip install 'celeriac[amqp]'")
-        self.params = self._parameters(url, self.options)
+        # Celery's failover URL: several brokers separated by ';', tried in order.
+        self.endpoints = [self._parameters(part.strip(), self.options) for part in url.split(";") if part.strip()]
+        self._active = 0
         self._links: dict[tuple[int, int], _Link] = {}
         self._by_generation: dict[int, _Link] = {}
         self._generations = itertools.count(1)
@@ -93,6 +97,11 @@ class AMQPBroker(Broker):
         atexit.register(self.close)  # a client's connection is closed, not dropped, when it exits
 
     # --- connections ---
+
+    @property
+    def params(self) -> Any:
+        """The connection parameters of the node in use (of a failover URL, the one that answered last)."""
+        return self.endpoints[self._active]
 
     @staticmethod
     def _parameters(url: str, options: dict[str, Any]) -> Any:
@@ -134,25 +143,40 @@ class AMQPBroker(Broker):
             return link
         if link is not None:
             self._drop(link)
-        try:
-            conn = pika.BlockingConnection(self.params)
-        except pika.exceptions.ProbableAuthenticationError as exc:
-            raise OperationalError(self._refused(str(exc))) from exc
-        except pika.exceptions.ProbableAccessDeniedError as exc:
-            raise OperationalError(f"RabbitMQ at {self.safe_url} denied access to the virtual host "
-                                   f"{self.params.virtual_host!r}: {exc}") from exc
-        except pika.exceptions.AMQPError as exc:
-            raise OperationalError(f"cannot reach RabbitMQ at {self.safe_url} "
-                                   f"({self.params.host}:{self.params.port}): {exc!r}") from exc
-        except OSError as exc:
-            raise OperationalError(f"cannot reach RabbitMQ at {self.safe_url}: {exc}") from exc
-        link = _Link(conn, next(self._generations), threading.get_ident())
+        conn, endpoint = self._connect()
+        link = _Link(conn, next(self._generations), threading.get_ident(), endpoint)
         link.confirm = conn.channel()
         link.confirm.confirm_delivery()
         with self._lock:
             self._links[key] = link
             self._by_generation[link.generation] = link
         return link
+
+    def _connect(self) -> tuple[Any, int]:
+        """A connection to the first node that answers, starting with the one in use."""
+        failures = []
+        for step in range(len(self.endpoints)):
+            index = (self._active + step) % len(self.endpoints)
+            params = self.endpoints[index]
+            try:
+                conn = pika.BlockingConnection(params)
+            except pika.exceptions.ProbableAuthenticationError as exc:
+                raise OperationalError(self._refused(str(exc))) from exc
+            except pika.exceptions.ProbableAccessDeniedError as exc:
+                raise OperationalError(f"RabbitMQ at {self.safe_url} denied access to the virtual host "
+                                       f"{params.virtual_host!r}: {exc}") from exc
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                failures.append(f"{params.host}:{params.port}: {exc!r}")
+                continue
+            self._active = index
+            return conn, index
+        raise OperationalError(f"cannot reach RabbitMQ at {self.safe_url} ({'; '.join(failures)})")
+
+    def _lost(self, link: _Link) -> None:
+        """The connection broke: drop it, and with a failover URL try the next node first."""
+        self._drop(link)
+        if self._active == link.endpoint:
+            self._active = (link.endpoint + 1) % len(self.endpoints)
 
     def _refused(self, detail: str) -> str:
         user = self.params.credentials.username
@@ -182,19 +206,25 @@ class AMQPBroker(Broker):
         except pika.exceptions.UnroutableError as exc:
             raise OperationalError(f"RabbitMQ at {self.safe_url} could not route {what}: {exc}") from exc
         except pika.exceptions.NackError as exc:
+            # A new connection for the next try: a quorum queue that had no leader for a moment
+            # (a node lost) can leave a channel refusing every later publish (RabbitMQ 3.10).
+            self._drop(link)
             raise OperationalError(f"RabbitMQ at {self.safe_url} refused to store {what} (nack)") from exc
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._drop(link)
-            if exc.reply_code == 406 and "x-max-priority" in str(exc.reply_text):
+            if exc.reply_code == 406 and ("x-max-priority" in str(exc.reply_text)
+                                          or "x-queue-type" in str(exc.reply_text)
+                                          or "x-delivery-limit" in str(exc.reply_text)):
                 raise OperationalError(
-                    f"a queue exists on {self.safe_url} with other arguments than celeriac's durable priority "
-                    f"queue (was it declared by another program, such as Celery?): {exc.reply_text}. List the "
-                    "queue in celery_wire_queues to share it with Celery, delete it, or use another queue "
-                    "name (docs/celery-interop.md)") from exc
+                    f"a queue exists on {self.safe_url} with other arguments than celeriac declares (was it "
+                    f"declared by another program, such as Celery, or with another task_default_queue_type or "
+                    f"task_max_deliveries?): {exc.reply_text}. List the queue in celery_wire_queues to share it "
+                    "with Celery, delete it, or use another queue name (docs/celery-interop.md, "
+                    "docs/rabbitmq-quorum.md)") from exc
             raise OperationalError(f"RabbitMQ at {self.safe_url} closed the channel during {what}: "
                                    f"{exc.reply_code} {exc.reply_text}") from exc
         except (pika.exceptions.AMQPError, OSError) as exc:
-            self._drop(link)
+            self._lost(link)
             raise OperationalError(f"lost the connection to RabbitMQ at {self.safe_url} during {what}: "
                                    f"{exc!r}") from exc
 
@@ -212,7 +242,7 @@ class AMQPBroker(Broker):
             elif d.kind == "queue":
                 ch.queue_declare(d.name, durable=True, arguments=d.arguments)
             elif d.kind == "shared_queue":
-                self.wire.declare(link.conn, ch, d.name)
+                self.wire.declare(link.conn, ch, d.name, d.arguments)
             elif d.kind == "bind_queue":
                 ch.queue_bind(d.name, d.source, routing_key=d.routing_key)
             else:
@@ -270,14 +300,18 @@ class AMQPBroker(Broker):
         if link.consume is None or link.consuming != queues:
             if link.consume is not None:
                 link.consume.close()  # its unacked messages go back (only when the queues change)
-            channel = link.conn.channel()
-            channel.basic_qos(prefetch_count=prefetch, global_qos=True)
-            for queue in self.wire.consumed(queues):
-                self._declare(link, queue)
-                channel.basic_consume(queue, lambda ch, method, props, body: link.buffer.append(
-                    (method, props, body)), auto_ack=False)
-            link.consume, link.consuming, link.prefetch = channel, queues, prefetch
-        elif link.prefetch != prefetch:
+            self._consume(link, link.conn.channel(), queues, prefetch)
+        elif link.per_consumer and prefetch > link.prefetch:
+            # A per-consumer prefetch holds for consumers made after it: make them again, with
+            # the larger one (running async tasks hold messages). Never for a smaller one: the
+            # extra messages wait in this buffer. pika gives back (nacks) messages it holds for a
+            # cancelled consumer and has not handed over, which a quorum queue counts as a
+            # delivery: take them into the buffer first.
+            link.conn.process_data_events(time_limit=0)
+            for tag in list(link.consume.consumer_tags):
+                link.consume.basic_cancel(tag)  # what it delivered stays ours to ack
+            self._consume(link, link.consume, queues, prefetch)
+        elif not link.per_consumer and link.prefetch != prefetch:
             link.consume.basic_qos(prefetch_count=prefetch, global_qos=True)
             link.prefetch = prefetch
         deadline = time.monotonic() + timeout
@@ -288,6 +322,11 @@ class AMQPBroker(Broker):
                 if remaining <= 0:
                     return out
                 link.conn.process_data_events(time_limit=min(remaining, 1.0))
+            if link.per_consumer and len(link.buffer) > 1:
+                # Each queue (and its high-priority queue) fills a prefetch of its own: of what
+                # arrived, high priority first, in arrival order within a level (sort is stable).
+                link.buffer = collections.deque(sorted(link.buffer,
+                                                       key=lambda m: int(m[1].priority or 0) < QUORUM_HIGH))
             while link.buffer and len(out) < limit:
                 method, props, body = link.buffer.popleft()
                 delivery = self._delivery(link, method, props, body, owner)
@@ -295,6 +334,19 @@ class AMQPBroker(Broker):
                     delivery.queue = self.wire.logical(delivery.queue)
                     out.append(delivery)
         return out
+
+    def _consume(self, link: _Link, channel: Any, queues: tuple[str, ...], prefetch: int) -> None:
+        """Consume `queues` (and the RabbitMQ queues behind them) on `channel`. The prefetch
+        covers the whole channel, unless a quorum queue is among them: quorum queues refuse a
+        channel-wide prefetch, so each consumer gets `prefetch` of its own."""
+        consumed = self.wire.consumed(queues)
+        per_consumer = any(self.wire.quorum(q) for q in consumed)
+        channel.basic_qos(prefetch_count=prefetch, global_qos=not per_consumer)
+        for queue in consumed:
+            self._declare(link, queue)
+            channel.basic_consume(queue, lambda ch, method, props, body: link.buffer.append(
+                (method, props, body)), auto_ack=False)
+        link.consume, link.consuming, link.prefetch, link.per_consumer = channel, queues, prefetch, per_consumer
 
     def _deferred(self, link: _Link, method: Any, props: Any, delivery: Delivery) -> bool:
         """A message whose `eta` is still ahead (a Celery client sends its countdown that way,
@@ -307,10 +359,12 @@ class AMQPBroker(Broker):
         return True
 
     def _delivery(self, link: _Link, method: Any, props: Any, body: bytes, owner: str) -> Delivery | None:
-        redeliveries = int((props.headers or {}).get(REDELIVERIES) or 0)
-        headers = _task_headers(props.headers)
+        raw = props.headers or {}
+        # Quorum queues count returns themselves; a copy made by release() carries earlier ones.
+        redeliveries = int(raw.get(REDELIVERIES) or 0) + int(raw.get(DELIVERY_COUNT) or 0)
+        headers = _task_headers(raw)
         queue = method.routing_key
-        if method.redelivered:
+        if method.redelivered and not self.wire.quorum(self._queue_of(method, link)):
             # Back after a crash: carry the count forward in a copy, then drop this delivery.
             copy = pika.BasicProperties(headers={**headers, REDELIVERIES: redeliveries + 1},
                                         content_type=props.content_type,
@@ -324,12 +378,18 @@ class AMQPBroker(Broker):
         priority = int(props.priority or 0)
         if "task" not in headers or "id" not in headers:
             return Delivery(tag, queue, body, redeliveries + 1, priority, owner)
+        payload = self._packed(headers, props, body, method.exchange, queue)
+        return Delivery(tag, self._queue_of(method, link), payload, redeliveries + 1, priority, owner)
+
+    @staticmethod
+    def _packed(headers: dict[str, Any], props: Any, body: bytes, exchange: str, routing_key: str) -> bytes:
+        """A task message as it arrived over AMQP, packed as every transport hands it on."""
         msg = protocol.TaskMessage(
             _from_amqp_table(headers),
-            {"correlation_id": props.correlation_id, "reply_to": props.reply_to, "priority": priority,
-             "delivery_info": {"exchange": method.exchange, "routing_key": queue}},
+            {"correlation_id": props.correlation_id, "reply_to": props.reply_to, "priority": int(props.priority or 0),
+             "delivery_info": {"exchange": exchange, "routing_key": routing_key}},
             body, props.content_type or protocol.JSON, props.content_encoding or "utf-8")
-        return Delivery(tag, self._queue_of(method, link), protocol.pack(msg), redeliveries + 1, priority, owner)
+        return protocol.pack(msg)
 
     @staticmethod
     def _queue_of(method: Any, link: _Link) -> str:
@@ -391,7 +451,7 @@ class AMQPBroker(Broker):
             for delivery, reason in items:
                 props = pika.BasicProperties(
                     delivery_mode=2, message_id=uuid.uuid4().hex, timestamp=int(time.time()),
-                    content_type="application/x-celeriac-packed",
+                    content_type=DEAD_TYPE,
                     headers={"x-celeriac-reason": reason, "x-celeriac-queue": delivery.queue,
                              "x-celeriac-deliveries": delivery.deliveries})
                 link.confirm.basic_publish("", DEAD_QUEUE, delivery.payload, props, mandatory=True)
@@ -454,26 +514,42 @@ class AMQPBroker(Broker):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read(link: _Link) -> list[DeadLetter]:
             got = self._drain_dead(link, limit)
-            out = []
-            for _method, props, body in got:
-                headers = props.headers or {}
-                out.append(DeadLetter(str(props.message_id), str(headers.get("x-celeriac-queue", "")), body,
-                                      str(headers.get("x-celeriac-reason", "")), float(props.timestamp or 0),
-                                      int(headers.get("x-celeriac-deliveries") or 0)))
+            out = [self._dead_letter_of(props, body) for _method, props, body in got]
             if got:
                 link.confirm.basic_nack(got[-1][0].delivery_tag, multiple=True, requeue=True)
             return list(reversed(out))
 
         return self._guard("read dead letters", read)
 
+    def _dead_letter_of(self, props: Any, body: bytes) -> DeadLetter:
+        headers = props.headers or {}
+        if props.content_type == DEAD_TYPE:  # moved here by a worker (dead_letter above)
+            return DeadLetter(str(props.message_id), str(headers.get("x-celeriac-queue", "")), body,
+                              str(headers.get("x-celeriac-reason", "")), float(props.timestamp or 0),
+                              int(headers.get("x-celeriac-deliveries") or 0))
+        # Dead-lettered by RabbitMQ itself: a quorum queue's delivery limit. The task message as it
+        # was sent, with RabbitMQ's account of the trip in x-death.
+        death = (headers.get("x-death") or [{}])[0]
+        queue = self.wire.logical(_text(death.get("queue")))
+        at = death.get("time")
+        limit = self.wire.delivery_limit
+        deliveries = (limit or 0) + 1 + int(headers.get(REDELIVERIES) or 0)
+        reason = (f"delivered {deliveries} times without finishing (task_max_deliveries={limit}; dead-lettered by "
+                  f"RabbitMQ's x-delivery-limit on quorum queue {queue!r}, the worker could not): it probably "
+                  "kills its worker process") if _text(death.get("reason")) == "delivery_limit" else \
+            f"dead-lettered by RabbitMQ ({_text(death.get('reason'))}) from queue {queue!r}"
+        return DeadLetter(_dead_id(props), queue, self._packed(_task_headers(headers), props, body, "", queue),
+                          reason, at.timestamp() if hasattr(at, "timestamp") else 0.0, deliveries)
+
     def requeue_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         def requeue(link: _Link) -> int:
             got = self._drain_dead(link, None)
             moved = 0
             for method, props, body in got:
-                if ids is None or props.message_id in ids:
-                    queue = str((props.headers or {}).get("x-celeriac-queue") or "celery")
-                    self._publish_confirmed(link, Outgoing(queue, body, 0))
+                if ids is None or _dead_id(props) in ids:
+                    letter = self._dead_letter_of(props, body)
+                    self._publish_confirmed(link, Outgoing(letter.queue or "celery", letter.payload,
+                                                           int(props.priority or 0)))
                     link.confirm.basic_ack(method.delivery_tag)
                     moved += 1
                 else:
@@ -485,7 +561,7 @@ class AMQPBroker(Broker):
     # --- events ---
 
     def event_channel(self) -> EventChannel | None:
-        channel = _AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
+        channel = AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
         if not self.wire.names:
             return channel
         from .celery_events import MirroredEventChannel, amqp_mirror  # Celery's monitors see us too
@@ -497,121 +573,27 @@ class AMQPBroker(Broker):
                 self._drop(link)
 
 
-class _AMQPEventChannel(EventChannel):
-    """Events through the `celeriac.events` topic exchange: a batch is one message (no
-    publisher confirm: events may be lost, never waited for), routed by "events.<hostname>".
-    Each message carries its sender's id, the number of its first event and its count, so a
-    reader sees which events it never got."""
-
-    def __init__(self, broker: AMQPBroker, max_len: int) -> None:
-        self.broker = broker
-        self.max_len = max(100, max_len)
-        self.sender = uuid.uuid4().hex
-        self.sent = 0
-        self.since = 0  # ms: when this sender sent its first event
-        self._pid = os.getpid()
-
-    def send(self, events: Sequence[bytes]) -> None:
-        if not events:
-            return
-        if self._pid != os.getpid():  # a forked pool process is a sender of its own
-            self._pid, self.sender, self.sent = os.getpid(), uuid.uuid4().hex, 0
-        if not self.sent:
-            self.since = int(time.time() * 1000)
-        framed = frame_events(events)
-        props = pika.BasicProperties(content_type=EVENT_TYPE, delivery_mode=1, headers={
-            "sender": self.sender, "since": self.since, "first": self.sent + 1, "count": len(events)})
-
-        def publish(link: _Link) -> None:
-            if link.events is None:
-                link.events = link.conn.channel()
-                link.events.exchange_declare(EVENT_EXCHANGE, exchange_type="topic", durable=True)
-            link.events.basic_publish(EVENT_EXCHANGE, "events", framed, props)
-
-        self.broker._guard("send events", publish)
-        self.sent += len(events)
-
-    def subscribe(self) -> EventSubscription:
-        return _AMQPEventSubscription(self)
-
-
-class _AMQPEventSubscription(EventSubscription):
-    """A monitor's own queue on the events exchange: exclusive (gone with the monitor's
-    connection), bounded in bytes, oldest batches dropped first. It has a connection of
-    its own, so it can be made in one thread and read in another."""
-
-    def __init__(self, channel: _AMQPEventChannel) -> None:
-        broker = channel.broker
-        self.safe_url = broker.safe_url
-        self.missed = 0
-        self._next: dict[str, int] = {}  # sender -> the number of the event expected next
-        self._got: collections.deque[bytes] = collections.deque()
-        self.subscribed = int(time.time() * 1000)
-        try:
-            self.conn = pika.BlockingConnection(broker.params)
-            self.ch = self.conn.channel()
-            self.ch.exchange_declare(EVENT_EXCHANGE, exchange_type="topic", durable=True)
-            declared = self.ch.queue_declare("", exclusive=True, auto_delete=True, arguments={
-                "x-max-length-bytes": channel.max_len * EVENT_BYTES, "x-overflow": "drop-head"})
-            self.queue = declared.method.queue
-            self.ch.queue_bind(self.queue, EVENT_EXCHANGE, routing_key="#")
-            # Few batches in flight: the rest wait in the queue, where its bound applies (with
-            # auto-ack RabbitMQ would push everything into this socket's buffers at once).
-            self.ch.basic_qos(prefetch_count=EVENT_PREFETCH)
-            self.ch.basic_consume(self.queue, self._on_batch)
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            raise OperationalError(f"cannot subscribe to events on RabbitMQ at {self.safe_url}: {exc!r}") from exc
-
-    def next_batch(self, timeout: float) -> list[bytes]:
-        deadline = time.monotonic() + timeout
-        try:
-            self.conn.process_data_events(time_limit=0)  # what already arrived
-            while not self._got and (remaining := deadline - time.monotonic()) > 0:
-                self.conn.process_data_events(time_limit=min(remaining, 1.0))
-            out = list(self._got)
-            self._got.clear()
-            return out
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            raise OperationalError(f"lost the connection to RabbitMQ at {self.safe_url} while reading "
-                                   f"events: {exc!r}") from exc
-
-    def _on_batch(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
-        self._got.extend(self._unpack(props, body))
-        ch.basic_ack(method.delivery_tag)
-
-    def _unpack(self, props: Any, body: bytes) -> list[bytes]:
-        headers = props.headers or {}
-        sender, first, count = headers.get("sender"), headers.get("first"), headers.get("count")
-        if isinstance(sender, bytes):
-            sender = sender.decode()
-        if sender is not None and first is not None and count is not None:
-            expected = self._next.get(str(sender))
-            if expected is None and int(headers.get("since") or 0) >= self.subscribed:
-                expected = 1  # a sender that started after we subscribed: we should have had all of it
-            if expected is not None and int(first) > expected:
-                self.missed += int(first) - expected
-            self._next[str(sender)] = int(first) + int(count)
-        return unframe_events(body)
-
-    def close(self) -> None:
-        try:
-            if self.conn.is_open:
-                self.conn.close()
-        except Exception:  # a broken connection: it is gone either way
-            pass
-
-
-# Headers that RabbitMQ (dead-lettering: x-death, x-first-death-*, x-last-death-*) or this
+# Headers that RabbitMQ (dead-lettering: x-death, x-first-death-*, x-last-death-*; quorum
+# queues: x-delivery-count) or this
 # transport (x-celeriac-*: crash count, dead-letter reason) put on one trip of a message.
 # They describe that trip, not the task, so a delivery never turns them into task headers:
 # a message built again from a task's request (a retry, a rate-limit deferral, an ETA
 # re-delay) would carry the old x-death, and RabbitMQ's dead-letter cycle detection silently
 # drops a message that expires out of a delay level its x-death already names.
-_TRIP_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-celeriac-")
+_TRIP_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-celeriac-", DELIVERY_COUNT)
 
 
 def _task_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (headers or {}).items() if not k.startswith(_TRIP_HEADER_PREFIXES)}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def _dead_id(props: Any) -> str:
+    """A dead letter's id: the one a worker gave it, or (dead-lettered by RabbitMQ) its task id."""
+    return str(props.message_id or _text((props.headers or {}).get("id")))
 
 
 def _from_amqp_table(value: Any) -> Any:

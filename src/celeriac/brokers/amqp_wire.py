@@ -10,6 +10,16 @@ otherwise declared exactly as Celery declares it (with `x-max-priority` only whe
 priority queue beside it, `celeriac.priority.<queue>`, which only celeriac workers consume;
 priority 0 - celeriac's default and everything Celery sends - stays on the shared queue,
 where both kinds of worker take it.
+
+Quorum queues (`task_default_queue_type = "quorum"`, or one queue's `x-queue-type`, as Celery
+5.5 spells them; docs/rabbitmq-quorum.md): replicated over the cluster's nodes, so a message a
+publisher was confirmed survives the loss of a minority of them. They count deliveries
+themselves (`x-delivery-count`), and their `x-delivery-limit` sends a poison message to
+`celeriac.dead` (at-least-once dead-lettering). They have no `x-max-priority` before RabbitMQ
+4.0 and two levels after, so priorities 5-9 ("high", RabbitMQ 4's own split) go to a quorum
+queue beside it, `celeriac.priority.<queue>`, consumed with it and taken first; 0-4 stay on the
+queue. Their delay levels are quorum queues too (`celeriac.qdelay.<level>`): a delayed message
+is as safe as a ready one.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import protocol
-from ..exceptions import DecodeError
+from ..exceptions import DecodeError, ImproperlyConfigured
 from .base import Outgoing, clamp_priority
 
 DELAY_EXCHANGE = "celeriac.delay.{}"
@@ -32,6 +42,13 @@ DELAY_LEVELS = 32          # 2**32 units: over 13 years at 100 ms
 DELAY_UNIT = 0.1           # seconds per unit; delays are rounded up, never run early
 REDELIVERIES = "x-celeriac-redeliveries"
 PRIORITY_QUEUE = "celeriac.priority.{}"
+DEAD_QUEUE = "celeriac.dead"
+QUORUM_DELAY = "celeriac.qdelay.{}"  # the quorum delay levels' exchanges and queues
+DELIVERY_COUNT = "x-delivery-count"  # set by quorum queues: how often the message came back
+QUORUM_HIGH = 5  # quorum queues' two priority levels, as RabbitMQ 4 splits them: 5-9 is high
+# At-least-once dead-lettering: the source queue keeps a message until the target confirmed it
+# (RabbitMQ requires reject-publish overflow for it).
+_SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
 
 @dataclass(frozen=True)
@@ -58,19 +75,32 @@ def queue_declaration(queue: str) -> Declare:
     return Declare("queue", queue, {"x-max-priority": 9})
 
 
-def delay_declarations() -> list[Declare]:
+def quorum_declaration(queue: str, delivery_limit: int | None) -> Declare:
+    """A quorum task queue; with a delivery limit, a message returned more often than that
+    (its worker died each time) is dead-lettered to celeriac.dead by RabbitMQ itself."""
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if delivery_limit is not None:
+        arguments.update({"x-delivery-limit": delivery_limit, "x-dead-letter-exchange": "",
+                          "x-dead-letter-routing-key": DEAD_QUEUE, **_SAFE_DEAD_LETTERING})
+    return Declare("queue", queue, arguments)
+
+
+def delay_declarations(quorum: bool = False) -> list[Declare]:
     """The delay levels: queue L keeps a message 2**L units (TTL), then dead-letters it to
     level L-1 (level 0: to the deliver exchange); the bits of the routing key choose, at
-    each level, whether the message waits there or skips on down."""
+    each level, whether the message waits there or skips on down. `quorum`: the levels of
+    messages for quorum queues, quorum queues themselves (TTL needs RabbitMQ >= 3.10)."""
+    names = QUORUM_DELAY if quorum else DELAY_EXCHANGE
+    extra = {"x-queue-type": "quorum", **_SAFE_DEAD_LETTERING} if quorum else {}
     out = [Declare("exchange", DELIVER_EXCHANGE)]
-    out += [Declare("exchange", DELAY_EXCHANGE.format(level)) for level in range(DELAY_LEVELS)]
+    out += [Declare("exchange", names.format(level)) for level in range(DELAY_LEVELS)]
     for level in range(DELAY_LEVELS):
-        lower = DELAY_EXCHANGE.format(level - 1) if level else DELIVER_EXCHANGE
-        name, skip = DELAY_QUEUE.format(level), "*." * (DELAY_LEVELS - 1 - level)
+        lower = names.format(level - 1) if level else DELIVER_EXCHANGE
+        name, skip = names.format(level), "*." * (DELAY_LEVELS - 1 - level)
         out += [Declare("queue", name, {"x-message-ttl": int((2 ** level) * DELAY_UNIT * 1000),
-                                        "x-dead-letter-exchange": lower}),
-                Declare("bind_queue", name, source=DELAY_EXCHANGE.format(level), routing_key=f"{skip}1.#"),
-                Declare("bind_exchange", lower, source=DELAY_EXCHANGE.format(level), routing_key=f"{skip}0.#")]
+                                        "x-dead-letter-exchange": lower, **extra}),
+                Declare("bind_queue", name, source=names.format(level), routing_key=f"{skip}1.#"),
+                Declare("bind_exchange", lower, source=names.format(level), routing_key=f"{skip}0.#")]
     return out
 
 
@@ -81,15 +111,18 @@ def route_plan(message: Outgoing, now: float | None = None,
     of its delay in units of DELAY_UNIT (rounded up: never early). With `shared`, a message of
     a queue shared with Celery goes to that queue or to its priority queue beside it."""
     queue = shared.target(message.queue, clamp_priority(message.priority)) if shared else message.queue
+    quorum = shared is not None and shared.quorum(queue)
     needed = [shared.declaration(queue) if shared else queue_declaration(queue)]
+    if shared is not None and quorum and shared.delivery_limit is not None:
+        needed.insert(0, shared.declaration(DEAD_QUEUE))  # where its poison messages go
     delay = (message.eta - (time.time() if now is None else now)) if message.eta else 0.0
     if delay <= 0:
         return needed, "", queue
-    needed += delay_declarations()
+    needed += delay_declarations(quorum)
     needed.append(Declare("bind_queue", queue, source=DELIVER_EXCHANGE, routing_key="*." * DELAY_LEVELS + queue))
     units = min(2 ** DELAY_LEVELS - 1, math.ceil(delay / DELAY_UNIT))
     bits = format(units, f"0{DELAY_LEVELS}b")
-    return needed, DELAY_EXCHANGE.format(DELAY_LEVELS - 1), ".".join(bits) + "." + queue
+    return needed, (QUORUM_DELAY if quorum else DELAY_EXCHANGE).format(DELAY_LEVELS - 1), ".".join(bits) + "." + queue
 
 
 def wire_fields(payload: bytes, priority: int, redeliveries: int = 0) -> tuple[dict[str, Any], bytes]:
@@ -130,15 +163,35 @@ def _amqp_table(value: Any) -> Any:
 
 
 class SharedQueues:
+    """How celeriac lays out its queues on RabbitMQ: which are shared with Celery, which are
+    quorum queues, and the priority queues beside them."""
+
     def __init__(self, options: dict[str, Any]) -> None:
         self.names = frozenset(options.get("celery_wire_queues") or ())
         self.max_priority = options.get("queue_max_priority")
+        self.queue_type = str(options.get("queue_type") or "classic")
+        self.queue_types = queue_types(options.get("task_queues"))
+        if self.queue_type not in ("classic", "quorum"):
+            raise ImproperlyConfigured(f"task_default_queue_type is {self.queue_type!r}: celeriac supports "
+                                       "'classic' and 'quorum' queues on RabbitMQ")
+        # A quorum queue returns a message at most this often before dead-lettering it. The
+        # worker dead-letters a message delivered more than task_max_deliveries times itself
+        # (and records WorkerLostError as its result); the queue's limit is one return later,
+        # for when the worker could not (it died on that delivery too). 0: no limit.
+        max_deliveries = int(options.get("max_deliveries") or 0)
+        self.delivery_limit = max_deliveries if max_deliveries > 0 else None
 
     def __contains__(self, queue: str) -> bool:
         return queue in self.names
 
+    def quorum(self, queue: str) -> bool:
+        """Is this RabbitMQ queue (a task queue, its priority queue, or celeriac.dead) a quorum queue?"""
+        return self.queue_types.get(self.logical(queue), self.queue_type) == "quorum"
+
     def target(self, queue: str, priority: int) -> str:
         """The queue a message for `queue` with this priority goes to."""
+        if self.quorum(queue):
+            return PRIORITY_QUEUE.format(queue) if priority >= QUORUM_HIGH else queue
         if priority > 0 and queue in self.names and not self.max_priority:
             return PRIORITY_QUEUE.format(queue)
         return queue
@@ -151,17 +204,23 @@ class SharedQueues:
 
     def consumed(self, queues: Sequence[str]) -> list[str]:
         """The RabbitMQ queues behind these queues (priority queues first)."""
-        extra = [] if self.max_priority else [PRIORITY_QUEUE.format(q) for q in queues if q in self.names]
+        extra = [PRIORITY_QUEUE.format(q) for q in queues
+                 if self.quorum(q) or q in self.names and not self.max_priority]
         return [*extra, *queues]
 
     def declaration(self, queue: str) -> Declare:
-        """How `queue` is declared: a shared queue as Celery would, any other with priorities 0-9."""
+        """How `queue` is declared: a shared queue as Celery would, a quorum queue with its
+        delivery limit, any other with priorities 0-9."""
+        if self.quorum(queue):
+            if queue in self.names:  # Celery 5.5 declares a quorum queue with x-queue-type only
+                return Declare("shared_queue", queue, {"x-queue-type": "quorum"})
+            return quorum_declaration(queue, None if queue == DEAD_QUEUE else self.delivery_limit)
         if queue in self.names:
             limit = self.max_priority
             return Declare("shared_queue", queue, {"x-max-priority": int(limit)} if limit else None)
         return queue_declaration(queue)
 
-    def declare(self, conn: Any, channel: Any, queue: str) -> None:
+    def declare(self, conn: Any, channel: Any, queue: str, arguments: dict[str, Any] | None = None) -> None:
         """Use the shared queue as it is if it exists (Celery made it, or an older celeriac with
         priorities), else declare it as Celery does - so Celery's own declaration, before or
         after ours, never clashes."""
@@ -172,10 +231,29 @@ class SharedQueues:
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 404:
                 raise
-            limit = self.max_priority
-            channel.queue_declare(queue, durable=True, arguments={"x-max-priority": int(limit)} if limit else None)
+            channel.queue_declare(queue, durable=True, arguments=arguments)
         else:
             probe.close()
+
+
+def queue_types(task_queues: Any) -> dict[str, str]:
+    """{queue: "quorum" | "classic"} from Celery's `task_queues`: kombu Queue objects (or any
+    object with `name` and `queue_arguments`), dicts with those keys, or Celery's older
+    {name: {"queue_arguments": ...}} mapping. Only `x-queue-type` is read from them."""
+    if not task_queues:
+        return {}
+    if isinstance(task_queues, dict):
+        entries = [{"name": name, **(options or {})} for name, options in task_queues.items()]
+    else:
+        entries = list(task_queues)
+    out: dict[str, str] = {}
+    for entry in entries:
+        get = entry.get if isinstance(entry, dict) else lambda key, e=entry: getattr(e, key, None)
+        arguments = get("queue_arguments") or {}
+        kind = arguments.get("x-queue-type")
+        if get("name") and kind:
+            out[str(get("name"))] = str(kind)
+    return out
 
 
 class _QuietProbes(logging.Filter):
