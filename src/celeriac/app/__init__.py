@@ -250,8 +250,8 @@ class Celeriac:
                 url = celery_urls.backend_url(url)
             else:
                 broker = self.broker_url
-                url = broker if broker.split("://")[0] in ("sqlite", "memory", "redis", "rediss", "unix") \
-                    else f"sqlite:///{DEFAULT_SQLITE_FILE}"
+                stores = ("sqlite", "memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "sentinel")
+                url = broker if broker.split("://")[0] in stores else f"sqlite:///{DEFAULT_SQLITE_FILE}"
             self._resolved_backend_url = _absolute_sqlite(url)
         return self._resolved_backend_url
 

@@ -100,7 +100,8 @@ def _pin_urls(app: Celeriac, settings: Mapping[str, Any]) -> None:
                       f"keeps its results in a private in-process store (memory://) instead", stacklevel=2)
         backend = _memory_url()
     if not backend:
-        same_store = broker.split("://", 1)[0] in ("memory", "sqlite", "redis", "rediss", "unix")
+        same_store = broker.split("://", 1)[0] in ("memory", "sqlite", "redis", "rediss", "unix", "redis+cluster",
+                                                   "rediss+cluster", "sentinel")
         backend = broker if same_store else _memory_url()
     app.conf.update(broker_url=broker, result_backend=backend)
     app._reset_connections()
