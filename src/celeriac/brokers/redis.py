@@ -45,6 +45,7 @@ class RedisBroker(Broker):
         self.cluster = is_cluster(self.client)
         self.keys = Keys(key_prefix(self.options))
         self._registered: set[str] = set()  # queues this process has put in the `queues` set
+        self._register_again = 0.0
         self._publish = Script(self.client, lua.PUBLISH)
         self._fetch = Script(self.client, lua.FETCH)
         self._ack = Script(self.client, lua.ACK)
@@ -212,6 +213,9 @@ class RedisBroker(Broker):
 
     def _register(self, queues: Sequence[str]) -> None:
         """Name the queues in the `queues` set (once per process): recovery looks through those."""
+        if time.monotonic() >= self._register_again:  # a Redis that lost the set (restarted empty) gets it back
+            self._registered.clear()
+            self._register_again = time.monotonic() + 60
         new = [q for q in queues if q not in self._registered]
         if new:
             guarded(self.url, "register queues", functools.partial(self.client.sadd, self.keys.queues, *new))
