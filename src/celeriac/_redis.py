@@ -63,6 +63,11 @@ def client_for(url: str, options: dict[str, Any]) -> Any:
     return found
 
 
+def replica_wait(client: Any) -> tuple[int, int] | None:
+    """(replicas, timeout ms) a write on this client must be confirmed by (`wait_replicas`), or None."""
+    return _WAITS.get(id(client))
+
+
 def close_client(client: Any) -> None:
     """Drop a client's connections; the client stays usable (it is shared per URL and process).
     RedisCluster.close() would forget the cluster's layout, so its pools are closed instead."""
@@ -172,14 +177,14 @@ def transaction(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Plain commands as one MULTI/EXEC, in one round trip (a single server: kombu's lists are
     never used on a cluster); with `wait_replicas` a WAIT follows in the same round trip and a
     write the replicas did not confirm is an error, as for the scripts. -> EXEC's replies."""
-    wait = _WAITS.get(id(client))
+    wait = replica_wait(client)
     replies = pipelined(client, ("MULTI",), *commands, ("EXEC",), *([("WAIT", *wait)] if wait else []))
     if wait is not None and int(replies[-1]) < wait[0]:
-        raise _not_replicated(int(replies[-1]), *wait)
+        raise not_replicated(int(replies[-1]), *wait)
     return list(replies[len(commands) + 1] or [])
 
 
-def _not_replicated(confirmed: int, replicas: int, timeout_ms: int) -> Exception:
+def not_replicated(confirmed: int, replicas: int, timeout_ms: int) -> Exception:
     return redis.exceptions.ResponseError(
         f"NOTREPLICATED the write is on the master but only {confirmed} of {replicas} replica(s) confirmed "
         f"it within {timeout_ms} ms (wait_replicas): it may be lost if the master fails now")
@@ -204,7 +209,7 @@ class Script:
         self.client = client
         self.cluster = is_cluster(client)
         self.pool = None if self.cluster else client.connection_pool
-        self.wait = _WAITS.get(id(client)) if writes else None  # a script that only reads has nothing to confirm
+        self.wait = replica_wait(client) if writes else None  # a script that only reads has nothing to confirm
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
@@ -250,7 +255,7 @@ class Script:
         if error is not None:
             raise error
         if reply is not _NO_SCRIPT and confirmed < replicas:
-            raise _not_replicated(confirmed, replicas, timeout_ms)
+            raise not_replicated(confirmed, replicas, timeout_ms)
         return reply
 
     def __call__(self, args: list[Any], keys: Sequence[str] = ()) -> Any:

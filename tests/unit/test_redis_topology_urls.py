@@ -64,3 +64,27 @@ def test_wait_replicas_refuses_a_write_no_replica_confirmed(redis_server: Any) -
         plain.close()
     finally:
         broker.close()
+
+
+@pytest.mark.parametrize("queue", ["native", "celery"])  # celeriac's layout, and kombu's list (a wire queue)
+def test_wait_replicas_refuses_an_asyncio_publish_too(redis_server: Any, queue: str) -> None:
+    import asyncio
+
+    from celeriac import Celeriac
+    if not redis_server.ping():
+        redis_server.start()
+    redis_server.flush()
+    app = Celeriac("w", broker=redis_server.url, set_as_current=False, task_publish_retry=False,
+                   broker_transport_options={"wait_replicas": 1, "wait_replicas_timeout": 0.2})
+
+    @app.task(name="w.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    async def send() -> None:
+        await add.aapply_async((1, 2), queue=queue)
+
+    with pytest.raises(OperationalError, match="NOTREPLICATED"):
+        asyncio.run(send())
+    with pytest.raises(OperationalError, match="NOTREPLICATED"):
+        add.apply_async((1, 2), queue=queue)

@@ -18,7 +18,7 @@ import functools
 import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from .._redis import _require_redis, client_options, make_client, redis_error
+from .._redis import _require_redis, client_options, make_client, not_replicated, redis_error, replica_wait, transaction
 from .._redis_topology import is_cluster_url, is_sentinel_url, parse_nodes, sentinel_settings
 from ..backends.redis import RedisResultStore
 from .. import states
@@ -88,15 +88,32 @@ class AsyncRedisBroker(BatchingBroker):
         super().__init__(sync)
         self.client = _client(sync.url, sync.options, _COMMAND_CONNECTIONS)
         self._publish = self.client.register_script(lua.PUBLISH)
+        self.wait = replica_wait(sync.client)  # the sync client's `wait_replicas`, honoured here too
 
     async def publish_batch(self, messages: Sequence[Outgoing]) -> None:
         native, kombu = self.sync._split_wire(messages)  # queues shared with Celery: kombu's lists
         if kombu:
             await _guarded(self.sync.url, "publish", functools.partial(self._pipeline, self.sync.kombu_commands(kombu)))
         for keys, args in self.sync.publish_calls(native):
-            await _guarded(self.sync.url, "publish", functools.partial(self._publish, keys=keys, args=args))
+            if self.wait is None:
+                await _guarded(self.sync.url, "publish", functools.partial(self._publish, keys=keys, args=args))
+            else:
+                await _guarded(self.sync.url, "publish", functools.partial(self._publish_confirmed, keys, args))
+
+    async def _publish_confirmed(self, keys: list[str], args: list[Any]) -> None:
+        """The script and a WAIT on one connection (a pipeline), as the sync client does."""
+        assert self.wait is not None
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._publish(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", *self.wait)
+            confirmed = int((await pipe.execute())[-1])
+        if confirmed < self.wait[0]:
+            raise not_replicated(confirmed, *self.wait)
 
     async def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
+        if self.wait is not None:  # MULTI/EXEC and WAIT on one connection: the sync client's (a thread)
+            await asyncio.to_thread(transaction, self.sync.client, commands)
+            return
         async with self.client.pipeline(transaction=True) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
