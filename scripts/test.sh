@@ -11,6 +11,7 @@ PYTHON=${PYTHON:-python3}
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)  # redis-cli makes the test Redis Cluster
 { command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; } || missing+=(rabbitmq-server)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # the live monitor's test reads a real terminal screen
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the dashboard's browser tests (Playwright drives it; never a download)

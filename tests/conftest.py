@@ -51,6 +51,15 @@ def redis_server() -> Iterator[Any]:
     server.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A private 3-master Redis Cluster (tests/servers.py), made once per session (~3 s)."""
+    from servers import RedisClusterServer
+    server = RedisClusterServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture(params=BROKERS)
 def broker_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -67,6 +76,10 @@ def urls(broker_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tu
             server.start()
         server.flush()
         return server.url, server.url
+    if broker_kind == "redis-cluster":  # not in BROKERS: chosen by the tests that run on it
+        from helpers import fresh_redis_cluster_url
+        url = fresh_redis_cluster_url(request)
+        return url, url
     if broker_kind == "amqp":  # RabbitMQ as broker, results in the SQLite default
         server = request.getfixturevalue("rabbit_server")
         if not server.ping():
@@ -114,7 +127,7 @@ def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
         worker.stop()
 
 
-RESULT_STORES = ["memory", "sqlite", "redis"]
+RESULT_STORES = ["memory", "sqlite", "redis", "redis-cluster"]
 
 
 @pytest.fixture(params=RESULT_STORES)

@@ -66,7 +66,16 @@ def result_store_url(kind: str, tmp_path: Path, request: Any) -> str:
         return f"memory://store-{uuid.uuid4().hex}"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'results.db'}"
+    if kind == "redis-cluster":
+        return fresh_redis_cluster_url(request)
     return fresh_redis_url(request)
+
+
+def fresh_redis_cluster_url(request: Any) -> str:
+    """The session's private Redis Cluster (three masters), flushed."""
+    cluster = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return str(cluster.url)
 
 
 def fresh_redis_url(request: Any) -> str:

@@ -328,3 +328,174 @@ class RabbitCluster:
                 proc.wait(10)
         if not os.environ.get("CELERIAC_KEEP_CLUSTER_LOGS"):  # set it to read the nodes' logs after a run
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _redis_binaries() -> tuple[str, str]:
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None:
+        missing("redis-server", "redis-server")
+    if cli is None:
+        missing("redis-cli", "redis-tools")
+    return str(server), str(cli)
+
+
+def _redis_command(port: int, *parts: str, timeout: float = 5) -> bytes:
+    payload = f"*{len(parts)}\r\n".encode() + b"".join(f"${len(p.encode())}\r\n{p}\r\n".encode() for p in parts)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        return s.recv(65536)
+
+
+class _RedisNode:
+    """One private redis-server process with its own directory and log, started by `start()`."""
+
+    def __init__(self, binary: str, root: Path, name: str, *extra: str) -> None:
+        self.binary, self.port, self.extra = binary, free_port(), list(extra)
+        self.dir = root / name
+        self.dir.mkdir(parents=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, *args, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--daemonize", "no", "--logfile", str(self.dir / "redis.log"), *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if _redis_command(self.port, "PING", timeout=0.5).startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer within 20 s")
+
+    def command(self, *parts: str) -> bytes:
+        return _redis_command(self.port, *parts)
+
+    def info(self, section: str) -> dict[str, str]:
+        text = self.command("INFO", section).decode(errors="replace")
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("$"))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class RedisClusterServer:
+    """A private Redis Cluster: three masters on loopback (no replicas), made once per session
+    with `redis-cli --cluster create`. Each node has its own cluster bus port."""
+
+    def __init__(self, masters: int = 3) -> None:
+        binary, cli = _redis_binaries()
+        self.root = Path(tempfile.mkdtemp(prefix="celeriac-redis-cluster-"))
+        self.nodes = [_RedisNode(binary, self.root, f"node{i}", "--cluster-enabled", "yes",
+                                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                                 "--save", "", "--appendonly", "yes", "--appendfsync", "always")
+                      for i in range(masters)]
+        try:
+            for node in self.nodes:
+                node.start("--cluster-port", str(free_port()))
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            made = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                                  capture_output=True, timeout=60)
+            if made.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]!r} {made.stderr[-2000:]!r}")
+            deadline = time.monotonic() + 30
+            while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok within 30 s")
+                time.sleep(0.1)
+        except BaseException:
+            self.close()
+            raise
+        self.url = "redis+cluster://" + ";".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def ping(self) -> bool:
+        try:
+            return all(n.command("PING").startswith(b"+PONG") for n in self.nodes)
+        except OSError:
+            return False
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.command("FLUSHALL")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RedisSentinelServers:
+    """A private master, one replica and three sentinels watching it as `mymaster` (quorum 2).
+    The sentinels notice a failure after 2 s; SENTINEL FAILOVER promotes the replica at once."""
+
+    MASTER = "mymaster"
+
+    def __init__(self) -> None:
+        binary, _cli = _redis_binaries()
+        self.root = Path(tempfile.mkdtemp(prefix="celeriac-redis-sentinel-"))
+        durable = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+        self.master = _RedisNode(binary, self.root, "master", *durable)
+        self.replica = _RedisNode(binary, self.root, "replica", *durable)
+        self.sentinels = [_RedisNode(binary, self.root, f"sentinel{i}") for i in range(3)]
+        try:
+            self.master.start()
+            self.replica.start("--replicaof", "127.0.0.1", str(self.master.port))
+            for sentinel in self.sentinels:
+                conf = sentinel.dir / "sentinel.conf"
+                conf.write_text(f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} 2\n"
+                                f"sentinel down-after-milliseconds {self.MASTER} 2000\n"
+                                f"sentinel failover-timeout {self.MASTER} 10000\n"
+                                f"sentinel parallel-syncs {self.MASTER} 1\n")
+                sentinel.start(str(conf), "--sentinel")
+            self.wait_synced()
+            deadline = time.monotonic() + 30
+            while not all(self._sentinel_sees_all(s) for s in self.sentinels):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sentinels did not find the replica and each other within 30 s")
+                time.sleep(0.2)
+        except BaseException:
+            self.close()
+            raise
+        self.url = ";".join(f"sentinel://127.0.0.1:{s.port}" for s in self.sentinels)
+
+    def _sentinel_sees_all(self, sentinel: _RedisNode) -> bool:
+        text = sentinel.info("sentinel").get(f"master0", "")
+        return "status=ok" in text and "slaves=1" in text and "sentinels=3" in text
+
+    def wait_synced(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.replica.info("replication").get("master_link_status", "").strip() != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync with the master within 30 s")
+            time.sleep(0.1)
+
+    def current_master_port(self) -> int:
+        reply = self.sentinels[0].command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER).decode()
+        return int(reply.split("\r\n")[-2])
+
+    def node_on(self, port: int) -> _RedisNode:
+        return next(n for n in (self.master, self.replica) if n.port == port)
+
+    def failover(self) -> None:
+        """SENTINEL FAILOVER: the replica becomes the master, the old master its replica."""
+        reply = self.sentinels[0].command("SENTINEL", "FAILOVER", self.MASTER)
+        if not reply.startswith(b"+OK"):
+            raise RuntimeError(f"SENTINEL FAILOVER answered {reply!r}")
+
+    def flush(self) -> None:
+        self.node_on(self.current_master_port()).command("FLUSHALL")
+
+    def close(self) -> None:
+        for node in [*self.sentinels, self.replica, self.master]:
+            node.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

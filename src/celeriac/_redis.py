@@ -1,7 +1,9 @@
-"""Redis plumbing shared by the Redis broker and result store: URLs, clients, key names, errors.
+"""Redis plumbing shared by the Redis broker and result store: URLs, clients, scripts, errors.
 
-Every key celeriac writes to Redis is named here, under one prefix (default "celeriac"),
-so two apps can share a server with different `global_keyprefix` options.
+Three topologies, one code path: a single server (redis://, rediss://, unix://), Redis
+Cluster (redis+cluster://), and a master watched by Redis Sentinel (sentinel://). Every key
+name is in `_redis_keys`; keys one script touches share a hash tag, and calls that span
+several tags are split by hash slot on a cluster (`slot_groups`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from .brokers.base import (EventChannel, EventSubscription, LeaseState, Outgoing, Publisher, ScheduleStore, Tick,
                            clamp_priority, safe_url, frame_events, unframe_events)
+from ._redis_keys import Keys
+from ._redis_topology import cluster_client, is_cluster, is_cluster_url, is_sentinel_url, sentinel_client
 from .exceptions import ImproperlyConfigured, OperationalError
 
 T = TypeVar("T")
@@ -24,55 +28,18 @@ except ImportError:  # pragma: no cover - only without the redis extra
     redis = None  # type: ignore[assignment]
 
 
-class Keys:
-    def __init__(self, prefix: str) -> None:
-        p = prefix.rstrip(":") or "celeriac"
-        self.prefix = p
-        self.seq = f"{p}:seq"                    # message ids, increasing: FIFO order within a priority
-        self.payload = f"{p}:payload"            # id -> packed message
-        self.route = f"{p}:route"                # id -> "priority:queue"
-        self.deliveries = f"{p}:deliveries"      # id -> times delivered
-        self.delayed = f"{p}:delayed"            # zset id by eta (ms, server clock)
-        self.workers = f"{p}:workers"            # zset worker id by lease expiry (ms)
-        self.workerinfo = f"{p}:workerinfo"      # worker id -> JSON from its heartbeat
-        self.holders = f"{p}:holders"            # set of workers that may hold messages
-        self.dead = f"{p}:dead"                  # zset dead-letter id by time
-        self.dead_payload = f"{p}:dead:payload"
-        self.dead_info = f"{p}:dead:info"
-        self.dead_seq = f"{p}:dead:seq"
-
-    def ready(self, queue: str) -> str:          # zset id by (9 - priority) * 1e12 + id
-        return f"{self.prefix}:ready:{queue}"
-
-    def signal(self, queue: str) -> str:         # list of wake-up tokens for idle workers (bounded)
-        return f"{self.prefix}:signal:{queue}"
-
-    def held(self, owner: str) -> str:           # hash id -> worker: what one pool slot holds
-        return f"{self.prefix}:held:{owner}"
-
-    def owners(self, worker: str) -> str:        # set of a worker's pool slots that held messages
-        return f"{self.prefix}:owners:{worker}"
-
-    def result(self, task_id: str) -> str:       # hash status, meta
-        return f"{self.prefix}:r:{task_id}"
-
-    def done(self, task_id: str) -> str:         # list holding the final meta; waiters BLMOVE it onto itself
-        return f"{self.prefix}:done:{task_id}"
-
-    def unique(self, key: str) -> str:           # string: the task id holding a unique key (PX: the hold)
-        return f"{self.prefix}:unique:{key}"
-
-
 def _require_redis() -> None:
     if redis is None:
         raise ImproperlyConfigured("the Redis transport needs the redis client: pip install 'celeriac[redis]'")
 
 
 _CLIENTS: dict[tuple[str, int], Any] = {}
+_WAITS: dict[int, tuple[int, int]] = {}  # id(client) -> (replicas, timeout ms): `wait_replicas`
 
 
 def client_for(url: str, options: dict[str, Any]) -> Any:
-    """One redis-py client (and so one connection pool) per URL and process."""
+    """One redis-py client (and so one connection pool) per URL and process: a plain client,
+    a RedisCluster (redis+cluster://) or a Sentinel-managed master (sentinel://)."""
     _require_redis()
     import os
     key = (url + repr(sorted((k, repr(v)) for k, v in options.items())), os.getpid())
@@ -81,9 +48,33 @@ def client_for(url: str, options: dict[str, Any]) -> Any:
         # Short transient failures are retried inside redis-py; longer outages are the
         # caller's to ride out (workers back off and retry, clients per publish policy).
         kwargs = {**client_options(url, options), "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)}
-        found = make_client(url, lambda: redis.Redis.from_url(url, **kwargs))
+        if is_cluster_url(url):
+            if options.get("wait_replicas"):
+                raise ImproperlyConfigured("wait_replicas is not offered on Redis Cluster (docs/redis-topologies.md)")
+            found = make_client(url, lambda: cluster_client(url, kwargs))
+        elif is_sentinel_url(url):
+            found = make_client(url, lambda: sentinel_client(url, options, kwargs))
+        else:
+            found = make_client(url, lambda: redis.Redis.from_url(url, **kwargs))
+        replicas = int(options.get("wait_replicas") or 0)
+        if replicas > 0:
+            _WAITS[id(found)] = (replicas, max(1, int(float(options.get("wait_replicas_timeout", 1.0)) * 1000)))
         _CLIENTS[key] = found
     return found
+
+
+def replica_wait(client: Any) -> tuple[int, int] | None:
+    """(replicas, timeout ms) a write on this client must be confirmed by (`wait_replicas`), or None."""
+    return _WAITS.get(id(client))
+
+
+def close_client(client: Any) -> None:
+    """Drop a client's connections; the client stays usable (it is shared per URL and process).
+    RedisCluster.close() would forget the cluster's layout, so its pools are closed instead."""
+    if is_cluster(client):
+        client.disconnect_connection_pools()
+    else:
+        client.close()
 
 
 def client_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +99,12 @@ def make_client(url: str, build: Callable[[], T]) -> T:
         return build()
     except ValueError as exc:
         raise ImproperlyConfigured(f"bad Redis URL {safe_url(url)!r}: {exc} (forms: redis://[:password@]host"
-                                   "[:port][/db], rediss://... for TLS, unix:///path/to/socket?db=0)") from None
+                                   "[:port][/db], rediss://... for TLS, unix:///path/to/socket?db=0, "
+                                   "redis+cluster://host:port[;host2:port2], "
+                                   "sentinel://host:26379[;sentinel://host2:26379] with master_name)") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        # RedisCluster learns the cluster's layout when it is made: an unreachable cluster fails here.
+        raise OperationalError(f"cannot reach Redis at {safe_url(url)} (connect): {exc}") from None
 
 
 def key_prefix(options: dict[str, Any]) -> str:
@@ -137,6 +133,12 @@ def guarded(url: str, what: str, fn: Callable[[], T]) -> T:
 def redis_error(url: str, what: str, exc: BaseException, started: float) -> BaseException:
     """The error a person reads for a failed Redis call (shared with the asyncio client);
     errors that are not the server's or the connection's are returned as they are."""
+    from redis.sentinel import MasterNotFoundError
+    if isinstance(exc, MasterNotFoundError):  # its own text is the repr of a client: not for people
+        master = str(exc).split("'")[1] if str(exc).count("'") >= 2 else "?"
+        return OperationalError(
+            f"no Redis master {master!r} found through the sentinels at {safe_url(url)} ({what}; retried for "
+            f"{time.monotonic() - started:.1f}s): no sentinel answered, or none knows a live master by that name")
     if isinstance(exc, redis.exceptions.AuthenticationError):
         return OperationalError(f"Redis at {safe_url(url)} refused the credentials ({what}): {exc}")
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -152,7 +154,13 @@ def redis_error(url: str, what: str, exc: BaseException, started: float) -> Base
 
 
 def pipelined(client: Any, *commands: tuple[Any, ...]) -> list[Any]:
-    """Several plain commands in one round trip on a pooled connection (no MULTI, no Lua)."""
+    """Several plain commands in one round trip on a pooled connection (no MULTI, no Lua);
+    on a cluster, one round trip per node that holds their keys."""
+    if is_cluster(client):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
@@ -165,40 +173,90 @@ def pipelined(client: Any, *commands: tuple[Any, ...]) -> list[Any]:
         pool.release(conn)
 
 
+def transaction(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Plain commands as one MULTI/EXEC, in one round trip (a single server: kombu's lists are
+    never used on a cluster); with `wait_replicas` a WAIT follows in the same round trip and a
+    write the replicas did not confirm is an error, as for the scripts. -> EXEC's replies."""
+    wait = replica_wait(client)
+    replies = pipelined(client, ("MULTI",), *commands, ("EXEC",), *([("WAIT", *wait)] if wait else []))
+    if wait is not None and int(replies[-1]) < wait[0]:
+        raise not_replicated(int(replies[-1]), *wait)
+    return list(replies[len(commands) + 1] or [])
+
+
+def not_replicated(confirmed: int, replicas: int, timeout_ms: int) -> Exception:
+    return redis.exceptions.ResponseError(
+        f"NOTREPLICATED the write is on the master but only {confirmed} of {replicas} replica(s) confirmed "
+        f"it within {timeout_ms} ms (wait_replicas): it may be lost if the master fails now")
+
+
 class Script:
-    """EVALSHA over a pooled connection.
+    """EVALSHA over a pooled connection, with its keys declared in KEYS[].
 
     redis-py's generic command path (retry wrapper, instrumentation) costs ~25 µs per call
     here, a third of a loopback round trip; these scripts run on every publish, fetch, ack
     and result write, so they talk to the connection directly. Transient connection errors
     are retried like redis-py would; a server that lost its script cache gets it again.
+    On a cluster RedisCluster routes the call to the node of its keys' slot (and follows
+    MOVED while slots migrate). With `wait_replicas`, a WAIT rides in the same round trip
+    and a write not confirmed by that many replicas is reported as an error.
     """
 
     ATTEMPTS = 4
 
-    def __init__(self, client: Any, source: str) -> None:
+    def __init__(self, client: Any, source: str, writes: bool = True) -> None:
         import hashlib
-        self.pool = client.connection_pool
+        self.client = client
+        self.cluster = is_cluster(client)
+        self.pool = None if self.cluster else client.connection_pool
+        self.wait = replica_wait(client) if writes else None  # a script that only reads has nothing to confirm
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def _once(self, args: list[Any], keys: Sequence[str]) -> Any:
-        conn = self.pool.get_connection()
-        try:
-            conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        if self.cluster:
             try:
-                return conn.read_response()
+                return self.client.evalsha(self.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
+                return self.client.eval(self.source, len(keys), *keys, *args)  # caches it on that node
+        conn = self.pool.get_connection()  # type: ignore[union-attr]
+        try:
+            reply = self._send(conn, ("EVALSHA", self.sha, len(keys), *keys, *args))
+            if reply is _NO_SCRIPT:
                 conn.send_command("SCRIPT", "LOAD", self.source)
                 conn.read_response()
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                return conn.read_response()
+                reply = self._send(conn, ("EVALSHA", self.sha, len(keys), *keys, *args))
+            return reply
         except BaseException as exc:
             if not isinstance(exc, redis.exceptions.ResponseError):
                 conn.disconnect()  # never hand back a connection with a reply still in flight
             raise
         finally:
-            self.pool.release(conn)
+            self.pool.release(conn)  # type: ignore[union-attr]
+
+    def _send(self, conn: Any, command: tuple[Any, ...]) -> Any:
+        """One EVALSHA (and its WAIT), every reply read before anything is raised."""
+        if self.wait is None:
+            conn.send_command(*command)
+            try:
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                return _NO_SCRIPT
+        replicas, timeout_ms = self.wait
+        conn.send_packed_command(conn.pack_commands([command, ("WAIT", replicas, timeout_ms)]))
+        error: BaseException | None = None
+        try:
+            reply = conn.read_response()
+        except redis.exceptions.NoScriptError:
+            reply = _NO_SCRIPT
+        except redis.exceptions.ResponseError as exc:
+            reply, error = None, exc
+        confirmed = int(conn.read_response())
+        if error is not None:
+            raise error
+        if reply is not _NO_SCRIPT and confirmed < replicas:
+            raise not_replicated(confirmed, replicas, timeout_ms)
+        return reply
 
     def __call__(self, args: list[Any], keys: Sequence[str] = ()) -> Any:
         """Run with `keys` as KEYS[] (the keys it touches, declared) and `args` as ARGV[]."""
@@ -215,25 +273,30 @@ class Script:
         raise AssertionError("unreachable")
 
 
+_NO_SCRIPT = object()  # the server did not know the script (restarted, or SCRIPT FLUSH)
+
+
 class RedisScheduleStore(ScheduleStore):
     """Beat's lease and ticks on the Redis server, under the key prefix. With the Redis
     broker (`publish` None) one script checks the lease, records the ticks and pushes their
-    messages: all or nothing. With another broker (RabbitMQ) the script records the ticks
+    messages: all or nothing. With another broker (RabbitMQ), or on Redis Cluster (where the
+    queues' keys are in other hash slots than the schedule's), the script records the ticks
     with their messages as pending, then the messages are published and the pending copies
     dropped; a leader that dies in between leaves them for the next one (`recover`), so a
     tick may be sent twice in that window but never lost."""
 
     def __init__(self, url: str, client: Any, prefix: str, name: str, publish: Publisher | None) -> None:
         from .brokers import redis_scripts as lua
-        self.url, self.client, self.prefix, self.name, self.publish = url, client, prefix, name, publish
+        self.url, self.client, self.name, self.publish = url, client, name, publish
+        self.keys = Keys(prefix)
         self._lease = Script(client, lua.BEAT_LEASE)
         self._release = Script(client, lua.BEAT_RELEASE)
         self._fire = Script(client, lua.BEAT_FIRE)
-        base = f"{prefix}:beat:{name}"
-        self.lease_key, self.ticks_key, self.pending_key = f"{base}:lease", f"{base}:ticks", f"{base}:pending"
+        self.lease_key, self.ticks_key, self.pending_key = self.keys.beat(name)
 
-    def _call(self, what: str, script: Script, args: list[Any]) -> Any:
-        return guarded(self.url, what, lambda: script([self.prefix, self.name, *args]))
+    def _call(self, what: str, script: Script, args: list[Any], queue_keys: Sequence[str] = ()) -> Any:
+        keys = [self.lease_key, self.ticks_key, self.pending_key, *queue_keys]
+        return guarded(self.url, what, lambda: script(args, keys))
 
     def lease(self, holder: str, ttl: float) -> int | None:
         token = int(self._call("take the beat lease", self._lease, [holder, max(1, int(ttl * 1000))]))
@@ -255,11 +318,15 @@ class RedisScheduleStore(ScheduleStore):
 
     def fire(self, holder: str, token: int, ticks: Sequence[Tick]) -> list[str] | None:
         args: list[Any] = [holder, token, "claim" if self.publish else "publish"]
+        blocks: dict[str, int] = {}
         for tick in ticks:
             m = tick.message
-            args += [tick.entry, repr(float(tick.at)), m.queue if m else "", clamp_priority(m.priority if m else 0),
-                     int(m.eta * 1000) if m and m.eta else 0, m.payload if m else b""]
-        reply = self._call("fire periodic tasks", self._fire, args)
+            block = blocks.setdefault(m.queue, len(blocks) + 1) if m and not self.publish else 0
+            args += [tick.entry, repr(float(tick.at)), block, m.queue if m else "",
+                     clamp_priority(m.priority if m else 0), int(m.eta * 1000) if m and m.eta else 0,
+                     m.payload if m else b""]
+        queue_keys = [k for queue in blocks for k in self.keys.queue(queue).publish_block()]
+        reply = self._call("fire periodic tasks", self._fire, args, queue_keys)
         if not isinstance(reply, list):
             return None
         recorded = [ticks[int(i)] for i in reply]
@@ -303,34 +370,26 @@ def _seq_of(fields: Any) -> int | None:
     return int(value) if value is not None else None
 
 
-# ARGV: stream key, sequence key, entries to keep, event count, framed events. The sequence
-# numbers every event ever sent; each entry carries its last one ('e') and its count ('n'), so
-# a reader sees a gap - events trimmed before it read them - and counts them.
-_EVENTS_XADD = """
-local last = redis.call('INCRBY', ARGV[2], tonumber(ARGV[4]))
-redis.call('XADD', ARGV[1], 'MAXLEN', ARGV[3], '*', 'b', ARGV[5], 'n', ARGV[4], 'e', last)
-return last
-"""
-
-
 class RedisEventChannel(EventChannel):
-    """Events in a Redis stream (`<prefix>:events`): one stream entry per batch (the events,
+    """Events in a Redis stream (`<prefix>:{events}`): one stream entry per batch (the events,
     each prefixed with its length), so a busy worker costs Redis one script call per flush,
     not one per event. Each XADD trims the stream to `max_len` events' worth of entries of
     its size (at least its own).
     Readers block in XREAD from where they started."""
 
     def __init__(self, url: str, client: Any, prefix: str, max_len: int) -> None:
-        self.url, self.client, self.key, self.max_len = url, client, f"{prefix}:events", max(100, int(max_len))
-        self.seq_key = f"{prefix}:events:seq"
-        self._xadd = Script(client, _EVENTS_XADD)
+        from .brokers.redis_scripts import EVENTS_XADD
+        keys = Keys(prefix)
+        self.url, self.client, self.key, self.max_len = url, client, keys.events, max(100, int(max_len))
+        self.seq_key = keys.events_seq
+        self._xadd = Script(client, EVENTS_XADD)
 
     def send(self, events: Sequence[bytes]) -> None:
         if events:
             entries = max(1, self.max_len // len(events))  # never more than max_len events, or one batch
             framed = frame_events(events)
-            args = [self.key, self.seq_key, entries, len(events), framed]
-            guarded(self.url, "send events", lambda: self._xadd(args))
+            args = [entries, len(events), framed]
+            guarded(self.url, "send events", lambda: self._xadd(args, [self.key, self.seq_key]))
 
     def subscribe(self) -> EventSubscription:
         return _RedisEventSubscription(self)

@@ -97,9 +97,9 @@ def test_url_forms_password_db_and_unix_socket(tasks: Any, start_worker: Any, re
     result = client.send_task("tasks_app.add", (20, 22))
     assert result.get(timeout=10) == 42
     import redis
-    assert redis.Redis(port=redis_server.port, db=3).exists("celeriac:seq")  # the broker used db 3
-    assert redis.Redis(port=redis_server.port, db=4).exists(f"celeriac:r:{result.id}")  # results db 4
-    assert not redis.Redis(port=redis_server.port, db=0).exists("celeriac:seq")
+    assert redis.Redis(port=redis_server.port, db=3).exists("celeriac:{celery}:seq")  # the broker used db 3
+    assert redis.Redis(port=redis_server.port, db=4).exists(f"celeriac:{{{result.id}}}:r")  # results db 4
+    assert not redis.Redis(port=redis_server.port, db=0).exists("celeriac:{celery}:seq")
     wrong = Celeriac("w", broker=f"redis://app:WRONG@127.0.0.1:{redis_server.port}/3", set_as_current=False,
                      task_publish_retry=False)
     with pytest.raises(OperationalError) as info:

@@ -19,12 +19,16 @@ from helpers import wait_until
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
 
-BROKER_KINDS = ["memory", "sqlite", "redis"]
+BROKER_KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
 
 
 def make_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest | None = None) -> str:
     if kind == "memory":
         return f"memory://contract-{uuid.uuid4().hex}"
+    if kind == "redis-cluster":
+        assert request is not None
+        from helpers import fresh_redis_cluster_url
+        return fresh_redis_cluster_url(request)
     if kind == "redis":
         assert request is not None
         server = request.getfixturevalue("redis_server")
@@ -66,7 +70,8 @@ def sizes(broker: Broker, queue: str) -> dict[str, int]:
 
 def test_url_picks_the_implementation(url: str, broker: Broker) -> None:
     from celeriac.brokers.redis import RedisBroker
-    expected = {"memory": MemoryBroker, "sqlite": SQLiteBroker, "redis": RedisBroker}[url.split(":", 1)[0]]
+    expected = {"memory": MemoryBroker, "sqlite": SQLiteBroker, "redis": RedisBroker,
+                "redis+cluster": RedisBroker}[url.split(":", 1)[0]]
     assert type(broker) is expected
     assert broker.url == url
 

@@ -104,7 +104,7 @@ def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_l
         def stored() -> int:  # no shared stream: each reader's own queue is bounded (see its test)
             return 0
     else:
-        assert channel.key == "celeriac:events"  # type: ignore[attr-defined]
+        assert channel.key == "celeriac:{events}"  # type: ignore[attr-defined]
 
         def stored() -> int:  # events, not stream entries: an entry holds one batch
             from celeriac.brokers.base import unframe_events
@@ -406,7 +406,7 @@ def test_redis_streams_of_different_key_prefixes_are_separate(request: pytest.Fi
     try:
         ch_one, ch_two = one.event_channel(), two.event_channel()
         assert ch_one is not None and ch_two is not None
-        assert ch_one.key == "one:events" and ch_two.key == "two:events"  # type: ignore[attr-defined]
+        assert ch_one.key == "one:{events}" and ch_two.key == "two:{events}"  # type: ignore[attr-defined]
         sub_two = ch_two.subscribe()
         ch_one.send(bodies(2))
         assert sub_two.next_batch(0.1) == []

@@ -35,6 +35,9 @@ ASYNC_BROKERS = {
     "redis": "celeriac.aio.redis:AsyncRedisBroker",
     "rediss": "celeriac.aio.redis:AsyncRedisBroker",
     "unix": "celeriac.aio.redis:AsyncRedisBroker",
+    "redis+cluster": "celeriac.aio.redis:AsyncRedisBroker",
+    "rediss+cluster": "celeriac.aio.redis:AsyncRedisBroker",
+    "sentinel": "celeriac.aio.redis:AsyncRedisBroker",
     "amqp": "celeriac.aio.amqp:AsyncAMQPBroker",
     "amqps": "celeriac.aio.amqp:AsyncAMQPBroker",
     "pyamqp": "celeriac.aio.amqp:AsyncAMQPBroker",
@@ -45,6 +48,9 @@ ASYNC_STORES = {
     "redis": "celeriac.aio.redis:AsyncRedisResultStore",
     "rediss": "celeriac.aio.redis:AsyncRedisResultStore",
     "unix": "celeriac.aio.redis:AsyncRedisResultStore",
+    "redis+cluster": "celeriac.aio.redis:AsyncRedisResultStore",
+    "rediss+cluster": "celeriac.aio.redis:AsyncRedisResultStore",
+    "sentinel": "celeriac.aio.redis:AsyncRedisResultStore",
 }
 
 

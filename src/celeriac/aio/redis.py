@@ -18,7 +18,8 @@ import functools
 import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from .._redis import _require_redis, client_options, make_client, redis_error
+from .._redis import _require_redis, client_options, make_client, not_replicated, redis_error, replica_wait, transaction
+from .._redis_topology import is_cluster_url, is_sentinel_url, parse_nodes, sentinel_settings
 from ..backends.redis import RedisResultStore
 from .. import states
 from ..brokers import redis_scripts as lua
@@ -41,9 +42,31 @@ def _client(url: str, options: dict[str, Any], max_connections: int) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     kwargs = {**client_options(url, options), "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)}
+    if is_cluster_url(url):
+        return make_client(url, lambda: _cluster(url, {**kwargs, "max_connections": max_connections}))
+    if is_sentinel_url(url):
+        return make_client(url, lambda: _sentinel(url, options, {**kwargs, "max_connections": max_connections}))
     kwargs.update(max_connections=max_connections, timeout=None)  # timeout None: queue for a connection
     return make_client(url, lambda: aioredis.Redis(
         connection_pool=aioredis.BlockingConnectionPool.from_url(url, **kwargs)))
+
+
+def _cluster(url: str, kwargs: dict[str, Any]) -> Any:
+    """redis.asyncio's RedisCluster: made without I/O, it learns the cluster on its first command."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    nodes = parse_nodes(url, 6379)
+    startup = [ClusterNode(h, p) for h, p in nodes.hosts]
+    return RedisCluster(startup_nodes=startup, username=nodes.username, password=nodes.password, ssl=nodes.tls,
+                        **kwargs)
+
+
+def _sentinel(url: str, options: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    from redis.asyncio.sentinel import Sentinel
+    import redis.asyncio as aioredis
+    nodes, own, master = sentinel_settings(url, options, kwargs)
+    sentinel = Sentinel(nodes.hosts, sentinel_kwargs=own, username=nodes.username,  # type: ignore[no-untyped-call]
+                        password=nodes.password, db=nodes.db, **kwargs)
+    return sentinel.master_for(master, redis_class=aioredis.Redis)
 
 
 async def _guarded(url: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -65,15 +88,32 @@ class AsyncRedisBroker(BatchingBroker):
         super().__init__(sync)
         self.client = _client(sync.url, sync.options, _COMMAND_CONNECTIONS)
         self._publish = self.client.register_script(lua.PUBLISH)
+        self.wait = replica_wait(sync.client)  # the sync client's `wait_replicas`, honoured here too
 
     async def publish_batch(self, messages: Sequence[Outgoing]) -> None:
         native, kombu = self.sync._split_wire(messages)  # queues shared with Celery: kombu's lists
         if kombu:
             await _guarded(self.sync.url, "publish", functools.partial(self._pipeline, self.sync.kombu_commands(kombu)))
-        for args in self.sync.publish_calls(native):
-            await _guarded(self.sync.url, "publish", functools.partial(self._publish, args=args))
+        for keys, args in self.sync.publish_calls(native):
+            if self.wait is None:
+                await _guarded(self.sync.url, "publish", functools.partial(self._publish, keys=keys, args=args))
+            else:
+                await _guarded(self.sync.url, "publish", functools.partial(self._publish_confirmed, keys, args))
+
+    async def _publish_confirmed(self, keys: list[str], args: list[Any]) -> None:
+        """The script and a WAIT on one connection (a pipeline), as the sync client does."""
+        assert self.wait is not None
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._publish(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", *self.wait)
+            confirmed = int((await pipe.execute())[-1])
+        if confirmed < self.wait[0]:
+            raise not_replicated(confirmed, *self.wait)
 
     async def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
+        if self.wait is not None:  # MULTI/EXEC and WAIT on one connection: the sync client's (a thread)
+            await asyncio.to_thread(transaction, self.sync.client, commands)
+            return
         async with self.client.pipeline(transaction=True) as pipe:
             for command in commands:
                 pipe.execute_command(*command)
@@ -100,8 +140,8 @@ class AsyncRedisResultStore(AsyncResultStore):
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for chunk, args in self.sync.fetch_calls(task_ids):
-            found = await _guarded(self.sync.url, "read results", functools.partial(self._fetch, args=args))
+        for chunk, keys, args in self.sync.fetch_calls(task_ids):
+            found = await _guarded(self.sync.url, "read results", functools.partial(self._fetch, keys=keys, args=args))
             out.update({t: self.sync.decode(data) for t, data in zip(chunk, found, strict=True) if data})
         return out
 

@@ -13,6 +13,9 @@ BACKENDS = {
     "redis": "celeriac.backends.redis:RedisResultStore",
     "rediss": "celeriac.backends.redis:RedisResultStore",
     "unix": "celeriac.backends.redis:RedisResultStore",
+    "redis+cluster": "celeriac.backends.redis:RedisResultStore",
+    "rediss+cluster": "celeriac.backends.redis:RedisResultStore",
+    "sentinel": "celeriac.backends.redis:RedisResultStore",
 }
 
 

@@ -12,8 +12,10 @@ import json
 import time
 from typing import Any, Sequence
 
-from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
+from .._redis import (RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
                       pipelined)
+from .._redis_keys import Keys, celery_chord_size, celery_task_meta
+from .._redis_topology import is_cluster, is_cluster_url, slot_groups
 from ..brokers.base import EventChannel, Publisher, ScheduleStore
 from ..brokers.redis_scripts import (CHORD_EXTEND, CHORD_PARTS, CLAIM_UNIQUE, CONTROL_SEND, FETCH_RESULTS,
                                      RELEASE_UNIQUE, RESERVE_RATE_SLOT, REVOKE, REVOKED_SINCE, STORE_RESULTS)
@@ -36,14 +38,17 @@ def celery_result_prefix(options: dict[str, Any]) -> str:
 
 
 class RedisResultStore(ResultStore):
-    schemes = ("redis", "rediss", "unix")
+    schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "sentinel")
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
+        if is_cluster_url(url):  # no Celery process can use a Redis Cluster (kombu and Celery have no client for it)
+            self.options["celery_results"] = False
         self.client = client_for(url, self.options)
+        self.cluster = is_cluster(self.client)
         self.keys = Keys(key_prefix(self.options))
         self._store = Script(self.client, STORE_RESULTS)
-        self._fetch = Script(self.client, FETCH_RESULTS)
+        self._fetch = Script(self.client, FETCH_RESULTS, writes=False)
         self._chord_parts = Script(self.client, CHORD_PARTS)
         self._chord_extend = Script(self.client, CHORD_EXTEND)
         self._revoke = Script(self.client, REVOKE)
@@ -55,16 +60,21 @@ class RedisResultStore(ResultStore):
         # Also Celery's result keys (celery-task-meta-<id>), while Celery processes share the server.
         self.celery = bool(self.options.get("celery_results"))
         self.celery_prefix = celery_result_prefix(self.options)
-        self.history = RedisHistory(self.client, url, self.keys.prefix)
+        self.history = RedisHistory(self.client, url, self.keys)
         self.history_buffer = HistoryBuffer(self.history.write)
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
             return
-        args: list[Any] = [self.keys.prefix, self.celery_prefix + "|" if self.celery else ""]
-        for r in results:
-            args += [r.task_id, r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
-        guarded(self.url, "store results", lambda: self._store(args))
+        for group in slot_groups(self.client, results, lambda r: self.keys.result(r.task_id)):
+            args: list[Any] = ["1" if self.celery else ""]
+            keys: list[str] = []
+            for r in group:
+                args += [r.status, int(r.expires_in * 1000) if r.expires_in else 0, r.data]
+                keys += [self.keys.result(r.task_id), self.keys.done(r.task_id)]
+                if self.celery:
+                    keys.append(self.celery_key(r.task_id))
+            guarded(self.url, "store results", functools.partial(self._store, args, keys))
         history = [r.history for r in results if r.history is not None]
         if history:
             self.history_buffer.add(history)
@@ -74,22 +84,31 @@ class RedisResultStore(ResultStore):
             return {}
         if len(task_ids) == 1:  # the common case (ready()/state): two plain commands, one round trip
             task_id = task_ids[0]
-            done, meta, celery = guarded(self.url, "read a result", functools.partial(
-                pipelined, self.client, ("LINDEX", self.keys.done(task_id), 0),
-                ("HGET", self.keys.result(task_id), "meta"), ("GET", self.celery_key(task_id))))
-            data = done or meta or celery  # the last: written by a Celery worker
+            commands: list[tuple[Any, ...]] = [("LINDEX", self.keys.done(task_id), 0),
+                                               ("HGET", self.keys.result(task_id), "meta")]
+            if not self.cluster:  # Celery's key: written by a Celery worker (never on a cluster)
+                commands.append(("GET", self.celery_key(task_id)))
+            replies = guarded(self.url, "read a result", functools.partial(pipelined, self.client, *commands))
+            data = next((r for r in replies if r), None)
             return {task_id: self.decode(data)} if data else {}
         out: dict[str, dict[str, Any]] = {}
-        for chunk, args in self.fetch_calls(task_ids):
-            found = guarded(self.url, "read results", functools.partial(self._fetch, args))
+        for chunk, keys, args in self.fetch_calls(task_ids):
+            found = guarded(self.url, "read results", functools.partial(self._fetch, args, keys))
             out.update({t: self.decode(data) for t, data in zip(chunk, found, strict=True) if data})
         return out
 
-    def fetch_calls(self, task_ids: Sequence[str]) -> list[tuple[list[str], list[Any]]]:
-        """(ids, FETCH_RESULTS arguments) per call of at most 1000 ids (shared with the asyncio client)."""
-        ids = list(task_ids)
-        return [(ids[i:i + 1000], [self.keys.prefix, self.celery_prefix, *ids[i:i + 1000]])
-                for i in range(0, len(ids), 1000)]
+    def fetch_calls(self, task_ids: Sequence[str]) -> list[tuple[list[str], list[str], list[Any]]]:
+        """(ids, KEYS, ARGV) of the FETCH_RESULTS calls: at most 1000 ids a call, one hash slot a
+        call on a cluster (shared with the asyncio client). Celery's keys are read too, except
+        on a cluster."""
+        calls = []
+        for group in slot_groups(self.client, list(task_ids), self.keys.result):
+            for i in range(0, len(group), 1000):
+                chunk = group[i:i + 1000]
+                keys = [k for t in chunk for k in (self.keys.done(t), self.keys.result(t),
+                                                  *(() if self.cluster else (self.celery_key(t),)))]
+                calls.append((chunk, keys, ["2" if self.cluster else "3"]))
+        return calls
 
     def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout
@@ -125,7 +144,7 @@ class RedisResultStore(ResultStore):
 
     def celery_key(self, task_id: str) -> str:
         """Where Celery's Redis result backend keeps a task's meta (and the channel it publishes on)."""
-        return f"{self.celery_prefix}celery-task-meta-{task_id}"
+        return celery_task_meta(self.celery_prefix, task_id)
 
     def _celery_final(self, task_id: str) -> dict[str, Any] | None:
         try:
@@ -136,21 +155,26 @@ class RedisResultStore(ResultStore):
         return meta if meta is not None and meta.get("status") in states.READY_STATES else None
 
     def _record_chord_parts(self, parts: Sequence[ChordPart]) -> list[tuple[ChordPart, list[tuple[int, bytes]]]]:
-        args: list[Any] = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0,
-                           f"{self.celery_prefix}celery-taskset-meta-" if self.celery else ""]
-        for part in parts:
-            args += [part.group_id, part.index, part.size, part.task_id, 1 if part.failed else 0, part.data]
-        reply = guarded(self.url, "record chord members", lambda: self._chord_parts(args))
         fired = []
-        for number, total, flat in reply:
-            part = parts[int(number) - 1]
-            part.size = int(total)
-            fired.append((part, [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]))
+        for group in slot_groups(self.client, parts, lambda part: self.keys.chord(part.group_id)):
+            args: list[Any] = [int(self.expires * 1000) if self.expires else 0, "1" if self.celery else ""]
+            keys: list[str] = []
+            for part in group:
+                args += [part.index, part.size, part.task_id, 1 if part.failed else 0, part.data]
+                keys += [self.keys.chord_parts(part.group_id), self.keys.chord(part.group_id)]
+                if self.celery:
+                    keys.append(celery_chord_size(self.celery_prefix, part.group_id))
+            reply = guarded(self.url, "record chord members", functools.partial(self._chord_parts, args, keys))
+            for number, total, flat in reply:
+                part = group[int(number) - 1]
+                part.size = int(total)
+                fired.append((part, [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]))
         return fired
 
     def chord_extend(self, group_id: str, count: int = 1) -> int:
-        args = [self.keys.prefix, int(self.expires * 1000) if self.expires else 0, group_id, count]
-        return int(guarded(self.url, "add chord members", lambda: self._chord_extend(args)))
+        args = [int(self.expires * 1000) if self.expires else 0, count]
+        keys = [self.keys.chord(group_id)]
+        return int(guarded(self.url, "add chord members", lambda: self._chord_extend(args, keys)))
 
     def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
         return RedisScheduleStore(self.url, self.client, self.keys.prefix, name, publish)
@@ -160,39 +184,37 @@ class RedisResultStore(ResultStore):
                                  int(self.options.get("events_max_len", 10000)))
 
     def worker_heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None) -> None:
-        p = self.keys.prefix
+        k = self.keys
         if info is None:
-            commands: tuple[tuple[Any, ...], ...] = (("ZREM", f"{p}:beats", worker_id),
-                                                    ("HDEL", f"{p}:beats:info", worker_id))
+            commands: tuple[tuple[Any, ...], ...] = (("ZREM", k.beats, worker_id), ("HDEL", k.beats_info, worker_id))
         else:
             until = int((time.time() + ttl) * 1000)
-            commands = (("ZADD", f"{p}:beats", until, worker_id),
-                        ("HSET", f"{p}:beats:info", worker_id, json.dumps(info)))
+            commands = (("ZADD", k.beats, until, worker_id), ("HSET", k.beats_info, worker_id, json.dumps(info)))
         guarded(self.url, "record a worker heartbeat", functools.partial(pipelined, self.client, *commands))
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
-        p = self.keys.prefix
         now = int(time.time() * 1000)
-        ids = guarded(self.url, "list workers", functools.partial(self.client.zrangebyscore, f"{p}:beats", now, "+inf"))
+        ids = guarded(self.url, "list workers",
+                      functools.partial(self.client.zrangebyscore, self.keys.beats, now, "+inf"))
         if not ids:
             return {}
-        infos = guarded(self.url, "list workers", functools.partial(self.client.hmget, f"{p}:beats:info", ids))
+        infos = guarded(self.url, "list workers", functools.partial(self.client.hmget, self.keys.beats_info, ids))
         return {(i.decode() if isinstance(i, bytes) else str(i)): json.loads(info) for i, info in zip(ids, infos,
                                                                                                       strict=True)
                 if info}
 
     def control_send(self, command: dict[str, Any], expires_in: float) -> None:
         now = int(time.time() * 1000)
-        args = [self.keys.prefix, now, now + int(expires_in * 1000), json.dumps(command)]
-        guarded(self.url, "send a control command", lambda: self._control_send(args))
+        args = [now, now + int(expires_in * 1000), json.dumps(command)]
+        keys = [self.keys.control, self.keys.control_exp, self.keys.control_seq]
+        guarded(self.url, "send a control command", lambda: self._control_send(args, keys))
 
     def control_since(self, cursor: int) -> tuple[list[dict[str, Any]], int]:
-        p = self.keys.prefix
         if cursor < 0:
-            last = guarded(self.url, "read the control log", lambda: self.client.get(f"{p}:control:seq"))
+            last = guarded(self.url, "read the control log", lambda: self.client.get(self.keys.control_seq))
             return [], int(last or 0)
         members = guarded(self.url, "read the control log", lambda: self.client.zrangebyscore(
-            f"{p}:control", f"({cursor}", "+inf"))
+            self.keys.control, f"({cursor}", "+inf"))
         found = []
         for raw in members:
             seq, _, text = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
@@ -201,18 +223,18 @@ class RedisResultStore(ResultStore):
         return found, cursor
 
     def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
-        key = f"{self.keys.prefix}:reply:{reply_id}"
+        key = self.keys.reply(reply_id)
         guarded(self.url, "reply to a control command", functools.partial(
             pipelined, self.client, ("RPUSH", key, json.dumps(reply)), ("PEXPIRE", key, int(expires_in * 1000))))
 
     def control_replies(self, reply_id: str) -> list[dict[str, Any]]:
-        key = f"{self.keys.prefix}:reply:{reply_id}"
+        key = self.keys.reply(reply_id)
         return [json.loads(r) for r in guarded(self.url, "read control replies",
                                                 lambda: self.client.lrange(key, 0, -1))]
 
     def reserve_rate_slot(self, key: str, interval: float) -> float:
-        args = [self.keys.prefix, key, int(interval * 1_000_000)]
-        micros = guarded(self.url, "reserve a rate-limit slot", lambda: self._reserve_rate_slot(args))
+        args, keys = [int(interval * 1_000_000)], [self.keys.rate(key)]
+        micros = guarded(self.url, "reserve a rate-limit slot", lambda: self._reserve_rate_slot(args, keys))
         return max(0.0, int(micros) / 1_000_000)
 
     def claim_unique(self, key: str, task_id: str, ttl: float) -> str:
@@ -221,18 +243,19 @@ class RedisResultStore(ResultStore):
         return holder.decode() if isinstance(holder, bytes) else str(holder)
 
     def release_unique(self, held: Sequence[tuple[str, str]]) -> None:
-        if held:
-            keys, ids = [self.keys.unique(k) for k, _ in held], [t for _, t in held]
-            guarded(self.url, "release unique keys", lambda: self._release_unique(ids, keys))
+        for group in slot_groups(self.client, held, lambda pair: self.keys.unique(pair[0])):
+            keys, ids = [self.keys.unique(k) for k, _ in group], [t for _, t in group]
+            guarded(self.url, "release unique keys", functools.partial(self._release_unique, ids, keys))
 
     def revoke(self, task_ids: Sequence[str], expires_in: float, signal: str | None = None) -> None:
         now = int(time.time() * 1000)
-        args = [self.keys.prefix, now, now + int(expires_in * 1000), signal or "", *task_ids]
-        guarded(self.url, "record revocations", lambda: self._revoke(args))
+        args = [now + int(expires_in * 1000), signal or "", *task_ids]
+        keys = [self.keys.revoked, self.keys.revoked_exp, self.keys.revoked_seq]
+        guarded(self.url, "record revocations", lambda: self._revoke(args, keys))
 
     def revoked_since(self, cursor: int) -> tuple[list[tuple[str, str | None]], int]:
-        args = [self.keys.prefix, int(time.time() * 1000), cursor]
-        members = guarded(self.url, "read revocations", lambda: self._revoked_since(args))
+        args, keys = [int(time.time() * 1000), cursor], [self.keys.revoked, self.keys.revoked_exp]
+        members = guarded(self.url, "read revocations", lambda: self._revoked_since(args, keys))
         found: list[tuple[str, str | None]] = []
         for raw in members:
             seq, sig, task_id = (raw.decode() if isinstance(raw, bytes) else str(raw)).split("|", 2)
@@ -242,8 +265,8 @@ class RedisResultStore(ResultStore):
 
     def forget(self, task_ids: Sequence[str]) -> None:
         keys = [k for t in as_id_list(task_ids) for k in (self.keys.result(t), self.keys.done(t), self.celery_key(t))]
-        if keys:
-            guarded(self.url, "forget results", lambda: self.client.delete(*keys))
+        if keys:  # one DEL per key: on a cluster they are in many hash slots
+            guarded(self.url, "forget results", functools.partial(pipelined, self.client, *(("DEL", k) for k in keys)))
 
     def cleanup(self) -> int:
         self.trim_history()

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from .. import states
 from .._redis import guarded, pipelined
+from .._redis_keys import Keys
 from ..history import COLUMNS, HistoryQuery, TaskRecord
 
 _SCAN_CHUNK = 500
@@ -28,10 +29,10 @@ _ROW = tuple(c for c in COLUMNS if c != "meta")
 class RedisHistory:
     """The history's reads, writes and trimming, for RedisResultStore."""
 
-    def __init__(self, client: Any, url: str, prefix: str) -> None:
-        self.client, self.url, self.p = client, url, prefix
-        self.rows, self.metas = f"{prefix}:history:rows", f"{prefix}:history:meta"
-        self.main, self.counts_key = f"{prefix}:history", f"{prefix}:history:counts"
+    def __init__(self, client: Any, url: str, keys: Keys) -> None:
+        self.client, self.url, self.keys = client, url, keys
+        self.rows, self.metas = keys.history_rows, keys.history_meta
+        self.main, self.counts_key = keys.history, keys.history_counts
 
     def write(self, records: list[TaskRecord]) -> None:
         guarded(self.url, "write the task history", lambda: self._write(records))
@@ -56,11 +57,11 @@ class RedisHistory:
             counts[f"{r.name or ''}\0{r.state}"] += 1
         commands: list[tuple[Any, ...]] = [("HSET", self.rows, *rows), ("HSET", self.metas, *metas),
                                            ("ZADD", self.main, *scores)]
-        commands += [("ZADD", f"{self.p}:history:state:{state}", *pairs) for state, pairs in by_state.items()]
-        commands += [("ZADD", f"{self.p}:history:name:{name}", *pairs) for name, pairs in by_name.items()]
+        commands += [("ZADD", self.keys.history_state(state), *pairs) for state, pairs in by_state.items()]
+        commands += [("ZADD", self.keys.history_name(name), *pairs) for name, pairs in by_name.items()]
         finished = [r.task_id for r in records if r.state in states.READY_STATES]
         if finished:  # no longer in flight
-            commands.append(("ZREM", f"{self.p}:history:state:{states.RETRY}", *finished))
+            commands.append(("ZREM", self.keys.history_state(states.RETRY), *finished))
         commands += [("HINCRBY", self.counts_key, key, n) for key, n in counts.items()]
         pipelined(self.client, *commands)
 
@@ -84,10 +85,10 @@ class RedisHistory:
     def _index(self, q: HistoryQuery) -> str:
         wanted = q.wanted_states()
         if len(wanted) == 1:
-            return f"{self.p}:history:state:{wanted[0]}"
+            return self.keys.history_state(wanted[0])
         if q.name:
-            return f"{self.p}:history:name:{q.name}"
-        return f"{self.p}:history"
+            return self.keys.history_name(q.name)
+        return self.keys.history
 
     def _load(self, ids: Sequence[str]) -> list[TaskRecord]:
         if not ids:
@@ -157,7 +158,7 @@ class RedisHistory:
                 pipelined(self.client, ("HDEL", self.rows, *ids), ("HDEL", self.metas, *ids), ("ZREM", main, *ids))
                 gone += len(ids)
             for kind in ("state", "name"):  # the per-state and per-name indexes
-                for index in self.client.scan_iter(match=f"{self.p}:history:{kind}:*", count=1000):
+                for index in self.client.scan_iter(match=f"{self.keys.history}:{kind}:*", count=1000):
                     self.client.zremrangebyscore(index, "-inf", cutoff)
             return gone
 

@@ -1,7 +1,9 @@
-"""Redis broker: many machines, one Redis 7 server.
+"""Redis broker: many machines, one Redis 7 server (or a Redis Cluster, or a Sentinel-watched master).
 
-The atomic parts live in Lua (`redis_scripts.py`); this class only packs arguments and
-turns Redis errors into OperationalError. Leases are per worker (renewed by its
+The atomic parts live in Lua (`redis_scripts.py`); this class only names the keys
+(`_redis_keys`), packs arguments and turns Redis errors into OperationalError. Each queue's
+keys share a hash tag: a call about several queues is one script on a single server and one
+per hash slot on a cluster (`slot_groups`). Leases are per worker (renewed by its
 heartbeat, on Redis' clock), so a slow task on a live worker is never redelivered.
 
 Queues shared with Celery (`celery_wire_queues`, docs/celery-interop.md): priority-0
@@ -19,8 +21,10 @@ import time
 from typing import Any, Sequence
 
 from .. import protocol
-from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
-                      kombu_prefix, pipelined)
+from .._redis import (RedisEventChannel, RedisScheduleStore, Script, client_for, close_client, guarded, key_prefix,
+                      kombu_prefix, pipelined, transaction)
+from .._redis_keys import KOMBU_STEPS, Keys, QueueKeys, kombu_list, kombu_lists, kombu_unacked
+from .._redis_topology import is_cluster, is_cluster_url, slot_groups
 from ..exceptions import DecodeError
 from . import redis_scripts as lua
 from .base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority,
@@ -29,19 +33,21 @@ from .base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publish
 logger = logging.getLogger("celeriac.worker")
 
 _CHUNK = 500  # messages per script call: keeps each call short so Redis stays responsive
-KOMBU_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
-KOMBU_STEPS = (0, 3, 6, 9)
-_BAND = 10**12  # one priority's span of ready-set scores  # kombu's priority lists of a queue, read in this order
+_BAND = 10**12  # one priority's span of ready-set scores
 
 
 class RedisBroker(Broker):
-    schemes = ("redis", "rediss", "unix")
+    schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "sentinel")
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options)
+        if is_cluster_url(url):
+            self.options["celery_wire_queues"] = _no_wire_on_cluster(self.options.get("celery_wire_queues"))
         self.client = client_for(url, self.options)
+        self.cluster = is_cluster(self.client)
         self.keys = Keys(key_prefix(self.options))
-        self._p = self.keys.prefix
+        self._registered: set[str] = set()  # queues this process has put in the `queues` set
+        self._register_again = 0.0
         self._publish = Script(self.client, lua.PUBLISH)
         self._fetch = Script(self.client, lua.FETCH)
         self._ack = Script(self.client, lua.ACK)
@@ -49,10 +55,9 @@ class RedisBroker(Broker):
         self._requeue_owner = Script(self.client, lua.REQUEUE_OWNER)
         self._dead_letter = Script(self.client, lua.DEAD_LETTER)
         self._heartbeat = Script(self.client, lua.HEARTBEAT)
-        self._unregister = Script(self.client, lua.UNREGISTER)
-        self._recover = Script(self.client, lua.RECOVER)
+        self._dead_holders = Script(self.client, lua.DEAD_HOLDERS)
+        self._give_back = Script(self.client, lua.GIVE_BACK_WORKERS)
         self._purge = Script(self.client, lua.PURGE)
-        self._sizes = Script(self.client, lua.SIZES)
         self._requeue_dead = Script(self.client, lua.REQUEUE_DEAD)
         self._defer = Script(self.client, lua.DEFER)
         # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
@@ -63,25 +68,45 @@ class RedisBroker(Broker):
         self.celery_visibility = float(self.options.get("celery_visibility_timeout")
                                        or self.options.get("visibility_timeout") or 3600)
 
-    def _run(self, what: str, script: Any, args: list[Any]) -> Any:
-        return guarded(self.url, what, lambda: script(args))
+    def _run(self, what: str, script: Any, args: list[Any], keys: Sequence[str]) -> Any:
+        return guarded(self.url, what, lambda: script(args, keys))
+
+    def _q(self, queue: str) -> QueueKeys:
+        return self.keys.queue(queue)
+
+    def _by_slot(self, queues: Sequence[str]) -> list[list[str]]:
+        """The queues, in groups one script call can serve (all of them on a single server)."""
+        return slot_groups(self.client, list(dict.fromkeys(queues)), lambda q: self._q(q).ready)
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         native, kombu = self._split_wire(messages)
         if kombu:
             guarded(self.url, "publish", lambda: self._pipeline(self.kombu_commands(kombu)))
-        for args in self.publish_calls(native):
-            self._run("publish", self._publish, args)
+        for keys, args in self.publish_calls(native):
+            self._run("publish", self._publish, args, keys)
 
-    def publish_calls(self, messages: Sequence[Outgoing]) -> list[list[Any]]:
-        """The PUBLISH script's arguments for messages in celeriac's own layout, one list per
-        call (shared with the asyncio client; `_split_wire` first takes out kombu's)."""
+    def publish_calls(self, messages: Sequence[Outgoing]) -> list[tuple[list[str], list[Any]]]:
+        """(KEYS, ARGV) of the PUBLISH calls for messages in celeriac's own layout (shared with
+        the asyncio client; `_split_wire` first takes out kombu's): at most _CHUNK messages a
+        call, and on a cluster one call per hash slot."""
+        if self.cluster and len({m.queue for m in messages}) > 1:
+            by_queue: dict[str, list[Outgoing]] = {}
+            for m in messages:
+                by_queue.setdefault(m.queue, []).append(m)
+            groups = [[m for q in group for m in by_queue[q]] for group in self._by_slot(list(by_queue))]
+        else:
+            groups = [list(messages)] if messages else []
         calls = []
-        for start in range(0, len(messages), _CHUNK):
-            args: list[Any] = [self._p]
-            for m in messages[start:start + _CHUNK]:
-                args += [m.queue, clamp_priority(m.priority), int(m.eta * 1000) if m.eta else 0, m.payload]
-            calls.append(args)
+        for group in groups:
+            for start in range(0, len(group), _CHUNK):
+                blocks: dict[str, int] = {}
+                args: list[Any] = []
+                for m in group[start:start + _CHUNK]:
+                    block = blocks.get(m.queue)
+                    if block is None:
+                        block = blocks[m.queue] = len(blocks) + 1
+                    args += [block, clamp_priority(m.priority), int(m.eta * 1000) if m.eta else 0, m.payload]
+                calls.append(([k for q in blocks for k in self._q(q).publish_block()], args))
         return calls
 
     def _split_wire(self, messages: Sequence[Outgoing]) -> tuple[list[Outgoing], list[tuple[str, str, bytes]]]:
@@ -108,7 +133,7 @@ class RedisBroker(Broker):
                 # published again with its reserved start, its header still saying the old eta).
                 import datetime as dt
                 msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
-            kombu.append((m.queue, self.kombu_prefix + m.queue, protocol.kombu_envelope(msg, m.queue, 0)))
+            kombu.append((m.queue, kombu_list(self.kombu_prefix, m.queue, 0), protocol.kombu_envelope(msg, m.queue, 0)))
         return native, kombu
 
     def kombu_commands(self, items: list[tuple[str, str, bytes]]) -> list[tuple[Any, ...]]:
@@ -120,37 +145,87 @@ class RedisBroker(Broker):
         return commands
 
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for command in commands:
-            pipe.execute_command(*command)
-        pipe.execute()
+        transaction(self.client, commands)
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
         deadline = time.monotonic() + timeout
-        signals = [self.keys.signal(q) for q in queues]
-        wire = ",".join(q for q in queues if q in self.wire)
+        if not queues:
+            return []
+        self._register(queues)
+        groups = self._by_slot(queues)
+        turn = 0  # on a cluster, which slot's queues a wait blocks on (each in turn)
         while True:
-            reply = self._run("fetch", self._fetch, [self._p, worker_id, owner, int(limit), wire, self.kombu_prefix,
-                                                     *queues])
-            if len(reply) > 1:
-                got = [Delivery(_text(reply[i]), _text(reply[i + 1]), reply[i + 4], int(reply[i + 3]),
-                                int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
-                got = self._defer_early(owner, got) if wire else got
-                if got:
-                    return got
-                continue
+            got, due_ms = self._fetch_once(groups, worker_id, owner, limit)
+            if got:
+                return got
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            due_ms = int(reply[0]) if reply else -1
             wait = remaining if due_ms < 0 else min(remaining, due_ms / 1000 + 0.001)
-            if wire:  # a Celery client's LPUSH rings no bell: look at kombu's lists again soon
+            if any(q in self.wire for q in queues):  # a Celery client's LPUSH rings no bell: look again soon
                 wait = min(wait, self.wire_poll)
+            if len(groups) > 1:  # BLPOP watches one slot: the others are looked at every 50 ms
+                wait = min(wait, 0.05)
             if wait >= 0.001:
                 # Publishers push a token per queue; a token left from earlier only costs a re-check.
+                signals = [self._q(q).signal for q in groups[turn % len(groups)]]
+                turn += 1
                 guarded(self.url, "wait for messages",
                         functools.partial(self.client.blpop, signals, timeout=max(wait, 0.001)))
+
+    def _fetch_once(self, groups: list[list[str]], worker_id: str, owner: str,
+                    limit: int) -> tuple[list[Delivery], int]:
+        """Lease up to `limit` messages: one script call on a single server. On a cluster, the
+        slots whose best ready message is best are asked first, until `limit` is reached, and
+        the batch is put in the order one server would give (priority, then position, then
+        the order the queues were named in). -> (deliveries, ms until a delayed one is due or -1)"""
+        got: list[Delivery] = []
+        due_ms = -1
+        for group in self._best_first(groups):
+            keys, args = self._fetch_call(group, worker_id, owner, limit - len(got))
+            reply = self._run("fetch", self._fetch, args, keys)
+            if len(reply) > 1:
+                batch = [Delivery(_text(reply[i]), group[int(reply[i + 1]) - 1], reply[i + 4], int(reply[i + 3]),
+                                  int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
+                got += self._defer_early(owner, batch) if self.wire else batch
+                due_ms = 0  # deferred ones may leave room: look again at once
+                if len(got) >= limit:
+                    break
+            elif reply and int(reply[0]) >= 0:
+                due_ms = int(reply[0]) if due_ms < 0 else min(due_ms, int(reply[0]))
+        if len(groups) > 1 and got:
+            order = {q: i for i, q in enumerate(q for group in groups for q in group)}
+            got.sort(key=lambda d: (-d.priority, int(d.tag), order[d.queue]))
+        return got, due_ms
+
+    def _best_first(self, groups: list[list[str]]) -> list[list[str]]:
+        if len(groups) == 1:
+            return groups
+        heads = guarded(self.url, "fetch", functools.partial(
+            pipelined, self.client, *(("ZRANGE", self._q(q).ready, 0, 0, "WITHSCORES") for g in groups for q in g)))
+        scores = iter([float(pairs[0][1]) if pairs else float("inf") for pairs in map(_pairs, heads)])
+        best = [min(next(scores) for _ in group) for group in groups]
+        return [group for _, _, group in sorted(zip(best, range(len(groups)), groups, strict=True))]
+
+    def _fetch_call(self, queues: list[str], worker_id: str, owner: str, limit: int) -> tuple[list[str], list[Any]]:
+        keys = [k for q in queues for k in self._q(q).block()]
+        keys += [k for q in queues if q in self.wire for k in kombu_lists(self.kombu_prefix, q)]
+        return keys, [worker_id, owner, int(limit), *("1" if q in self.wire else "0" for q in queues)]
+
+    def _register(self, queues: Sequence[str]) -> None:
+        """Name the queues in the `queues` set (once per process): recovery looks through those."""
+        if time.monotonic() >= self._register_again:  # a Redis that lost the set (restarted empty) gets it back
+            self._registered.clear()
+            self._register_again = time.monotonic() + 60
+        new = [q for q in queues if q not in self._registered]
+        if new:
+            guarded(self.url, "register queues", functools.partial(self.client.sadd, self.keys.queues, *new))
+            self._registered.update(new)
+
+    def _known_queues(self) -> list[str]:
+        found = guarded(self.url, "list queues", functools.partial(self.client.smembers, self.keys.queues))
+        return sorted(_text(q) for q in found)
 
     def _defer_early(self, owner: str, deliveries: list[Delivery]) -> list[Delivery]:
         """A message adopted from kombu's list may carry a future `eta` (a Celery client's
@@ -166,15 +241,16 @@ class RedisBroker(Broker):
                 except DecodeError:
                     eta = None  # undecodable: the worker dead-letters it
             if eta is not None and eta > now:
-                later += [d.tag, int(eta * 1000)]
+                later += [d, int(eta * 1000)]
             else:
                 due.append(d)
         if later:
-            self._run("delay messages", self._defer, [self._p, owner, *later])
+            by_queue: dict[str, list[Any]] = {}
+            for d, eta_ms in zip(later[::2], later[1::2], strict=True):
+                by_queue.setdefault(d.queue, []).extend([d.tag, eta_ms])
+            for queue, pairs in by_queue.items():
+                self._run("delay messages", self._defer, [owner, *pairs], self._q(queue).block())
         return due
-
-    def _kombu_lists(self, queue: str) -> list[str]:
-        return [self.kombu_prefix + (f"{queue}{KOMBU_SEP}{step}" if step else queue) for step in KOMBU_STEPS]
 
     def housekeeping(self) -> None:
         if self.wire:
@@ -190,7 +266,7 @@ class RedisBroker(Broker):
         the visibility timeout goes back onto kombu's list, marked redelivered. Each move is
         one transaction, watched, so a Celery worker restoring at the same time cannot double it."""
         from redis.exceptions import WatchError
-        index, table = self.kombu_prefix + "unacked_index", self.kombu_prefix + "unacked"
+        table, index = kombu_unacked(self.kombu_prefix)
         tags = self.client.zrangebyscore(index, "-inf", time.time() - self.celery_visibility, start=0, num=1000)
         restored = 0
         for tag in tags:
@@ -216,68 +292,105 @@ class RedisBroker(Broker):
     def _kombu_list_for(self, queue: str, message: dict[str, Any]) -> str:
         priority = int((message.get("properties") or {}).get("priority") or 0)
         step = max(s for s in KOMBU_STEPS if s <= max(0, min(9, priority)))
-        return self.kombu_prefix + (f"{queue}{KOMBU_SEP}{step}" if step else queue)
+        return kombu_list(self.kombu_prefix, queue, step)
 
     def held_messages(self, worker_id: str) -> list[tuple[str, bytes]] | None:
-        client, keys = self.client, self.keys
         out: list[tuple[str, bytes]] = []
-        owners = guarded(self.url, "inspect", functools.partial(client.smembers, keys.owners(worker_id)))
-        for raw_owner in owners:
-            owner = _text(raw_owner)
-            ids = guarded(self.url, "inspect", functools.partial(client.hkeys, keys.held(owner)))
-            if ids:
-                payloads = guarded(self.url, "inspect", functools.partial(client.hmget, keys.payload, ids))
-                out.extend((owner, bytes(p)) for p in payloads if p is not None)
+        suffix = "\n" + worker_id
+        for queue in self._known_queues():
+            q = self._q(queue)
+            leased = guarded(self.url, "inspect", functools.partial(self.client.hgetall, q.leased))
+            mine = [(_text(i), _text(lease)) for i, lease in leased.items() if _text(lease).endswith(suffix)]
+            if mine:
+                payloads = guarded(self.url, "inspect", functools.partial(
+                    self.client.hmget, q.payload, [i for i, _ in mine]))
+                out.extend((lease[:-len(suffix)], bytes(p)) for (_, lease), p in zip(mine, payloads, strict=True)
+                           if p is not None)
         return out
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        self._by_worker("ack", self._ack, deliveries)
+        for queue, _owner, ids in self._batches(deliveries):
+            self._run("ack", self._ack, ids, self._q(queue).block())
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        self._by_worker("release", self._release, deliveries)
+        for queue, owner, ids in self._batches(deliveries):
+            self._run("release", self._release, [owner, *ids], self._q(queue).block())
 
-    def _by_worker(self, what: str, script: Any, deliveries: Sequence[Delivery]) -> None:
-        groups: dict[str, list[str]] = {}
+    def _batches(self, deliveries: Sequence[Delivery]) -> list[tuple[str, str, list[str]]]:
+        """(queue, owner, ids) per script call: a queue's keys are one hash slot."""
+        groups: dict[tuple[str, str], list[str]] = {}
         for d in deliveries:
-            groups.setdefault(d.owner, []).append(d.tag)
-        for owner, ids in groups.items():
-            for start in range(0, len(ids), _CHUNK):
-                self._run(what, script, [self._p, owner, *ids[start:start + _CHUNK]])
+            groups.setdefault((d.queue, d.owner), []).append(d.tag)
+        return [(queue, owner, ids[start:start + _CHUNK]) for (queue, owner), ids in groups.items()
+                for start in range(0, len(ids), _CHUNK)]
 
     def requeue_owner(self, owner: str, running_tag: str | None, keep_all_counts: bool = False) -> int:
-        return int(self._run("give back messages", self._requeue_owner,
-                             [self._p, owner, running_tag or "", "1" if keep_all_counts else ""]))
+        args = [owner, running_tag or "", "1" if keep_all_counts else ""]
+        return sum(int(self._run("give back messages", self._requeue_owner, args, self._blocks(group)))
+                   for group in self._by_slot(self._known_queues()))
+
+    def _blocks(self, queues: Sequence[str]) -> list[str]:
+        return [k for q in queues for k in self._q(q).block()]
 
     def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
         groups: dict[str, list[Any]] = {}
         for delivery, reason in items:
-            groups.setdefault(delivery.owner, []).extend([delivery.tag, reason])
-        for owner, pairs in groups.items():
-            self._run("dead-letter", self._dead_letter, [self._p, owner, *pairs])
+            groups.setdefault(delivery.queue, []).extend([delivery.tag, reason])
+        for queue, pairs in groups.items():
+            self._run("dead-letter", self._dead_letter, [queue, *pairs], self._q(queue).block())
 
     def schedule_store(self, name: str, publish: Publisher) -> ScheduleStore | None:
-        return RedisScheduleStore(self.url, self.client, self._p, name, None)  # the script publishes
+        # One script records the ticks and publishes them; on a cluster the queues are in
+        # other slots, so the ticks are claimed first and published after (the store's docs).
+        return RedisScheduleStore(self.url, self.client, self.keys.prefix, name, publish if self.cluster else None)
 
     def event_channel(self) -> EventChannel | None:
-        channel = RedisEventChannel(self.url, self.client, self._p, int(self.options.get("events_max_len", 10000)))
+        channel = RedisEventChannel(self.url, self.client, self.keys.prefix,
+                                    int(self.options.get("events_max_len", 10000)))
         if not self.wire:
             return channel
         from .celery_events import MirroredEventChannel, redis_mirror  # Celery's monitors see us too
         return MirroredEventChannel(channel, redis_mirror(self.client, self.kombu_prefix))
 
     def heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None = None) -> None:
-        self._run("heartbeat", self._heartbeat, [self._p, worker_id, int(ttl * 1000), json.dumps(info or {})])
+        self._run("heartbeat", self._heartbeat, [worker_id, int(ttl * 1000), json.dumps(info or {})],
+                  [self.keys.workers, self.keys.workerinfo])
 
     def unregister(self, worker_id: str) -> int:
-        return int(self._run("unregister worker", self._unregister, [self._p, worker_id]))
+        n = self._give_back_workers(self._known_queues(), [worker_id])
+        guarded(self.url, "unregister worker", functools.partial(
+            pipelined, self.client, ("ZREM", self.keys.workers, worker_id), ("HDEL", self.keys.workerinfo, worker_id)))
+        return n
+
+    def _give_back_workers(self, queues: Sequence[str], workers: Sequence[str]) -> int:
+        return sum(int(self._run("give back messages", self._give_back, list(workers), self._blocks(group)))
+                   for group in self._by_slot(queues))
 
     def recover(self) -> int:
-        return int(self._run("recover messages of dead workers", self._recover, [self._p]))
+        """Give back what workers without a lease hold. Holders are read first, then the leases:
+        a worker that shows up as a holder registered its lease before it fetched, so one
+        without a lease now is gone (its lease expired, or it stopped)."""
+        queues = self._known_queues()
+        if not queues:
+            return 0
+        holders = guarded(self.url, "recover messages of dead workers", functools.partial(
+            pipelined, self.client, *(("SMEMBERS", self._q(q).holders) for q in queues)))
+        candidates = sorted({_text(w) for members in holders for w in members})
+        dead = {_text(w) for w in self._run("recover messages of dead workers", self._dead_holders, candidates,
+                                             [self.keys.workers, self.keys.workerinfo])}
+        if not dead:
+            return 0
+        n = 0
+        for queue, members in zip(queues, holders, strict=True):
+            gone = sorted(dead & {_text(w) for w in members})
+            if gone:
+                n += self._give_back_workers([queue], gone)
+        return n
 
     def purge(self, queues: Sequence[str]) -> int:
         if not queues:
             return 0
-        kombu = [key for q in queues if q in self.wire for key in self._kombu_lists(q)]
+        kombu = [key for q in queues if q in self.wire for key in kombu_lists(self.kombu_prefix, q)]
         if kombu:
             def drop() -> int:
                 pipe = self.client.pipeline(transaction=True)
@@ -288,20 +401,24 @@ class RedisBroker(Broker):
             dropped = guarded(self.url, "purge", drop)
         else:
             dropped = 0
-        return dropped + int(self._run("purge", self._purge, [self._p, *queues]))
+        return dropped + sum(int(self._run("purge", self._purge, [], self._q(q).block())) for q in queues)
 
     def queue_sizes(self, queues: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
         if queues is None:
-            prefix = self.keys.ready("")
-            found = guarded(self.url, "list queues", lambda: list(self.client.scan_iter(match=prefix + "*")))
-            queues = sorted({_text(k)[len(prefix):] for k in found})
+            pattern = self.keys.ready_pattern()
+            found = guarded(self.url, "list queues", lambda: list(self.client.scan_iter(match=pattern)))
+            queues = sorted({q for k in found if (q := self.keys.queue_of_ready_key(_text(k))) is not None})
         if not queues:
             return {}
-        rows = self._run("queue sizes", self._sizes, [self._p, *queues])
-        sizes = {_text(r[0]): {"ready": int(r[1]), "reserved": int(r[2]), "delayed": int(r[3])} for r in rows}
+        commands = [c for q in queues for c in (("ZCARD", self._q(q).ready), ("HLEN", self._q(q).leased),
+                                                 ("ZCARD", self._q(q).delayed))]
+        replies = guarded(self.url, "queue sizes", functools.partial(pipelined, self.client, *commands))
+        counts = [int(n) for n in replies]
+        sizes = {q: {"ready": counts[3 * i], "reserved": counts[3 * i + 1], "delayed": counts[3 * i + 2]}
+                 for i, q in enumerate(queues)}
         for queue in (q for q in queues if q in self.wire):  # what still waits in kombu's lists is ready too
             lengths = guarded(self.url, "queue sizes", functools.partial(
-                pipelined, self.client, *(("LLEN", key) for key in self._kombu_lists(queue))))
+                pipelined, self.client, *(("LLEN", key) for key in kombu_lists(self.kombu_prefix, queue))))
             sizes[queue]["ready"] += sum(int(n) for n in lengths)
         return sizes
 
@@ -309,19 +426,22 @@ class RedisBroker(Broker):
         # A ready set is scored (9 - priority) * 1e12 + id: the first member of each priority's
         # band is that priority's oldest. In kombu's lists (queues shared with Celery) the
         # oldest is at the tail.
-        bands = [(q, ("ZRANGEBYSCORE", self.keys.ready(q), b * _BAND, f"({(b + 1) * _BAND}", "LIMIT", 0, 1))
+        bands = [(q, ("ZRANGEBYSCORE", self._q(q).ready, b * _BAND, f"({(b + 1) * _BAND}", "LIMIT", 0, 1))
                  for q in queues for b in range(10)]
-        tails = [(q, ("LINDEX", key, -1)) for q in queues if q in self.wire for key in self._kombu_lists(q)]
+        tails = [(q, ("LINDEX", key, -1)) for q in queues if q in self.wire
+                 for key in kombu_lists(self.kombu_prefix, q)]
 
         def read() -> dict[str, list[bytes]]:
             answers = pipelined(self.client, *(cmd for _, cmd in bands + tails))
             heads: dict[str, list[bytes]] = {q: [] for q in queues}
-            ids = [(q, first[0]) for (q, _), first in zip(bands, answers, strict=False) if first]
-            if ids:
-                payloads = self.client.hmget(self.keys.payload, [i for _, i in ids])
-                for (q, _), payload in zip(ids, payloads, strict=True):
-                    if payload:
-                        heads[q].append(payload)
+            firsts: dict[str, list[Any]] = {}
+            for (q, _), first in zip(bands, answers, strict=False):
+                if first:
+                    firsts.setdefault(q, []).append(first[0])
+            if firsts:
+                found = pipelined(self.client, *(("HMGET", self._q(q).payload, *ids) for q, ids in firsts.items()))
+                for q, payloads in zip(firsts, found, strict=True):
+                    heads[q].extend(p for p in payloads if p)
             for (q, _), tail in zip(tails, answers[len(bands):], strict=True):
                 if tail:
                     heads[q].append(tail)
@@ -330,27 +450,40 @@ class RedisBroker(Broker):
         return oldest_of(guarded(self.url, "oldest waiting", read))
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters of every queue. Their ids say the queue: '<number>@<queue>'."""
         def read() -> list[DeadLetter]:
-            ids = [_text(i) for i in self.client.zrevrange(self.keys.dead, 0, limit - 1)]
-            if not ids:
-                return []
-            payloads = self.client.hmget(self.keys.dead_payload, ids)
-            infos = self.client.hmget(self.keys.dead_info, ids)
+            queues = self._known_queues()
+            tops = pipelined(self.client, *(("ZREVRANGE", self._q(q).dead, 0, limit - 1, "WITHSCORES")
+                                             for q in queues)) if queues else []
+            newest = sorted(((float(score), int(n), q) for q, top in zip(queues, tops, strict=True)
+                             for n, score in _pairs(top)), reverse=True)[:limit]
             out = []
-            for dead_id, payload, info in zip(ids, payloads, infos, strict=True):
+            for _score, n, queue in newest:
+                payload, info = pipelined(self.client, ("HGET", self._q(queue).dead_payload, n),
+                                          ("HGET", self._q(queue).dead_info, n))
                 meta = json.loads(info) if info else {}
-                out.append(DeadLetter(dead_id, meta.get("queue", ""), payload or b"", meta.get("reason", ""),
+                out.append(DeadLetter(f"{n}@{queue}", meta.get("queue", queue), payload or b"", meta.get("reason", ""),
                                       float(meta.get("at", 0)), int(meta.get("deliveries", 0))))
             return out
 
         return guarded(self.url, "read dead letters", read)
 
     def requeue_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        return int(self._run("requeue dead letters", self._requeue_dead, [self._p, *(ids or [])]))
+        if ids is not None and not ids:
+            return 0
+        by_queue: dict[str, list[str]] = {}
+        if ids is None:
+            by_queue = {q: [] for q in self._known_queues()}
+        else:
+            for dead_id in ids:
+                n, _, queue = dead_id.partition("@")
+                by_queue.setdefault(queue, []).append(n)
+        return sum(int(self._run("requeue dead letters", self._requeue_dead, numbers, self._q(queue).block()))
+                   for queue, numbers in by_queue.items())
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
         def read() -> dict[str, dict[str, Any]]:
-            seconds, micros = self.client.time()
+            seconds, micros = self._server_time(self.keys.workers)
             now_ms = seconds * 1000 + micros // 1000
             names = [_text(w) for w in self.client.zrangebyscore(self.keys.workers, now_ms, "+inf")]
             infos = self.client.hmget(self.keys.workerinfo, names) if names else []
@@ -358,8 +491,14 @@ class RedisBroker(Broker):
 
         return guarded(self.url, "list workers", read)
 
+    def _server_time(self, key: str) -> tuple[int, int]:
+        """TIME of the server that holds `key` (on a cluster each node has its own clock)."""
+        if self.cluster:
+            return tuple(self.client.time(target_nodes=self.client.get_node_from_key(key)))  # type: ignore[return-value]
+        return tuple(self.client.time())  # type: ignore[return-value]
+
     def close(self) -> None:
-        self.client.close()
+        close_client(self.client)
 
 
 def _unacked_entry(raw: Any) -> tuple[dict[str, Any] | None, str]:
@@ -371,6 +510,24 @@ def _unacked_entry(raw: Any) -> tuple[dict[str, Any] | None, str]:
         return message, str(queue)
     except (TypeError, ValueError, AttributeError):
         return None, ""  # unreadable: dropped from the index, as kombu drops what it cannot restore
+
+
+def _no_wire_on_cluster(wire: Any) -> list[str]:
+    """kombu has no Redis Cluster transport, so no Celery process can share a queue on a cluster;
+    and kombu's list names carry no hash tag, so celeriac could not adopt from them in one
+    script either. The default (["celery"]) is dropped quietly, a setting of one's own with a
+    warning."""
+    if wire and list(wire) != ["celery"]:
+        logger.warning("celery_wire_queues=%r is ignored on Redis Cluster: Celery (kombu) cannot use a Redis "
+                       "Cluster, so no Celery process can share those queues (docs/redis-topologies.md)", list(wire))
+    return []
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """(member, score) pairs of a raw WITHSCORES reply: flat in RESP2, pairs in RESP3."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(m, s) for m, s in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _epoch(eta: Any) -> float | None:
