@@ -20,7 +20,7 @@ from ..brokers import Delivery
 from ..exceptions import OperationalError, TimeLimitExceeded
 from . import slotinfo
 from .batch import Batch
-from .checks import run_steps
+from .checks import STEPS
 from ..execution import Outcome, _after, _run_coroutine, exception_info, trace, trace_async
 from .job import Job
 from .limits import HARD_LIMIT_EXIT_CODE, Limiter, limits_for
@@ -173,14 +173,20 @@ class Consumer:
 
     def handle(self, delivery: Delivery, batch: Batch) -> None:
         job = Job(delivery)
-        ending = run_steps(self, job) or self.execute(job, batch)
+        for step in STEPS:  # decode, then the checks: the first ending stops the message
+            ending = step(self, job)
+            if ending is not None:
+                break
+        else:
+            ending = self.execute(job, batch)
         if ending is not None:  # None: an async task, finished later by its event loop
             self.finish(job, ending, batch)
 
     def execute(self, job: Job, batch: Batch) -> Ending | None:
         task, request = job.task, job.request
         assert task is not None and request is not None
-        self._track_started(job, batch)
+        if task.track_started or (task.track_started is None and self.track_started):
+            self._track_started(job, batch)
         limits = limits_for(task, request, self.app.conf)
         request.started_at = time.time()
         if self.events is not None:
@@ -198,13 +204,10 @@ class Consumer:
 
     def _track_started(self, job: Job, batch: Batch) -> None:
         """STARTED (task_track_started): written, with whatever waits in the batch, before the run."""
-        task, request = job.task, job.request
-        assert task is not None and request is not None
-        if task.track_started if task.track_started is not None else self.track_started:
-            meta = self.app.result_meta(job.task_id, states.STARTED, {"pid": os.getpid(), "hostname": self.hostname},
-                                        request=request, task=task)
-            batch.results.append(self.app.backend.encode(meta))
-            batch.flush(lambda: self.stopping)
+        meta = self.app.result_meta(job.task_id, states.STARTED, {"pid": os.getpid(), "hostname": self.hostname},
+                                    request=job.request, task=job.task)
+        batch.results.append(self.app.backend.encode(meta))
+        batch.flush(lambda: self.stopping)
 
     def _run_here(self, job: Job, limits: Limits) -> Outcome:
         task, request = job.task, job.request
