@@ -239,7 +239,7 @@ class Task(Generic[P, R]):
 
     def s(self, *args: Any, **kwargs: Any) -> "Signature":
         """A signature of a call to this task: `add.s(2, 2)`; in a chain, the parent's result goes first."""
-        from .canvas import Signature
+        from .canvas.signature import Signature  # a module, not the package: no import machinery per call
         return Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any) -> "Signature":
@@ -414,7 +414,7 @@ def _nested(messages: list[Any], depth: int) -> list[Any]:
     for outgoing in messages:
         msg = unpack(outgoing.payload)
         msg.headers["replaced_task_nesting"] = depth
-        out.append(replace(outgoing, payload=pack(msg)))
+        out.append(replace(outgoing, payload=pack(msg), message=msg))
     return out
 
 

@@ -23,6 +23,7 @@ from .._redis import (Keys, RedisEventChannel, RedisScheduleStore, Script, clien
                       kombu_prefix, pipelined)
 from ..exceptions import DecodeError
 from . import redis_scripts as lua
+from .redis_publish import PublishLink
 from .base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority
 
 logger = logging.getLogger("celeriac.worker")
@@ -53,6 +54,7 @@ class RedisBroker(Broker):
         self._sizes = Script(self.client, lua.SIZES)
         self._requeue_dead = Script(self.client, lua.REQUEUE_DEAD)
         self._defer = Script(self.client, lua.DEFER)
+        self._link = PublishLink(self.client)  # publishing: a connection per thread (redis_publish.py)
         # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
         self.wire = frozenset(self.options.get("celery_wire_queues") or ())
         self.wire_poll = float(self.options.get("celery_wire_poll_interval", 0.1))
@@ -69,7 +71,7 @@ class RedisBroker(Broker):
         if kombu:
             guarded(self.url, "publish", lambda: self._pipeline(self.kombu_commands(kombu)))
         for args in self.publish_calls(native):
-            self._run("publish", self._publish, args)
+            guarded(self.url, "publish", functools.partial(self._link.script, self._publish, args))
 
     def publish_calls(self, messages: Sequence[Outgoing]) -> list[list[Any]]:
         """The PUBLISH script's arguments for messages in celeriac's own layout, one list per
@@ -91,37 +93,48 @@ class RedisBroker(Broker):
         if not self.wire:
             return list(messages), []
         native: list[Outgoing] = []
-        kombu: list[tuple[str, str, bytes]] = []
+        shared: list[tuple[Outgoing, protocol.TaskMessage]] = []
         for m in messages:
             if m.queue not in self.wire or clamp_priority(m.priority) > 0:
                 native.append(m)
                 continue
-            try:
-                msg = protocol.unpack(m.payload)
-            except DecodeError:
-                native.append(m)
-                continue
+            msg = m.message  # the publisher's own message: nothing to decode
+            if msg is None:
+                try:
+                    msg = protocol.unpack(m.payload)
+                except DecodeError:
+                    native.append(m)
+                    continue
+            shared.append((m, msg))
+        tags = protocol.new_ids(len(shared)) if shared else []  # kombu's delivery tags, made in one go
+        kombu: list[tuple[str, str, bytes]] = []
+        for (m, msg), tag in zip(shared, tags, strict=True):
+            headers = None
             if m.eta and (_epoch(msg.headers.get("eta")) or 0.0) < m.eta - 0.001:
                 # The header is what a worker goes by on kombu's list (e.g. a rate-limited task
                 # published again with its reserved start, its header still saying the old eta).
                 import datetime as dt
-                msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
-            kombu.append((m.queue, self.kombu_prefix + m.queue, protocol.kombu_envelope(msg, m.queue, 0)))
+                headers = {**msg.headers, "eta": protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))}
+            kombu.append((m.queue, self.kombu_prefix + m.queue,
+                          protocol.kombu_envelope(msg, m.queue, 0, headers=headers, delivery_tag=tag)))
         return native, kombu
 
     def kombu_commands(self, items: list[tuple[str, str, bytes]]) -> list[tuple[Any, ...]]:
         """The commands that put kombu envelopes on kombu's lists and wake idle celeriac
-        workers, run as one MULTI/EXEC (shared with the asyncio client)."""
-        commands: list[tuple[Any, ...]] = [("LPUSH", key, envelope) for _queue, key, envelope in items]
+        workers, run as one MULTI/EXEC (shared with the asyncio client): one LPUSH per list
+        with all its envelopes (the same order as one LPUSH each), in chunks."""
+        by_key: dict[str, list[bytes]] = {}
+        for _queue, key, envelope in items:
+            by_key.setdefault(key, []).append(envelope)
+        commands: list[tuple[Any, ...]] = [("LPUSH", key, *envelopes[start:start + _CHUNK])
+                                           for key, envelopes in by_key.items()
+                                           for start in range(0, len(envelopes), _CHUNK)]
         for queue in {q for q, _k, _e in items}:
             commands += [("LPUSH", self.keys.signal(queue), 1), ("LTRIM", self.keys.signal(queue), 0, 63)]
         return commands
 
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for command in commands:
-            pipe.execute_command(*command)
-        pipe.execute()
+        self._link.transaction(commands)  # MULTI/EXEC on the publish path's own connection
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
@@ -333,6 +346,7 @@ class RedisBroker(Broker):
         return guarded(self.url, "list workers", read)
 
     def close(self) -> None:
+        self._link.close()
         self.client.close()
 
 
