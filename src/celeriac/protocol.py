@@ -7,6 +7,7 @@ move it as bytes made by :func:`pack`; nothing outside this module knows that la
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import decimal
 import json
@@ -152,8 +153,8 @@ class TaskMessage:
     body: bytes
     content_type: str = JSON
     content_encoding: str = "utf-8"
-    # `headers` as JSON text, when a MessageTemplate made it so (kombu_envelope reuses it);
-    # never set on a message whose headers may still change.
+    # `headers` as JSON text, as pack() or a MessageTemplate last wrote them into the packed
+    # form (kombu_envelope reuses it, so the envelope says what the payload says).
     headers_json: str | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -232,7 +233,10 @@ def decode_body(msg: TaskMessage, accept: frozenset[str]) -> tuple[tuple[Any, ..
 # never re-encoded, and json.dumps never emits a raw newline.
 
 def pack(msg: TaskMessage) -> bytes:
-    meta = _json_text([msg.headers, msg.properties, msg.content_type, msg.content_encoding])
+    # The headers' JSON is kept on the message: kombu's envelope for the same message (Redis
+    # queues shared with Celery) holds the same text, made once.
+    msg.headers_json = headers = _json_text(msg.headers)
+    meta = f"[{headers},{_json_text(msg.properties)},{_json_text(msg.content_type)},{_json_text(msg.content_encoding)}]"
     return meta.encode("utf-8") + b"\n" + msg.body
 
 
@@ -265,7 +269,7 @@ def kombu_envelope(msg: TaskMessage, queue: str, priority: int, *, headers: dict
         "delivery_info": {"exchange": "", "routing_key": queue}, "priority": priority,
         "body_encoding": "base64", "delivery_tag": delivery_tag or new_id(),
     }
-    body = base64.b64encode(msg.body).decode("ascii")
+    body = binascii.b2a_base64(msg.body, newline=False).decode("ascii")
     if headers is None and msg.headers_json is not None:  # the same text _json_dumps(envelope) makes
         return (f'{{"body":"{body}","content-encoding":{_json_text(msg.content_encoding)},'
                 f'"content-type":{_json_text(msg.content_type)},"headers":{msg.headers_json},'

@@ -191,7 +191,7 @@ class Task(Generic[P, R]):
                     headers: dict[str, Any] | None = None, ignore_result: bool | None = None,
                     serializer: str | None = None, **options: Any) -> "AsyncResult[R]":
         """Send the task with options; returns its AsyncResult."""
-        if self.app.conf.task_always_eager:
+        if self.app.conf._data["task_always_eager"]:
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               headers=headers, ignore_result=ignore_result, **options)
         result = self.app.send_task(

@@ -68,7 +68,9 @@ class RedisBroker(Broker):
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         native, kombu = self._split_wire(messages)
-        if kombu:
+        if len(kombu) == 1:  # one message: its push, then the wake-up; no transaction needed (kombu_commands)
+            guarded(self.url, "publish", functools.partial(self._link.pipeline, self.kombu_commands(kombu)))
+        elif kombu:
             guarded(self.url, "publish", lambda: self._pipeline(self.kombu_commands(kombu)))
         for args in self.publish_calls(native):
             guarded(self.url, "publish", functools.partial(self._link.script, self._publish, args))
@@ -121,8 +123,11 @@ class RedisBroker(Broker):
 
     def kombu_commands(self, items: list[tuple[str, str, bytes]]) -> list[tuple[Any, ...]]:
         """The commands that put kombu envelopes on kombu's lists and wake idle celeriac
-        workers, run as one MULTI/EXEC (shared with the asyncio client): one LPUSH per list
-        with all its envelopes (the same order as one LPUSH each), in chunks."""
+        workers (shared with the asyncio client): one LPUSH per list with all its envelopes
+        (the same order as one LPUSH each), in chunks. Many messages are sent as one MULTI/EXEC,
+        so a connection lost half-way leaves nothing to push twice on the retry; one message
+        is sent without it, its push first: a wake-up lost with the connection only costs a
+        worker the `celery_wire_poll_interval` it looks at kombu's lists after anyway."""
         by_key: dict[str, list[bytes]] = {}
         for _queue, key, envelope in items:
             by_key.setdefault(key, []).append(envelope)

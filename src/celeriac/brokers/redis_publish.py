@@ -100,6 +100,19 @@ class PublishLink:
             raise failed
         return results
 
+    def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The commands in one write, without MULTI/EXEC (Redis runs them in order, though
+        another client's may come between); their replies. An error reply raises it."""
+        def once(conn: Any) -> list[Any]:
+            conn.send_packed_command(self._pack(conn, commands))
+            try:
+                return [conn.read_response() for _ in commands]
+            except redis.exceptions.ResponseError:
+                conn.disconnect()  # replies after the failed one are still unread
+                raise
+
+        return self._attempts(once)
+
     def script(self, script: "Script", args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
         """EVALSHA of `script` (loaded first if the server lost its script cache)."""
         def once(conn: Any) -> Any:
