@@ -299,7 +299,7 @@ class MessageTemplate:
         slots += [name for name, fixed in zip(("argsrepr", "kwargsrepr"), fixed_reprs, strict=True) if not fixed]
         headers.update({name: _SLOT.format(name) for name in slots})
         properties["correlation_id"] = _SLOT.format("id")
-        self.slots, self.embed = tuple(slots), embed
+        self.slots, self._embed_tail = tuple(slots), f",{_json_text(embed)}]"
         self.fields = (msg.headers, msg.properties, msg.content_type, msg.content_encoding)
         cut_headers, cut_properties = _cut(_json_text(headers), slots), _cut(_json_text(properties), ["id"])
         # False if a stand-in was not found once where it was put: then build messages one by one.
@@ -327,8 +327,8 @@ class MessageTemplate:
         props = dict(properties)
         props["correlation_id"] = task_id
         props["delivery_info"] = dict(properties["delivery_info"])
-        try:
-            body = _json_text([args, kwargs, self.embed]).encode("utf-8")
+        try:  # [args, kwargs] as JSON, then the embed every member shares, encoded once
+            body = (_json_text([args, kwargs])[:-1] + self._embed_tail).encode("utf-8")
         except Exception as exc:  # as build_task_message reports it
             raise EncodeError(f"cannot serialize with json: {exc}") from exc
         headers_json = _fill(self._headers, values)

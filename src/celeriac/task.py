@@ -239,8 +239,8 @@ class Task(Generic[P, R]):
 
     def s(self, *args: Any, **kwargs: Any) -> "Signature":
         """A signature of a call to this task: `add.s(2, 2)`; in a chain, the parent's result goes first."""
-        from .canvas.signature import Signature  # a module, not the package: no import machinery per call
-        return Signature(self, args, kwargs)
+        signature: Signature = _signature_class()(self, args, kwargs)
+        return signature
 
     def si(self, *args: Any, **kwargs: Any) -> "Signature":
         """An immutable signature: it ignores the result of the task before it."""
@@ -416,6 +416,19 @@ def _nested(messages: list[Any], depth: int) -> list[Any]:
         msg.headers["replaced_task_nesting"] = depth
         out.append(replace(outgoing, payload=pack(msg), message=msg))
     return out
+
+
+_signature_type: list[Any] = []
+
+
+def _signature_class() -> Any:
+    """canvas.Signature, imported once: `add.s(i)` is called thousands of times to build a
+    group, and an import statement in a function costs a lookup each time (canvas imports
+    this module, so it cannot be imported at the top)."""
+    if not _signature_type:
+        from .canvas.signature import Signature
+        _signature_type.append(Signature)
+    return _signature_type[0]
 
 
 def current_task() -> Task[Any, Any] | None:

@@ -113,6 +113,9 @@ def _run_messages(app: "Celeriac", run: Sequence[Signature], first_index: int, a
 def _call_args(member: Signature, args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """A member's arguments as Signature.messages gives them (partial args first)."""
-    if member["immutable"]:
-        return tuple(member["args"]), dict(member["kwargs"])
-    return tuple(args) + tuple(member["args"]), {**member["kwargs"], **kwargs}
+    own_args, own_kwargs = member["args"], member["kwargs"]
+    if not isinstance(own_args, tuple):
+        own_args = tuple(own_args)
+    if member["immutable"] or (not args and not kwargs):  # nothing to add: no copies (nothing changes them)
+        return own_args, own_kwargs
+    return tuple(args) + own_args, {**own_kwargs, **kwargs}
