@@ -11,6 +11,7 @@ import binascii
 import datetime as dt
 import decimal
 import json
+import operator
 import os
 import pickle
 import uuid
@@ -300,11 +301,15 @@ class MessageTemplate:
         headers.update({name: _SLOT.format(name) for name in slots})
         properties["correlation_id"] = _SLOT.format("id")
         self.slots, self._embed_tail = tuple(slots), f",{_json_text(embed)}]"
+        self._root, self._args, self._kwargs = "root_id" in slots, "argsrepr" in slots, "kwargsrepr" in slots
         self.fields = (msg.headers, msg.properties, msg.content_type, msg.content_encoding)
         cut_headers, cut_properties = _cut(_json_text(headers), slots), _cut(_json_text(properties), ["id"])
         # False if a stand-in was not found once where it was put: then build messages one by one.
         self.usable = cut_headers is not None and cut_properties is not None
-        self._headers, self._properties = cut_headers or ("", ()), cut_properties or ("", ())
+        headers_format, order = cut_headers or ("", ("id", "group_index"))
+        self._headers_format, self._properties_format = headers_format, (cut_properties or ("",))[0]
+        # The values of make(), (id, index, root, argsrepr, kwargsrepr), in the order the text wants them.
+        self._headers_values = operator.itemgetter(*(_VALUE_INDEX[name] for name in order))
         self._tail = f",{_json_text(msg.content_type)},{_json_text(msg.content_encoding)}]"
 
     def make(self, task_id: str, group_index: int, args: tuple[Any, ...],
@@ -312,29 +317,29 @@ class MessageTemplate:
         """The message of one call and its packed bytes."""
         template, properties, ctype, cenc = self.fields
         encoded_id = encode_string(task_id)
-        values = {"id": encoded_id, "root_id": encoded_id, "group_index": str(int(group_index))}
-        headers = dict(template)
-        headers["id"] = headers_id = task_id
-        headers["group_index"] = group_index
-        if "root_id" in self.slots:
-            headers["root_id"] = headers_id
-        if "argsrepr" in self.slots:
+        headers = {**template, "id": task_id, "group_index": group_index}
+        args_json = kwargs_json = ""
+        if self._root:
+            headers["root_id"] = task_id
+        if self._args:
             headers["argsrepr"] = text = _saferepr(args)
-            values["argsrepr"] = encode_string(text)
-        if "kwargsrepr" in self.slots:
+            args_json = encode_string(text)
+        if self._kwargs:
             headers["kwargsrepr"] = text = _saferepr(kwargs)
-            values["kwargsrepr"] = encode_string(text)
-        props = dict(properties)
-        props["correlation_id"] = task_id
-        props["delivery_info"] = dict(properties["delivery_info"])
+            kwargs_json = encode_string(text)
+        props = {**properties, "correlation_id": task_id, "delivery_info": dict(properties["delivery_info"])}
         try:  # [args, kwargs] as JSON, then the embed every member shares, encoded once
             body = (_json_text([args, kwargs])[:-1] + self._embed_tail).encode("utf-8")
         except Exception as exc:  # as build_task_message reports it
             raise EncodeError(f"cannot serialize with json: {exc}") from exc
-        headers_json = _fill(self._headers, values)
-        meta = f"[{headers_json},{_fill(self._properties, values)}{self._tail}"
+        values = (encoded_id, str(int(group_index)), encoded_id, args_json, kwargs_json)
+        headers_json = self._headers_format % self._headers_values(values)
+        meta = f"[{headers_json},{self._properties_format % encoded_id}{self._tail}"
         return (TaskMessage(headers, props, body, ctype, cenc, headers_json),
                 meta.encode("utf-8") + b"\n" + body)
+
+
+_VALUE_INDEX = {"id": 0, "group_index": 1, "root_id": 2, "argsrepr": 3, "kwargsrepr": 4}
 
 
 encode_string: Callable[[str], str] = json.encoder.encode_basestring  # a str as JSON text, quotes included
@@ -351,11 +356,6 @@ def _cut(text: str, slots: list[str]) -> tuple[str, tuple[str, ...]] | None:
     for mark in marks:
         text = text.replace(mark, "%s")
     return text, order
-
-
-def _fill(cut: tuple[str, tuple[str, ...]], values: dict[str, str]) -> str:
-    text, order = cut
-    return text % tuple(map(values.__getitem__, order))
 
 
 def _from_kombu(raw: bytes) -> TaskMessage:
