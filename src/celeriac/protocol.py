@@ -274,11 +274,27 @@ def kombu_envelope(msg: TaskMessage, queue: str, priority: int, *, headers: dict
     if headers is None and msg.headers_json is not None:  # the same text _json_dumps(envelope) makes
         return (f'{{"body":"{body}","content-encoding":{_json_text(msg.content_encoding)},'
                 f'"content-type":{_json_text(msg.content_type)},"headers":{msg.headers_json},'
-                f'"properties":{_json_text(properties)}}}').encode()
+                f'"properties":{_kombu_properties_json(properties)}}}').encode()
     envelope = {"body": body, "content-encoding": msg.content_encoding,
                 "content-type": msg.content_type, "headers": msg.headers if headers is None else headers,
                 "properties": properties}
     return _json_dumps(envelope)
+
+
+_KOMBU_PROPERTIES = ('{"correlation_id":%s,"reply_to":%s,"delivery_mode":2,"delivery_info":{"exchange":"",'
+                     '"routing_key":%s},"priority":%d,"body_encoding":"base64","delivery_tag":%s}')
+
+
+def _kombu_properties_json(p: dict[str, Any]) -> str:
+    """`_json_text(p)` for kombu_envelope's properties, by one format when they hold the usual
+    types (a string id and tag, an int priority, no reply_to or a string one)."""
+    corr, reply_to, queue, priority, tag = (p["correlation_id"], p["reply_to"], p["delivery_info"]["routing_key"],
+                                            p["priority"], p["delivery_tag"])
+    if (type(corr) is str and type(queue) is str and type(tag) is str and type(priority) is int
+            and (reply_to is None or type(reply_to) is str)):
+        return _KOMBU_PROPERTIES % (encode_string(corr), "null" if reply_to is None else encode_string(reply_to),
+                                    encode_string(queue), priority, encode_string(tag))
+    return _json_text(p)
 
 
 # --- many messages of one shape (big groups): one template, a few values each ---

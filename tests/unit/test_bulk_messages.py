@@ -154,3 +154,38 @@ def test_the_fast_json_text_is_the_encoders_text() -> None:
         protocol.dumps(loop)
     with pytest.raises(EncodeError, match="not JSON serializable"):
         protocol.build_task_message("t", "n", (object(),), {})
+
+
+def test_kombu_properties_text_is_the_encoders_text() -> None:
+    for corr, reply_to, queue, priority in [("a\"é%s", None, "q%d", 3), ("id", "r\n", "celery", 0), (7, None, "q", 0)]:
+        props = {"correlation_id": corr, "reply_to": reply_to, "delivery_mode": 2,
+                 "delivery_info": {"exchange": "", "routing_key": queue}, "priority": priority,
+                 "body_encoding": "base64", "delivery_tag": "tag"}
+        assert protocol._kombu_properties_json(props) == protocol.json_text(props)
+
+
+def test_a_big_group_pauses_the_garbage_collector_only_while_it_is_sent(app: Celeriac) -> None:
+    import gc
+
+    from celeriac.canvas import bulk
+    add = app.tasks["bulk.add"]
+    seen: list[bool] = []
+    real = bulk.members_messages
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(*a, **kw)
+
+    bulk_module_members = "celeriac.canvas.workflows.members_messages"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bulk_module_members, spy)
+        group(add.s(i, i) for i in range(bulk.GC_PAUSE_FROM)).apply_async()
+        group(add.s(i, i) for i in range(3)).apply_async()
+        gc.disable()
+        try:
+            group(add.s(i, i) for i in range(bulk.GC_PAUSE_FROM)).apply_async()
+            assert not gc.isenabled()  # the caller's choice is kept
+        finally:
+            gc.enable()
+    assert seen == [False, True, False] and gc.isenabled()
+    app.control.purge()

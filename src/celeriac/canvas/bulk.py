@@ -17,7 +17,9 @@ The messages are the same as those the ordinary path makes, byte for byte apart 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import contextlib
+import gc
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .. import protocol, signals
 from ..brokers import Outgoing
@@ -29,6 +31,27 @@ if TYPE_CHECKING:
 
 # A member with only these options is "plain": its message can be made from a sibling's.
 _PLACEMENT = frozenset({"task_id", "group_id", "group_index", "chord"})
+
+
+# From this many members on, the garbage collector waits until the group is sent.
+GC_PAUSE_FROM = 256
+
+
+@contextlib.contextmanager
+def gc_paused(members: int) -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a big group is built and sent: its tens of
+    thousands of new dicts and strings would set it off again and again, each time walking
+    all of them (a quarter of the time of a 10,000-member group), and none of them is
+    garbage yet. Reference counting still frees everything as usual; the collector runs
+    again right after (if it was on: another thread's pause or the user's choice is kept)."""
+    if members < GC_PAUSE_FROM or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _plain(member: Signature) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Self, cast
 
 from .. import protocol
 from ..brokers import Outgoing
-from .bulk import members_messages
+from .bulk import gc_paused, members_messages
 from .lazy import LazyHeader, is_lazy, send_lazy_chord
 from .signature import (_TIMING_OPTIONS, TAIL_OPTIONS, Signature, _as_list, _root_of, _sigs, _unwrap_tasks,
                         merge_options, signature, split_tail)
@@ -269,7 +269,8 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         if options.get("link_error") is not None:
             raise TypeError("Cannot add link_error to group: do that on individual tasks, or call "
                             "group.link_error(errback), which gives every task a copy")
-        return super().apply_async(args, kwargs, **options)
+        with gc_paused(len(self.tasks)):
+            return super().apply_async(args, kwargs, **options)
 
     def _with_tail(self, options: dict[str, Any]) -> Signature:
         if any(options.get(k) is not None for k in ("chord", "group_id", "group_index")):
@@ -396,7 +397,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
         if self.is_lazy and not self.app.conf.task_always_eager and self["kwargs"].get("body") is not None:
             return send_lazy_chord(self, args, kwargs, options)
-        return super().apply_async(args, kwargs, **options)
+        with gc_paused(len(self.tasks)):
+            return super().apply_async(args, kwargs, **options)
 
     @property
     def body(self) -> Signature:
