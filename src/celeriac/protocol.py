@@ -237,8 +237,14 @@ def pack(msg: TaskMessage) -> bytes:
     # The headers' JSON is kept on the message: kombu's envelope for the same message (Redis
     # queues shared with Celery) holds the same text, made once.
     msg.headers_json = headers = _json_text(msg.headers)
-    meta = f"[{headers},{_json_text(msg.properties)},{_json_text(msg.content_type)},{_json_text(msg.content_encoding)}]"
+    meta = f"[{headers},{_json_text(msg.properties)},{_json_text_of_str(msg.content_type)}," \
+           f"{_json_text_of_str(msg.content_encoding)}]"
     return meta.encode("utf-8") + b"\n" + msg.body
+
+
+def _json_text_of_str(value: Any) -> str:
+    """A content type or encoding as JSON (they are strings: the C function, not the encoder)."""
+    return encode_string(value) if type(value) is str else _json_text(value)
 
 
 def unpack(data: bytes) -> TaskMessage:
