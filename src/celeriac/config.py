@@ -110,6 +110,8 @@ _LEGACY = {
 class Settings(MutableMapping[str, Any]):
     """A mapping with attribute access (`app.conf.task_always_eager = True`)."""
 
+    _data: dict[str, Any]  # the values; the publish path reads it directly (no __getattr__ per setting)
+
     def __init__(self, initial: dict[str, Any] | None = None, on_change: Any = None) -> None:
         object.__setattr__(self, "_data", dict(DEFAULTS))
         object.__setattr__(self, "_on_change", on_change)

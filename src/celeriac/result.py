@@ -56,11 +56,13 @@ class AsyncResult(Generic[R]):
 
     def __init__(self, id: str, app: "Celeriac | None" = None, task_name: str | None = None,
                  parent: "ResultBase | None" = None, backend: "ResultStore | None" = None) -> None:  # noqa: A002
-        from .app import current_app
         if id is None:
             raise ValueError("AsyncResult needs a task id, not None")
         self.id = id
-        self.app = app or current_app()
+        if app is None:
+            from .app import current_app
+            app = current_app()
+        self.app = app
         self.task_name = task_name
         self._parent: ResultBase | None = parent
         self._cache: dict[str, Any] | None = None

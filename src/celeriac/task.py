@@ -191,7 +191,7 @@ class Task(Generic[P, R]):
                     headers: dict[str, Any] | None = None, ignore_result: bool | None = None,
                     serializer: str | None = None, **options: Any) -> "AsyncResult[R]":
         """Send the task with options; returns its AsyncResult."""
-        if self.app.conf.task_always_eager:
+        if self.app.conf._data["task_always_eager"]:
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               headers=headers, ignore_result=ignore_result, **options)
         result = self.app.send_task(
@@ -239,8 +239,8 @@ class Task(Generic[P, R]):
 
     def s(self, *args: Any, **kwargs: Any) -> "Signature":
         """A signature of a call to this task: `add.s(2, 2)`; in a chain, the parent's result goes first."""
-        from .canvas import Signature
-        return Signature(self, args, kwargs)
+        signature: Signature = _signature_class()(self, args, kwargs)
+        return signature
 
     def si(self, *args: Any, **kwargs: Any) -> "Signature":
         """An immutable signature: it ignores the result of the task before it."""
@@ -414,8 +414,21 @@ def _nested(messages: list[Any], depth: int) -> list[Any]:
     for outgoing in messages:
         msg = unpack(outgoing.payload)
         msg.headers["replaced_task_nesting"] = depth
-        out.append(replace(outgoing, payload=pack(msg)))
+        out.append(replace(outgoing, payload=pack(msg), message=msg))
     return out
+
+
+_signature_type: list[Any] = []
+
+
+def _signature_class() -> Any:
+    """canvas.Signature, imported once: `add.s(i)` is called thousands of times to build a
+    group, and an import statement in a function costs a lookup each time (canvas imports
+    this module, so it cannot be imported at the top)."""
+    if not _signature_type:
+        from .canvas.signature import Signature
+        _signature_type.append(Signature)
+    return _signature_type[0]
 
 
 def current_task() -> Task[Any, Any] | None:

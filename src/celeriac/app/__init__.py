@@ -10,7 +10,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta, UTC
 from typing import (TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Literal, ParamSpec, Protocol,
                     Sequence, TypeVar, overload)
@@ -488,10 +487,11 @@ class Celeriac:
             from ..canvas.stamping import message_headers
             headers = {**(headers or {}), **message_headers(stamped_headers, options)}
         task = _task if _task is not None else self.tasks.get(name)
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or protocol.new_id()
+        argsrepr = kwargsrepr = None
         if options:
             check_call_options(name, options)
-        argsrepr, kwargsrepr = options.pop("argsrepr", None), options.pop("kwargsrepr", None)
+            argsrepr, kwargsrepr = options.pop("argsrepr", None), options.pop("kwargsrepr", None)
         current = current_task_and_request()
         if current is not None and not current[1].called_directly and current[1].id != task_id:
             # Started from inside a running task: tie it into that task's tree.
@@ -500,36 +500,29 @@ class Celeriac:
                 if options.pop("add_to_parent", True):
                     current[1].children.append([[task_id, None], None])  # Celery's result tuple
             root_id = root_id or current[1].root_id or current[1].id
-        route = self.route_for(name, args, kwargs, options, task) if self.conf.task_routes else {}
+        conf = self.conf._data  # read directly: a dozen settings per call
+        route = self.route_for(name, args, kwargs, options, task) if conf["task_routes"] else {}
         # As in Celery: apply_async(queue=) beats the task's own queue, which beats task_routes.
-        queue = queue or (task.queue if task else None) or route.get("queue") or self.conf.task_default_queue
-        priority = _first(priority, task.priority if task else None, route.get("priority"),
-                          self.conf.task_default_priority)
+        queue = queue or (task.queue if task else None) or route.get("queue") or conf["task_default_queue"]
+        if priority is None:
+            priority = _first(task.priority if task else None, route.get("priority"), conf["task_default_priority"])
+        eta_epoch = expires_iso = None
         if expires is None and task is not None:
             expires = task.expires
-        now = time.time()
-        eta_epoch = None
-        if countdown is not None:
-            eta_epoch = now + float(countdown)
-        elif eta is not None:
-            eta_epoch = _to_datetime(eta).timestamp()
-        expires_iso = None
-        if expires is not None:
-            expires_at = now + float(_seconds(expires) or 0) if isinstance(expires, (int, float, timedelta)) \
-                else _to_datetime(expires).timestamp()
-            expires_iso = protocol.to_iso(datetime.fromtimestamp(expires_at, UTC))
+        if countdown is not None or eta is not None or expires is not None:
+            eta_epoch, expires_iso = _timing(countdown, eta, expires)
         if ignore_result is None:
             ignore_result = bool(task.ignore_result if task and task.ignore_result is not None
-                                 else self.conf.task_ignore_result)
-        timelimit = (_first(time_limit, task.time_limit if task else None),  # (hard, soft): Celery's order
-                     _first(soft_time_limit, task.soft_time_limit if task else None))
+                                 else conf["task_ignore_result"])
+        timelimit = (time_limit if time_limit is not None or task is None else task.time_limit,  # (hard, soft)
+                     soft_time_limit if soft_time_limit is not None or task is None else task.soft_time_limit)
         msg = protocol.build_task_message(
             task_id, name, args, kwargs,
             serializer=serializer or (task.serializer if task and task.serializer else None)
-            or self.conf.task_serializer,
+            or conf["task_serializer"],
             eta=protocol.to_iso(datetime.fromtimestamp(eta_epoch, UTC)) if eta_epoch else None,
             expires=expires_iso, retries=retries, root_id=root_id or task_id, parent_id=parent_id,
-            group_id=group_id, group_index=group_index, origin=_origin(), timelimit=timelimit,
+            group_id=group_id, group_index=group_index, origin=_ORIGIN, timelimit=timelimit,
             ignore_result=ignore_result, callbacks=_encode_sigs(link), errbacks=_encode_sigs(link_error),
             chain=chain or None, chord=dict(chord) if chord else None, priority=int(priority), queue=queue,
             extra_headers=headers, shadow=shadow)
@@ -539,8 +532,8 @@ class Celeriac:
         if signals.before_task_publish.receivers:
             signals.before_task_publish.send(sender=name, body=msg.body, headers=msg.headers,
                                              properties=msg.properties, routing_key=queue, exchange="",
-                                             declare=[], retry_policy=self.conf.task_publish_retry_policy)
-        return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch), msg
+                                             declare=[], retry_policy=conf["task_publish_retry_policy"])
+        return Outgoing(queue, protocol.pack(msg), int(priority), eta_epoch, msg), msg
 
     def publish(self, messages: Sequence[Outgoing], what: str = "messages", *, sent_events: bool = True) -> None:
         """Publish with the publish retry policy; a clear OperationalError when the broker is gone.
@@ -550,18 +543,26 @@ class Celeriac:
         if box is not None:  # an asyncio call (aapply_async): it publishes these on its own client
             box.add(messages, what, sent_events)
             return
-        conf = self.conf
+        try:
+            (self._broker if self._broker is not None else self.broker).publish(messages)
+        except OperationalError as exc:  # the retry policy is read only when it is needed
+            self._publish_again(messages, what, exc)
+        if sent_events and self.conf._data["task_send_sent_event"]:
+            self._send_sent_events(messages)
+
+    def _publish_again(self, messages: Sequence[Outgoing], what: str, first: OperationalError) -> None:
+        """The attempts after a failed first one, with the pauses of task_publish_retry_policy."""
         pauses = self.publish_retry_pauses()
+        exc = first
         for attempt in range(len(pauses) + 1):
+            if attempt == len(pauses):
+                raise self.publish_failed(what, len(pauses) + 1, exc) from exc
+            time.sleep(pauses[attempt])
             try:
                 self.broker.publish(messages)
-                if sent_events and conf.task_send_sent_event:
-                    self._send_sent_events(messages)
                 return
-            except OperationalError as exc:
-                if attempt == len(pauses):
-                    raise self.publish_failed(what, len(pauses) + 1, exc) from exc
-                time.sleep(pauses[attempt])
+            except OperationalError as again:
+                exc = again
 
     def publish_retry_pauses(self) -> list[float]:
         """Seconds to wait before each retry of a failed publish (task_publish_retry_policy)."""
@@ -701,6 +702,22 @@ def _is_coroutine_function(fn: Any) -> bool:
             return True
         fn = getattr(fn, "__wrapped__", None)
     return False
+
+
+def _timing(countdown: float | None, eta: Any, expires: Any) -> tuple[float | None, str | None]:
+    """(eta as epoch seconds, expires as ISO text) of a call, from its countdown/eta/expires."""
+    now = time.time()
+    eta_epoch = None
+    if countdown is not None:
+        eta_epoch = now + float(countdown)
+    elif eta is not None:
+        eta_epoch = _to_datetime(eta).timestamp()
+    expires_iso = None
+    if expires is not None:
+        expires_at = now + float(_seconds(expires) or 0) if isinstance(expires, (int, float, timedelta)) \
+            else _to_datetime(expires).timestamp()
+        expires_iso = protocol.to_iso(datetime.fromtimestamp(expires_at, UTC))
+    return eta_epoch, expires_iso
 
 
 def _first(*values: Any) -> Any:

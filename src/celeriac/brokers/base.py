@@ -18,8 +18,11 @@ from __future__ import annotations
 import re
 import struct
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+if TYPE_CHECKING:
+    from ..protocol import TaskMessage
 
 from .. import protocol
 
@@ -41,6 +44,10 @@ class Outgoing:
     payload: bytes
     priority: int = 0
     eta: float | None = None  # epoch seconds; None (or past) = deliverable now
+    # The message `payload` was packed from, when the publisher has it at hand: a broker that
+    # writes another layout too (Redis: kombu's envelope for Celery) reads it from here
+    # instead of decoding the payload again. Whoever changes `payload` sets it to match, or None.
+    message: "TaskMessage | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -22,13 +22,14 @@ from typing import Any, Sequence
 
 from .. import protocol
 from .._redis import (RedisEventChannel, RedisScheduleStore, Script, client_for, close_client, guarded, key_prefix,
-                      kombu_prefix, pipelined, transaction)
+                      kombu_prefix, pipelined, replica_wait, transaction)
 from .._redis_keys import KOMBU_STEPS, Keys, QueueKeys, kombu_list, kombu_lists, kombu_unacked
 from .._redis_topology import is_cluster, is_cluster_url, slot_groups
 from ..exceptions import DecodeError
 from . import redis_scripts as lua
 from .base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority,
                    oldest_of)
+from .redis_publish import PublishLink
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -60,6 +61,10 @@ class RedisBroker(Broker):
         self._purge = Script(self.client, lua.PURGE)
         self._requeue_dead = Script(self.client, lua.REQUEUE_DEAD)
         self._defer = Script(self.client, lua.DEFER)
+        # Publishing on a connection per thread (redis_publish.py) - on one plain server; a
+        # cluster, Sentinel's changing master and `wait_replicas` go through redis-py's clients.
+        plain = not self.cluster and replica_wait(self.client) is None and not url.startswith("sentinel")
+        self._link = PublishLink(self.client) if plain else None
         # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
         self.wire = frozenset(self.options.get("celery_wire_queues") or ())
         self.wire_poll = float(self.options.get("celery_wire_poll_interval", 0.1))
@@ -80,10 +85,15 @@ class RedisBroker(Broker):
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         native, kombu = self._split_wire(messages)
-        if kombu:
+        if len(kombu) == 1 and self._link is not None:  # its push, then the wake-up: no transaction needed
+            guarded(self.url, "publish", functools.partial(self._link.pipeline, self.kombu_commands(kombu)))
+        elif kombu:
             guarded(self.url, "publish", lambda: self._pipeline(self.kombu_commands(kombu)))
         for keys, args in self.publish_calls(native):
-            self._run("publish", self._publish, args, keys)
+            if self._link is not None:
+                guarded(self.url, "publish", functools.partial(self._link.script, self._publish, args, keys))
+            else:
+                self._run("publish", self._publish, args, keys)
 
     def publish_calls(self, messages: Sequence[Outgoing]) -> list[tuple[list[str], list[Any]]]:
         """(KEYS, ARGV) of the PUBLISH calls for messages in celeriac's own layout (shared with
@@ -118,34 +128,54 @@ class RedisBroker(Broker):
         if not self.wire:
             return list(messages), []
         native: list[Outgoing] = []
-        kombu: list[tuple[str, str, bytes]] = []
+        shared: list[tuple[Outgoing, protocol.TaskMessage]] = []
         for m in messages:
             if m.queue not in self.wire or clamp_priority(m.priority) > 0:
                 native.append(m)
                 continue
-            try:
-                msg = protocol.unpack(m.payload)
-            except DecodeError:
-                native.append(m)
-                continue
+            msg = m.message  # the publisher's own message: nothing to decode
+            if msg is None:
+                try:
+                    msg = protocol.unpack(m.payload)
+                except DecodeError:
+                    native.append(m)
+                    continue
+            shared.append((m, msg))
+        tags = protocol.new_ids(len(shared)) if shared else []  # kombu's delivery tags, made in one go
+        kombu: list[tuple[str, str, bytes]] = []
+        for (m, msg), tag in zip(shared, tags, strict=True):
+            headers = None
             if m.eta and (_epoch(msg.headers.get("eta")) or 0.0) < m.eta - 0.001:
                 # The header is what a worker goes by on kombu's list (e.g. a rate-limited task
                 # published again with its reserved start, its header still saying the old eta).
                 import datetime as dt
-                msg.headers["eta"] = protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))
-            kombu.append((m.queue, kombu_list(self.kombu_prefix, m.queue, 0), protocol.kombu_envelope(msg, m.queue, 0)))
+                headers = {**msg.headers, "eta": protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))}
+            kombu.append((m.queue, kombu_list(self.kombu_prefix, m.queue, 0),
+                          protocol.kombu_envelope(msg, m.queue, 0, headers=headers, delivery_tag=tag)))
         return native, kombu
 
     def kombu_commands(self, items: list[tuple[str, str, bytes]]) -> list[tuple[Any, ...]]:
         """The commands that put kombu envelopes on kombu's lists and wake idle celeriac
-        workers, run as one MULTI/EXEC (shared with the asyncio client)."""
-        commands: list[tuple[Any, ...]] = [("LPUSH", key, envelope) for _queue, key, envelope in items]
+        workers (shared with the asyncio client): one LPUSH per list with all its envelopes
+        (the same order as one LPUSH each), in chunks. Many messages are sent as one MULTI/EXEC,
+        so a connection lost half-way leaves nothing to push twice on the retry; one message
+        is sent without it, its push first: a wake-up lost with the connection only costs a
+        worker the `celery_wire_poll_interval` it looks at kombu's lists after anyway."""
+        by_key: dict[str, list[bytes]] = {}
+        for _queue, key, envelope in items:
+            by_key.setdefault(key, []).append(envelope)
+        commands: list[tuple[Any, ...]] = [("LPUSH", key, *envelopes[start:start + _CHUNK])
+                                           for key, envelopes in by_key.items()
+                                           for start in range(0, len(envelopes), _CHUNK)]
         for queue in {q for q, _k, _e in items}:
             commands += [("LPUSH", self.keys.signal(queue), 1), ("LTRIM", self.keys.signal(queue), 0, 63)]
         return commands
 
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> None:
-        transaction(self.client, commands)
+        if self._link is not None:
+            self._link.transaction(commands)  # MULTI/EXEC on the publish path's own connection
+        else:
+            transaction(self.client, commands)
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
@@ -498,6 +528,8 @@ class RedisBroker(Broker):
         return tuple(self.client.time())  # type: ignore[return-value]
 
     def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
         close_client(self.client)
 
 

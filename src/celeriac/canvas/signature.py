@@ -23,11 +23,11 @@ the body of a chord. ``_with_tail`` puts them there.
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Self, TypeVar, cast
 
-from .. import signals, unique
+from .. import protocol, signals, unique
 from ..brokers import Outgoing
+from ..result import AsyncResult
 
 if TYPE_CHECKING:
     from ..app import Celeriac
@@ -372,10 +372,9 @@ class Signature(dict):  # type: ignore[type-arg]
                root_id: str | None = None, parent_id: str | None = None,
                group_index: int | None = None) -> "ResultBase":
         """Assign the task id now (idempotent) and return the result handle it will have."""
-        from ..result import AsyncResult
         if _id is not None:
             self.options["task_id"] = _id
-        task_id = self.options.setdefault("task_id", str(uuid.uuid4()))
+        task_id = self.options.get("task_id") or self.options.setdefault("task_id", protocol.new_id())
         for key, value in (("group_id", group_id), ("chord", chord), ("group_index", group_index)):
             if value is not None:
                 self.options[key] = value
@@ -402,7 +401,7 @@ class Signature(dict):  # type: ignore[type-arg]
         sig_args = self.args if self.immutable else args + self.args
         sig_kwargs = self.kwargs if self.immutable else {**self.kwargs, **kwargs}
         opts = merge_options(self.options, options)
-        task_id = opts.pop("task_id", None) or str(uuid.uuid4())
+        task_id = opts.pop("task_id", None) or protocol.new_id()
         self.options.setdefault("task_id", task_id)
         continuation = opts.pop("chain", None) or None
         if continuation is not None:
@@ -425,6 +424,8 @@ class Signature(dict):  # type: ignore[type-arg]
 
 def _copy_structure(value: Any) -> Any:
     """Copy dicts and lists of a signature (not the argument values themselves)."""
+    if type(value) is Signature and _flat(value):  # most members of a big group: a quick copy
+        return _flat_copy(value)
     if isinstance(value, dict):
         return {k: _copy_structure(v) if k in ("options", "kwargs", "link", "link_error", "tasks", "header",
                                                 "body", "chain", "chord", "task") or isinstance(v, Signature)
@@ -432,6 +433,30 @@ def _copy_structure(value: Any) -> Any:
     if isinstance(value, (list, tuple)) and value and any(isinstance(v, dict) for v in value):
         return type(value)(_copy_structure(v) for v in value)
     return value
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _flat(sig: Signature) -> bool:
+    """No dicts, lists or tuples among its options and kwargs: copying those two dicts copies it."""
+    for v in sig["options"].values():
+        if isinstance(v, _CONTAINERS):
+            return False
+    for v in sig["kwargs"].values():
+        if isinstance(v, _CONTAINERS):
+            return False
+    return True
+
+
+def _flat_copy(sig: Signature) -> Signature:
+    """What `Signature.from_dict(_copy_structure(sig))` makes of a flat signature, without
+    building it up again."""
+    copy = Signature.__new__(Signature)
+    dict.update(copy, sig)
+    copy["kwargs"], copy["options"] = dict(sig["kwargs"]), dict(sig["options"])
+    copy._type, copy._app = sig._type, sig._app
+    return copy
 
 
 def _plain(value: Any) -> Any:

@@ -6,7 +6,9 @@ import itertools
 import uuid
 from typing import TYPE_CHECKING, Any, Iterable, Self, cast
 
+from .. import protocol
 from ..brokers import Outgoing
+from .bulk import gc_paused, members_messages
 from .lazy import LazyHeader, is_lazy, send_lazy_chord
 from .signature import (_TIMING_OPTIONS, TAIL_OPTIONS, Signature, _as_list, _root_of, _sigs, _unwrap_tasks,
                         merge_options, signature, split_tail)
@@ -267,7 +269,8 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         if options.get("link_error") is not None:
             raise TypeError("Cannot add link_error to group: do that on individual tasks, or call "
                             "group.link_error(errback), which gives every task a copy")
-        return super().apply_async(args, kwargs, **options)
+        with gc_paused(len(self.tasks)):
+            return super().apply_async(args, kwargs, **options)
 
     def _with_tail(self, options: dict[str, Any]) -> Signature:
         if any(options.get(k) is not None for k in ("chord", "group_id", "group_index")):
@@ -294,8 +297,15 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         from ..result import GroupResult
         if _id is not None:
             self.options["task_id"] = _id
-        group_id = self.options.setdefault("task_id", str(uuid.uuid4()))
-        return GroupResult(group_id, [_member_result(m, m.freeze()) for m in self._members()], app=self.app)
+        group_id = self.options.setdefault("task_id", protocol.new_id())
+        members = self._members()
+        unset = [m for m in members if type(m) is Signature and not m.options.get("task_id")]
+        for member, task_id in zip(unset, protocol.new_ids(len(unset)), strict=True):  # ids made in one go
+            member.options["task_id"] = task_id
+        from ..result import AsyncResult
+        return GroupResult(group_id, [AsyncResult(m.options["task_id"], app=m.app, task_name=m["task"])
+                                      if type(m) is Signature else _member_result(m, m.freeze())
+                                      for m in members], app=self.app)
 
     def result_ids(self) -> list[str]:
         return [i for s in self.tasks for i in s.result_ids()]
@@ -314,15 +324,7 @@ class group(_TaskList):  # noqa: N801 - Celery's name
         group_id = opts.pop("task_id", None) or self.options.setdefault("task_id", str(uuid.uuid4()))
         for key in ("group_id", "group_index", "chord"):
             opts.pop(key, None)
-        out: list[Outgoing] = []
-        for index, member in enumerate(self._members()):
-            if type(member) is Signature:  # the common case, without a copy per member (big groups)
-                out.extend(member.messages(app, args, kwargs, {**opts, "group_id": group_id, "group_index": index}))
-                continue
-            member.freeze()
-            placed = member._with_tail({"group_id": group_id, "group_index": index})
-            out.extend(placed.messages(app, args, kwargs, dict(opts)))
-        return out
+        return members_messages(app, self._members(), args, kwargs, opts, group_id)  # big groups: bulk.py
 
     def describe(self) -> str:
         return f"group {self.id} of {len(self.tasks)}"
@@ -395,7 +397,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
         if self.is_lazy and not self.app.conf.task_always_eager and self["kwargs"].get("body") is not None:
             return send_lazy_chord(self, args, kwargs, options)
-        return super().apply_async(args, kwargs, **options)
+        with gc_paused(len(self.tasks)):
+            return super().apply_async(args, kwargs, **options)
 
     @property
     def body(self) -> Signature:
@@ -472,16 +475,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
             return body.messages(app, ([],), {}, {k: v for k, v in opts.items() if k in _TIMING_OPTIONS})
         body_dict = dict(body)
         body_dict["chord_size"] = len(members)
-        out: list[Outgoing] = []
-        for index, member in enumerate(members):
-            placement = {"group_id": group_id, "group_index": index, "chord": body_dict}
-            if type(member) is Signature:  # the common case, without a copy per member (big chords)
-                out.extend(member.messages(app, args, kwargs, {**opts, **placement}))
-                continue
-            member.freeze()
-            placed = member._with_tail(placement)
-            out.extend(placed.messages(app, args, kwargs, dict(opts)))
-        return out
+        return members_messages(app, members, args, kwargs, opts, group_id, chord=body_dict)
 
     def describe(self) -> str:
         return f"chord {self.header.id} of {len(self.header.tasks)}"
