@@ -401,9 +401,10 @@ for i = 3, #ARGV, 5 do
   n = n + 1
   local parts, state = KEYS[k], KEYS[k + 1]
   local idx, size = ARGV[i], tonumber(ARGV[i + 1])
+  -- 0: unknown here (a lazy header's member, or a Celery client's chord, whose size lives in
+  -- Celery's key); the chord fires only once some member or that key has told the size.
   if size == 0 and celery then
     size = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
-    if size == 0 then size = math.huge end
   end
   local tid, failed, meta = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('HSET', parts, idx, meta) == 1 then redis.call('HINCRBY', state, 'done', 1) end
