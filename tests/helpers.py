@@ -59,14 +59,26 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 
 def result_store_url(kind: str, tmp_path: Path, request: Any) -> str:
-    """A fresh result store of this kind: memory, sqlite (a file in tmp_path) or redis (the
-    session's private server, flushed)."""
+    """A fresh result store of this kind: memory, sqlite (a file in tmp_path), redis or
+    postgres (the session's private server, flushed)."""
     if kind == "memory":
         import uuid
         return f"memory://store-{uuid.uuid4().hex}"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'results.db'}"
+    if kind == "postgres":
+        return fresh_postgres_url(request)
     return fresh_redis_url(request)
+
+
+def fresh_postgres_url(request: Any) -> str:
+    """The session's private PostgreSQL, running (a failure test may have stopped it), its
+    celeriac tables emptied."""
+    server = request.getfixturevalue("postgres_server")
+    if not server.ping():
+        server.start()
+    server.flush()
+    return str(server.url)
 
 
 def fresh_redis_url(request: Any) -> str:

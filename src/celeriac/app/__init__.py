@@ -250,8 +250,8 @@ class Celeriac:
                 url = celery_urls.backend_url(url)
             else:
                 broker = self.broker_url
-                url = broker if broker.split("://")[0] in ("sqlite", "memory", "redis", "rediss", "unix") \
-                    else f"sqlite:///{DEFAULT_SQLITE_FILE}"
+                same = ("sqlite", "memory", "redis", "rediss", "unix", "postgresql", "postgres")
+                url = broker if broker.split("://")[0] in same else f"sqlite:///{DEFAULT_SQLITE_FILE}"
             self._resolved_backend_url = _absolute_sqlite(url)
         return self._resolved_backend_url
 
@@ -263,6 +263,7 @@ class Celeriac:
                 options.update(self.conf.broker_use_ssl)
             options.setdefault("celery_wire_queues", list(self.conf.get("celery_wire_queues") or []))
             options.setdefault("queue_max_priority", self.conf.get("task_queue_max_priority"))
+            options.setdefault("postgres_schema", self.conf.get("postgres_schema"))
             self._broker = create_broker(self.broker_url, options)
         return self._broker
 
@@ -277,6 +278,7 @@ class Celeriac:
                     options.update(conf.broker_use_ssl)
             if isinstance(conf.get("redis_backend_use_ssl"), dict):
                 options.update(conf.redis_backend_use_ssl)
+            options.setdefault("postgres_schema", conf.get("postgres_schema"))
             # Celery's result keys too, while Celery processes may read or write them.
             options.setdefault("celery_results", bool(conf.get("celery_wire_queues")))
             self._backend = create_result_store(

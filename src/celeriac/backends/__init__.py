@@ -13,6 +13,8 @@ BACKENDS = {
     "redis": "celeriac.backends.redis:RedisResultStore",
     "rediss": "celeriac.backends.redis:RedisResultStore",
     "unix": "celeriac.backends.redis:RedisResultStore",
+    "postgresql": "celeriac.backends.postgres:PostgresResultStore",
+    "postgres": "celeriac.backends.postgres:PostgresResultStore",
 }
 
 
