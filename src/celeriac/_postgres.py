@@ -41,8 +41,10 @@ T = TypeVar("T")
 
 POLL_FALLBACK = 2.0  # seconds: a waiter re-checks at least this often, notification or not
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-# The connection a transactional enqueue (app.transaction) writes through, if any.
-enlisted: contextvars.ContextVar[Any] = contextvars.ContextVar("celeriac_pg_enlisted", default=None)
+# (database, connection) of a transactional enqueue (app.transaction): that database's
+# writes in this context go through the application's connection, in its transaction.
+enlisted: contextvars.ContextVar[tuple["PostgresDatabase", Any] | None] = contextvars.ContextVar(
+    "celeriac_pg_enlisted", default=None)
 
 
 def describe(url: str) -> str:
@@ -143,7 +145,7 @@ class PostgresDatabase:
     def transaction(self) -> Iterator["psycopg.Connection[Any]"]:
         """One transaction around several writes (a batch's results and acks); nested calls
         join it. Inside `app.transaction(conn)` the application's connection is used."""
-        outer = enlisted.get()
+        outer = self.enlisted()
         if outer is not None:
             yield outer
             return
@@ -203,8 +205,13 @@ class PostgresDatabase:
                 raise self.error(exc) from exc
         raise AssertionError("unreachable")
 
+    def enlisted(self) -> Any:
+        """The application's connection this context writes through (app.transaction), or None."""
+        found = enlisted.get()
+        return found[1] if found is not None and found[0] is self else None
+
     def in_transaction(self) -> bool:
-        return enlisted.get() is not None or bool(self._depth.get((os.getpid(), threading.get_ident())))
+        return self.enlisted() is not None or bool(self._depth.get((os.getpid(), threading.get_ident())))
 
     def notify(self, conn: "psycopg.Connection[Any]", kind: str, payloads: Sequence[str]) -> None:
         """NOTIFY the channel once per payload (sent when the transaction commits)."""

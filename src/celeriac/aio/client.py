@@ -38,6 +38,8 @@ ASYNC_BROKERS = {
     "amqp": "celeriac.aio.amqp:AsyncAMQPBroker",
     "amqps": "celeriac.aio.amqp:AsyncAMQPBroker",
     "pyamqp": "celeriac.aio.amqp:AsyncAMQPBroker",
+    "postgresql": "celeriac.aio.postgres:AsyncPostgresBroker",
+    "postgres": "celeriac.aio.postgres:AsyncPostgresBroker",
 }
 ASYNC_STORES = {
     "memory": "celeriac.aio.base:PollingResultStore",
@@ -45,6 +47,8 @@ ASYNC_STORES = {
     "redis": "celeriac.aio.redis:AsyncRedisResultStore",
     "rediss": "celeriac.aio.redis:AsyncRedisResultStore",
     "unix": "celeriac.aio.redis:AsyncRedisResultStore",
+    "postgresql": "celeriac.aio.postgres:AsyncPostgresResultStore",
+    "postgres": "celeriac.aio.postgres:AsyncPostgresResultStore",
 }
 
 

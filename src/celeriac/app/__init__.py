@@ -302,6 +302,15 @@ class Celeriac:
             self._events = Events(self)
         return self._events
 
+    def transaction(self, conn: Any) -> Any:
+        """`with app.transaction(conn):` every task published in the block (delay, apply_async,
+        send_task, canvas) is written through `conn` - a psycopg 3 connection, a Django
+        connection or alias, a SQLAlchemy Session or Connection - inside its transaction:
+        workers see it when that transaction commits, never if it rolls back. Needs a
+        postgresql:// broker (docs/postgresql.md)."""
+        from .._postgres_enqueue import transaction
+        return transaction(self, conn)
+
     def connection(self) -> Any:
         """Celery's `with app.connection() as conn:`; celeriac's receivers use the app's broker,
         so the connection is only a context to pass along."""

@@ -42,6 +42,28 @@ SELECT queue, priority, payload FROM due ORDER BY eta, id
 """
 
 
+def publish_statements(schema: str, messages: Sequence[Outgoing]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements that publish `messages` (the sync and asyncio clients run the same):
+    one insert per table whatever the count (arrays unnested in order: FIFO), and a NOTIFY
+    of each queue so that idle workers wake."""
+    now = time.time()
+    ready = [(m.queue, clamp_priority(m.priority), m.payload) for m in messages if m.eta is None or m.eta <= now]
+    delayed = [(m.eta, m.queue, clamp_priority(m.priority), m.payload) for m in messages
+               if m.eta is not None and m.eta > now]
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    if ready:
+        out.append((f"INSERT INTO {schema}.messages (queue, priority, payload) "
+                    "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::bytea[])",
+                    tuple(map(list, zip(*ready, strict=True)))))
+    if delayed:
+        out.append((f"INSERT INTO {schema}.delayed (eta, queue, priority, payload) "
+                    "SELECT * FROM unnest(%s::float8[], %s::text[], %s::smallint[], %s::bytea[])",
+                    tuple(map(list, zip(*delayed, strict=True)))))
+    out.append(("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                (f"{schema}_q", sorted({m.queue for m in messages}))))
+    return out
+
+
 class PostgresBroker(Broker):
     schemes = ("postgresql", "postgres")
     transactional = True
@@ -61,23 +83,10 @@ class PostgresBroker(Broker):
     def publish(self, messages: Sequence[Outgoing]) -> None:
         if not messages:
             return
-        now = time.time()
-        ready = [(m.queue, clamp_priority(m.priority), m.payload) for m in messages if m.eta is None or m.eta <= now]
-        delayed = [(m.eta, m.queue, clamp_priority(m.priority), m.payload) for m in messages
-                   if m.eta is not None and m.eta > now]
-        queues = sorted({m.queue for m in messages})
 
         def insert(conn: Any) -> None:
-            # One statement per table whatever the count (arrays unnested in order: FIFO).
-            if ready:
-                conn.execute(f"INSERT INTO {self.s}.messages (queue, priority, payload) "
-                             "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::bytea[])",
-                             tuple(map(list, zip(*ready, strict=True))))
-            if delayed:
-                conn.execute(f"INSERT INTO {self.s}.delayed (eta, queue, priority, payload) "
-                             "SELECT * FROM unnest(%s::float8[], %s::text[], %s::smallint[], %s::bytea[])",
-                             tuple(map(list, zip(*delayed, strict=True))))
-            self.db.notify(conn, "q", queues)
+            for sql, params in publish_statements(self.s, messages):
+                conn.execute(sql, params)
 
         self.db.write(insert)
 
