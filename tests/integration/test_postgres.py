@@ -240,15 +240,20 @@ def test_result_store_serves_a_redis_broker(tasks: Any, start_worker: Any, redis
 def test_postgres_restart_under_load(tasks: Any, start_worker: Any, postgres_server: Any, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     workers = [start_worker("-c", "2", "-n", "a@host"), start_worker("-c", "2", "-n", "b@host")]
-    results = [tasks.work.delay(str(trace), i, 0.005) for i in range(2000)]
+    results = [tasks.work.delay(str(trace), i, 0.02) for i in range(2000)]
     wait_until(lambda: len(trace_lines(trace)) >= 300, 60, message="300 done before the restart")
     postgres_server.stop()
     time.sleep(2)
     done_during_outage = len(trace_lines(trace))
     assert done_during_outage < 2000, "the outage came too late to test anything"
+    with pytest.raises(OperationalError, match=r"127\.0\.0\.1") as caught:  # a client is told, clearly
+        tasks.add.delay(1, 1)
+    assert "could not publish" in str(caught.value)
     postgres_server.start()
-    wait_until(lambda: count_success(results) == 2000, 180, interval=0.25, message="2000 SUCCESS after restart")
-    assert sorted(set(map(int, trace_lines(trace)))) == list(range(2000))
+    # The client's connections died with the server: its next calls connect again.
+    results += [tasks.work.delay(str(trace), 2000 + i, 0) for i in range(100)]
+    wait_until(lambda: count_success(results) == 2100, 180, interval=0.25, message="2100 SUCCESS after restart")
+    assert sorted(set(map(int, trace_lines(trace)))) == list(range(2100))
     for worker in workers:
         assert worker.proc.poll() is None, worker.output[-3000:]
         assert "127.0.0.1" in worker.output and "retrying" in worker.output
