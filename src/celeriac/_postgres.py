@@ -89,6 +89,7 @@ class PostgresDatabase:
         self.schema = schema
         self.where = describe(conninfo)
         self._conns: dict[tuple[int, int], psycopg.Connection[Any]] = {}
+        self._fast: dict[tuple[int, int], psycopg.Connection[Any]] = {}  # synchronous_commit off
         self._depth: dict[tuple[int, int], int] = {}
         self._migrated_pid = 0
         self._schema_lock = threading.Lock()
@@ -142,9 +143,13 @@ class PostgresDatabase:
     # --- transactions ---
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator["psycopg.Connection[Any]"]:
+    def transaction(self, durable: bool = True) -> Iterator["psycopg.Connection[Any]"]:
         """One transaction around several writes (a batch's results and acks); nested calls
-        join it. Inside `app.transaction(conn)` the application's connection is used."""
+        join it. Inside `app.transaction(conn)` the application's connection is used.
+
+        `durable` False commits without waiting for the WAL flush: for writes that a crash
+        may undo harmlessly (a claim lost with the server only makes the message claimable
+        again). Single statements go through `run` instead: one round trip, no BEGIN/COMMIT."""
         outer = self.enlisted()
         if outer is not None:
             yield outer
@@ -162,6 +167,8 @@ class PostgresDatabase:
         self._depth[key] = 1
         try:
             with conn.transaction():
+                if not durable:
+                    conn.execute("SET LOCAL synchronous_commit = off")
                 yield conn
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError) or conn.broken:
@@ -170,13 +177,13 @@ class PostgresDatabase:
         finally:
             self._depth[key] = 0
 
-    def write(self, fn: Callable[[Any], T], retry_conflicts: bool = True) -> T:
+    def write(self, fn: Callable[[Any], T], retry_conflicts: bool = True, durable: bool = True) -> T:
         """`fn` in one transaction (or inside the caller's). A deadlock or serialization
         failure of a transaction of its own is retried; a lost connection is reported."""
         attempts = 0
         while True:
             try:
-                with self.transaction() as conn:
+                with self.transaction(durable) as conn:
                     return fn(conn)
             except OperationalError as exc:
                 cause = exc.__cause__
@@ -185,6 +192,47 @@ class PostgresDatabase:
                     raise
                 attempts += 1
                 time.sleep(0.001 * attempts)
+
+    def run(self, sql: str, params: Any = (), fetch: bool = False, durable: bool = True) -> list[Any]:
+        """One statement: inside the caller's transaction if there is one, else on its own in
+        autocommit (one round trip; `durable` False: on the thread's connection that commits
+        without waiting for the WAL flush). Returns its rows when `fetch`."""
+        outer = self.enlisted()
+        if outer is not None:
+            cur = outer.execute(sql, params)
+            return list(cur.fetchall()) if fetch and cur is not None else []
+        key = (os.getpid(), threading.get_ident())
+        if self._depth.get(key):
+            conn = self._conns[key]
+        else:
+            self.ensure_schema()
+            conn = self.conn() if durable else self.fast_conn()
+        try:
+            cur = conn.execute(sql, params)
+            return list(cur.fetchall()) if fetch else []
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) or conn.broken:
+                self._drop()
+                self._drop_fast()
+            raise self.error(exc) from exc
+
+    def fast_conn(self) -> "psycopg.Connection[Any]":
+        key = (os.getpid(), threading.get_ident())
+        conn = self._fast.get(key)
+        if conn is None or conn.closed:
+            try:
+                conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10,
+                                       options="-c synchronous_commit=off")
+            except psycopg.Error as exc:
+                raise OperationalError(f"cannot connect to {self.where}: {_first_line(exc)}") from exc
+            self._fast[key] = conn
+        return conn
+
+    def _drop_fast(self) -> None:
+        conn = self._fast.pop((os.getpid(), threading.get_ident()), None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def read(self, fn: Callable[[Any], T]) -> T:
         """A read in autocommit; retried once on a new connection when the old one was lost
@@ -232,6 +280,7 @@ class PostgresDatabase:
     def close_thread(self) -> None:
         if not self.in_transaction():
             self._drop()
+            self._drop_fast()
 
 
 def _first_line(exc: BaseException) -> str:

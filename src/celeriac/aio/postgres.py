@@ -20,7 +20,7 @@ import psycopg
 from .. import states
 from ..backends.postgres import PostgresResultStore
 from ..brokers.base import Outgoing
-from ..brokers.postgres import PostgresBroker, publish_statements
+from ..brokers.postgres import PostgresBroker, publish_statement
 from .base import AsyncResultStore, BatchingBroker
 
 _RECHECK = 1.0  # seconds: a waiter re-reads its own state at least this often
@@ -69,9 +69,7 @@ class AsyncPostgresBroker(BatchingBroker):
         async with self._conn.lock:
             try:
                 conn = await self._conn.get()
-                async with conn.transaction():
-                    for sql, params in publish_statements(self.sync.s, messages):
-                        await conn.execute(sql, params)
+                await conn.execute(*publish_statement(self.sync.s, messages))
             except psycopg.Error as exc:
                 raise self._conn.failed(exc) from exc
 

@@ -44,11 +44,11 @@ class PostgresResultStore(ResultStore):
         self.s = self.db.schema
         self.history_buffer = HistoryBuffer(self._write_history)
         self._store_sql = (
-            f"INSERT INTO {self.s}.results AS r (task_id, status, meta, expires) "
+            f"WITH u AS (INSERT INTO {self.s}.results AS r (task_id, status, meta, expires) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::float8[]) "
             "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
             f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
-            f"OR r.status NOT IN ({_READY_SQL})")
+            f"OR r.status NOT IN ({_READY_SQL})) SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p")
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -67,11 +67,8 @@ class PostgresResultStore(ResultStore):
                   [None if r.expires_in is None else now + r.expires_in for r in rows])
         ready = [r.task_id for r in rows if r.status in states.READY_STATES]
 
-        def write(c: Any) -> None:
-            c.execute(self._store_sql, params)
-            self.db.notify(c, "r", _payloads(ready))
-
-        self.db.write(write)
+        # One statement (one round trip): the upsert, and a NOTIFY of the ids that finished.
+        self.db.run(self._store_sql, (*params, self.db.channel("r"), _payloads(ready)))
         history = [r.history for r in results if r.history is not None]
         if history:  # written in batches of many tasks (celeriac.history.HistoryBuffer)
             self.history_buffer.add(history)

@@ -42,26 +42,26 @@ SELECT queue, priority, payload FROM due ORDER BY eta, id
 """
 
 
-def publish_statements(schema: str, messages: Sequence[Outgoing]) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements that publish `messages` (the sync and asyncio clients run the same):
-    one insert per table whatever the count (arrays unnested in order: FIFO), and a NOTIFY
-    of each queue so that idle workers wake."""
+def publish_statement(schema: str, messages: Sequence[Outgoing]) -> tuple[str, tuple[Any, ...]]:
+    """The one statement that publishes `messages` (the sync and asyncio clients run it): an
+    insert per table whatever the count (arrays unnested in order: FIFO), and a NOTIFY of
+    each queue so that idle workers wake. One statement: one round trip in autocommit."""
     now = time.time()
     ready = [(m.queue, clamp_priority(m.priority), m.payload) for m in messages if m.eta is None or m.eta <= now]
     delayed = [(m.eta, m.queue, clamp_priority(m.priority), m.payload) for m in messages
                if m.eta is not None and m.eta > now]
-    out: list[tuple[str, tuple[Any, ...]]] = []
+    parts: list[str] = []
+    params: list[Any] = []
     if ready:
-        out.append((f"INSERT INTO {schema}.messages (queue, priority, payload) "
-                    "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::bytea[])",
-                    tuple(map(list, zip(*ready, strict=True)))))
+        parts.append(f"r AS (INSERT INTO {schema}.messages (queue, priority, payload) "
+                     "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::bytea[]))")
+        params += map(list, zip(*ready, strict=True))
     if delayed:
-        out.append((f"INSERT INTO {schema}.delayed (eta, queue, priority, payload) "
-                    "SELECT * FROM unnest(%s::float8[], %s::text[], %s::smallint[], %s::bytea[])",
-                    tuple(map(list, zip(*delayed, strict=True)))))
-    out.append(("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                (f"{schema}_q", sorted({m.queue for m in messages}))))
-    return out
+        parts.append(f"d AS (INSERT INTO {schema}.delayed (eta, queue, priority, payload) "
+                     "SELECT * FROM unnest(%s::float8[], %s::text[], %s::smallint[], %s::bytea[]))")
+        params += map(list, zip(*delayed, strict=True))
+    params += [f"{schema}_q", sorted({m.queue for m in messages})]
+    return f"WITH {', '.join(parts)} SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", tuple(params)
 
 
 class PostgresBroker(Broker):
@@ -81,14 +81,8 @@ class PostgresBroker(Broker):
     # --- publish ---
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
-        if not messages:
-            return
-
-        def insert(conn: Any) -> None:
-            for sql, params in publish_statements(self.s, messages):
-                conn.execute(sql, params)
-
-        self.db.write(insert)
+        if messages:
+            self.db.run(*publish_statement(self.s, messages))
 
     # --- fetch ---
 
@@ -98,16 +92,12 @@ class PostgresBroker(Broker):
             sql, params["queue"] = self._claim_one, queues[0]
         else:
             sql, params["queues"] = self._claim_many, list(queues)
-        promote = time.monotonic() >= self._next_promote
-
-        def claim(conn: Any) -> list[Any]:
-            if promote:
-                conn.execute(self._promote, (time.time(),))
-            return list(conn.execute(sql, params).fetchall())
-
-        rows = self.db.write(claim)
-        if promote:
+        if time.monotonic() >= self._next_promote:
+            # A lost claim or move (the server crashed before flushing them) is harmless: the
+            # message is simply claimable, or delayed, again. So neither waits for the flush.
+            self.db.run(self._promote, (time.time(),), durable=False)
             self._next_promote = time.monotonic() + 0.05
+        rows = self.db.run(sql, params, fetch=True, durable=False)
         rows.sort(key=lambda r: (-r[2], r[0]))
         return [Delivery(str(r[0]), r[1], bytes(r[4]), r[3], r[2], owner) for r in rows]
 
@@ -133,8 +123,7 @@ class PostgresBroker(Broker):
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
-            ids = [int(d.tag) for d in deliveries]
-            self.db.write(lambda c: c.execute(f"DELETE FROM {self.s}.messages WHERE id = ANY(%s)", (ids,)))
+            self.db.run(f"DELETE FROM {self.s}.messages WHERE id = ANY(%s)", ([int(d.tag) for d in deliveries],))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
