@@ -76,7 +76,7 @@ def leader_pid(tasks: Any) -> int | None:
     return int(holder.split(":")[1]) if holder else None
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "amqp"])
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "amqp", "postgres"])
 def test_beat_sends_each_tick_once(broker_kind: str, app_env: dict[str, str], tmp_path: Path,
                                    start_worker: Callable[..., WorkerProcess], start_beat: Any) -> None:
     env = beat_env(app_env, tmp_path, {"every-second": [1, "run_once"], "every-2s": [2, "run_once"]})
@@ -92,7 +92,7 @@ def test_beat_sends_each_tick_once(broker_kind: str, app_env: dict[str, str], tm
         assert row["at"] - row["tick"] < 1.0, f"tick ran {row['at'] - row['tick']:.2f}s late: {row}"
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "postgres"])
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_restart_neither_refires_nor_skips(broker_kind: str, how: str, app_env: dict[str, str], tmp_path: Path,
                                            start_worker: Callable[..., WorkerProcess], start_beat: Any) -> None:
@@ -114,7 +114,7 @@ def test_restart_neither_refires_nor_skips(broker_kind: str, how: str, app_env: 
     assert_each_tick_once(rows, 1.0)
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "postgres"])
 def test_missed_ticks_follow_the_entry_policy(broker_kind: str, app_env: dict[str, str], tmp_path: Path,
                                               start_worker: Callable[..., WorkerProcess], start_beat: Any) -> None:
     env = beat_env(app_env, tmp_path, {"once": [1, "run_once"], "skipper": [1, "skip"]}, lease=1.0,
@@ -145,7 +145,7 @@ def test_missed_ticks_follow_the_entry_policy(broker_kind: str, app_env: dict[st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "postgres"])
 def test_three_beats_one_killed_every_tick_once(broker_kind: str, app_env: dict[str, str], tmp_path: Path,
                                                 tasks: Any, start_worker: Callable[..., WorkerProcess],
                                                 start_beat: Any) -> None:
@@ -187,7 +187,7 @@ def test_worker_with_embedded_beat(broker_kind: str, app_env: dict[str, str], tm
     assert_each_tick_once(recorded(tmp_path), 1.0)
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "postgres"])
 def test_beat_list_shows_entries_with_next_run(broker_kind: str, app_env: dict[str, str], tmp_path: Path,
                                                start_worker: Callable[..., WorkerProcess], start_beat: Any) -> None:
     env = beat_env(app_env, tmp_path, {"every-second": [1, "run_once"], "hourly": [3600, "skip"]})
