@@ -91,7 +91,7 @@ class PostgresDatabase:
         self._conns: dict[tuple[int, int], psycopg.Connection[Any]] = {}
         self._fast: dict[tuple[int, int], psycopg.Connection[Any]] = {}  # synchronous_commit off
         self._depth: dict[tuple[int, int], int] = {}
-        self._migrated_pid = 0
+        self._migrated = False  # the tables are at this code's version (a forked child inherits it)
         self._schema_lock = threading.Lock()
         self._wakeups: dict[int, Wakeups] = {}
 
@@ -126,10 +126,10 @@ class PostgresDatabase:
     # --- schema ---
 
     def ensure_schema(self) -> None:
-        if self._migrated_pid == os.getpid():
+        if self._migrated:
             return
         with self._schema_lock:
-            if self._migrated_pid != os.getpid():
+            if not self._migrated:
                 from ._postgres_schema import migrate
                 conn = self.connect()
                 try:
@@ -138,7 +138,7 @@ class PostgresDatabase:
                     raise self.error(exc) from exc
                 finally:
                     conn.close()
-                self._migrated_pid = os.getpid()
+                self._migrated = True
 
     # --- transactions ---
 

@@ -269,3 +269,13 @@ def test_kill_9_worker_loses_nothing(tasks: Any, start_worker: Any, tmp_path: Pa
     start_worker("-c", "2")
     wait_until(lambda: count_success(results) == 1000, 120, interval=0.2, message="1000 SUCCESS")
     assert sorted(set(map(int, trace_lines(trace)))) == list(range(1000))
+
+
+def test_missing_psycopg_names_the_extra() -> None:
+    script = ("import sys; sys.modules['psycopg'] = None\n"
+              "from celeriac.brokers import create_broker\n"
+              "try:\n    create_broker('postgresql://u:pw@h/db')\n"
+              "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == ("ImproperlyConfigured PostgreSQL URLs need psycopg 3: "
+                                   "pip install 'celeriac[postgres]'"), done.stdout + done.stderr
