@@ -4,7 +4,8 @@ result store interfaces as a worker drives them, on a private server (fsync on).
     python benchmarks/pg_sizing.py [--n 1000000] [--batch 500] [--backlog 5000] [--broker postgresql://...]
 
 Per batch: publish BATCH messages (as a client would), claim BATCH (a worker's fetch), store
-their results and ack them in one transaction (a worker's flush). A backlog of BACKLOG
+their results and ack them in one transaction (a worker's flush); every 2 s the broker's
+housekeeping (a worker supervisor's heartbeat: it vacuums the hot tables). A backlog of BACKLOG
 messages is kept waiting throughout, as under load. Every N/10 tasks it prints the size
 (table + indexes + TOAST) and the live and dead rows of `messages` and `results`, so the
 growth of the hot table (should be none) and of the results (one row per task, kept for
@@ -49,7 +50,11 @@ def run(url: str, n: int, batch: int, backlog: int) -> None:
     publish(backlog)
     broker.heartbeat("w1", 3600)
     done, started, step = 0, time.monotonic(), max(batch, n // 10)
+    beat = 0.0
     while done < n:
+        if time.monotonic() >= beat:  # what a worker's supervisor does every heartbeat (2 s)
+            beat = time.monotonic() + 2.0
+            broker.housekeeping()
         publish(batch)
         got = broker.fetch(["celery"], "w1", "w1/0", batch, timeout=0)
         results = [store.encode({"task_id": f"t{done + i}", "status": "SUCCESS", "result": 3, "traceback": None,

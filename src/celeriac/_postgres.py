@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import re
 import threading
@@ -39,6 +40,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 T = TypeVar("T")
 
+logger = logging.getLogger("celeriac.postgres")
+_VACUUM_LOCK = 0x76616375  # the advisory lock of a worker vacuuming the hot tables ("vacu")
 POLL_FALLBACK = 2.0  # seconds: a waiter re-checks at least this often, notification or not
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 # (database, connection) of a transactional enqueue (app.transaction): that database's
@@ -94,6 +97,8 @@ class PostgresDatabase:
         self._migrated = False  # the tables are at this code's version (a forked child inherits it)
         self._schema_lock = threading.Lock()
         self._wakeups: dict[int, Wakeups] = {}
+        self._vacuum_thread: threading.Thread | None = None
+        self._vacuum_warned = False
 
     def channel(self, kind: str) -> str:
         return f"{self.schema}_{kind}"
@@ -266,6 +271,31 @@ class PostgresDatabase:
         if payloads:
             conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
                          (self.channel(kind), list(payloads)))
+
+    def vacuum_soon(self, tables: Sequence[str]) -> None:
+        """VACUUM these tables in a thread of its own (the caller, a worker's supervisor, keeps
+        its heartbeat), unless a vacuum of ours is still running or another worker's is (an
+        advisory lock): a lean table costs milliseconds to vacuum."""
+        running = self._vacuum_thread
+        if running is not None and running.is_alive():
+            return
+        self._vacuum_thread = threading.Thread(target=self._vacuum, args=(list(tables),),
+                                               name="celeriac-pg-vacuum", daemon=True)
+        self._vacuum_thread.start()
+
+    def _vacuum(self, tables: list[str]) -> None:
+        try:
+            self.ensure_schema()
+            with self.connect() as conn:
+                locked = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                      (_VACUUM_LOCK, self.schema)).fetchone()
+                if locked and locked[0]:
+                    conn.execute(f"VACUUM (SKIP_LOCKED) {', '.join(tables)}")
+        except (psycopg.Error, OperationalError) as exc:  # not the owner, server away: autovacuum remains
+            if not self._vacuum_warned:
+                self._vacuum_warned = True
+                logger.warning("could not vacuum %s on %s (%s); autovacuum will, less often",
+                               ", ".join(tables), self.where, _first_line(exc))
 
     def wakeups(self) -> "Wakeups":
         pid = os.getpid()
