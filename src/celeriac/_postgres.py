@@ -94,6 +94,7 @@ class PostgresDatabase:
         self._conns: dict[tuple[int, int], psycopg.Connection[Any]] = {}
         self._fast: dict[tuple[int, int], psycopg.Connection[Any]] = {}  # synchronous_commit off
         self._depth: dict[tuple[int, int], int] = {}
+        self._pending: dict[tuple[int, int], list[str]] = {}  # statements waiting for the commit
         self._migrated = False  # the tables are at this code's version (a forked child inherits it)
         self._schema_lock = threading.Lock()
         self._wakeups: dict[int, Wakeups] = {}
@@ -152,9 +153,13 @@ class PostgresDatabase:
         """One transaction around several writes (a batch's results and acks); nested calls
         join it. Inside `app.transaction(conn)` the application's connection is used.
 
+        Writes through `run` are not sent one by one: they wait, bound on this side, and go
+        out with BEGIN and COMMIT as one query string - a worker's batch of results, follow-up
+        messages and acks costs one round trip. A write that reads rows (or a `write`/`read`
+        callback) sends what waits first, so the order of the statements is kept.
         `durable` False commits without waiting for the WAL flush: for writes that a crash
         may undo harmlessly (a claim lost with the server only makes the message claimable
-        again). Single statements go through `run` instead: one round trip, no BEGIN/COMMIT."""
+        again)."""
         outer = self.enlisted()
         if outer is not None:
             yield outer
@@ -170,17 +175,38 @@ class PostgresDatabase:
         self.ensure_schema()
         conn = self.conn()
         self._depth[key] = 1
+        self._pending[key] = ["BEGIN"] + ([] if durable else ["SET LOCAL synchronous_commit = off"])
         try:
-            with conn.transaction():
-                if not durable:
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                yield conn
-        except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError) or conn.broken:
-                self._drop()
-            raise self.error(exc) from exc
+            yield conn
+            self._send(key, conn, "COMMIT")
+        except BaseException as exc:
+            self._pending[key] = []
+            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, psycopg.Error):
+                if isinstance(exc, psycopg.OperationalError) or conn.broken:
+                    self._drop()
+                raise self.error(exc) from exc
+            raise
         finally:
             self._depth[key] = 0
+
+    def _send(self, key: tuple[int, int], conn: "psycopg.Connection[Any]", last: str | None = None) -> None:
+        """Send the statements waiting in this transaction (and `last`), as one query string."""
+        waiting = self._pending.get(key) or []
+        if last is not None:
+            waiting.append(last)
+        self._pending[key] = []
+        if waiting:
+            conn.execute("; ".join(waiting).encode())  # no parameters: the simple protocol, several statements
+
+    def _joined(self) -> "psycopg.Connection[Any]":
+        """The connection of this thread's open transaction, with what waited sent."""
+        key = (os.getpid(), threading.get_ident())
+        conn = self._conns[key]
+        self._send(key, conn)
+        return conn
 
     def write(self, fn: Callable[[Any], T], retry_conflicts: bool = True, durable: bool = True) -> T:
         """`fn` in one transaction (or inside the caller's). A deadlock or serialization
@@ -189,6 +215,8 @@ class PostgresDatabase:
         while True:
             try:
                 with self.transaction(durable) as conn:
+                    if self.enlisted() is None:
+                        conn = self._joined()
                     return fn(conn)
             except OperationalError as exc:
                 cause = exc.__cause__
@@ -209,6 +237,13 @@ class PostgresDatabase:
         key = (os.getpid(), threading.get_ident())
         if self._depth.get(key):
             conn = self._conns[key]
+            if not fetch:  # waits for the others of this transaction (see transaction())
+                try:
+                    self._pending[key].append(psycopg.ClientCursor(conn).mogrify(sql, params))
+                except psycopg.Error as exc:
+                    raise self.error(exc) from exc
+                return []
+            self._send(key, conn)
         else:
             self.ensure_schema()
             conn = self.conn() if durable else self.fast_conn()
@@ -244,7 +279,7 @@ class PostgresDatabase:
         (after a server restart every idle connection is)."""
         if self.in_transaction():
             with self.transaction() as conn:
-                return fn(conn)
+                return fn(conn if self.enlisted() is not None else self._joined())
         self.ensure_schema()
         for attempt in (1, 2):
             conn = self.conn()
