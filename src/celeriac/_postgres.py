@@ -239,7 +239,8 @@ class PostgresDatabase:
             conn = self._conns[key]
             if not fetch:  # waits for the others of this transaction (see transaction())
                 try:
-                    self._pending[key].append(psycopg.ClientCursor(conn).mogrify(sql, params))
+                    # bound here, as text (a binary %b placeholder cannot be written into a query string)
+                    self._pending[key].append(psycopg.ClientCursor(conn).mogrify(sql.replace("%b", "%s"), params))
                 except psycopg.Error as exc:
                     raise self.error(exc) from exc
                 return []

@@ -21,17 +21,18 @@ from .exceptions import ImproperlyConfigured
 class _Executor:
     """`execute(sql, params)` on the application's connection, whatever its library."""
 
-    def __init__(self, run: Callable[[str, Any], Any]) -> None:
+    def __init__(self, run: Callable[[str, Any], Any], binary: bool = False) -> None:
         self._run = run
+        self._binary = binary  # psycopg 3 binds %b (binary); other drivers know only %s
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        return self._run(sql, params)
+        return self._run(sql if self._binary else sql.replace("%b", "%s"), params)
 
 
 @contextlib.contextmanager
 def _psycopg(conn: Any) -> Iterator[_Executor]:
     with conn.transaction():
-        yield _Executor(lambda sql, params: conn.execute(sql, params))
+        yield _Executor(lambda sql, params: conn.execute(sql, params), binary=True)
 
 
 @contextlib.contextmanager
