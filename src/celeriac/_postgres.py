@@ -23,6 +23,7 @@ import contextvars
 import logging
 import os
 import re
+import select
 import threading
 import time
 from collections import defaultdict
@@ -115,7 +116,9 @@ class PostgresDatabase:
     def conn(self) -> "psycopg.Connection[Any]":
         key = (os.getpid(), threading.get_ident())
         conn = self._conns.get(key)
-        if conn is None or conn.closed:
+        if conn is None or not _usable(conn):
+            if conn is not None:
+                self._drop()
             conn = self._conns[key] = self.connect()
         return conn
 
@@ -260,7 +263,10 @@ class PostgresDatabase:
     def fast_conn(self) -> "psycopg.Connection[Any]":
         key = (os.getpid(), threading.get_ident())
         conn = self._fast.get(key)
-        if conn is None or conn.closed:
+        if conn is not None and not _usable(conn):
+            self._drop_fast()
+            conn = None
+        if conn is None:
             try:
                 conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10,
                                        options="-c synchronous_commit=off")
@@ -347,6 +353,21 @@ class PostgresDatabase:
         if not self.in_transaction():
             self._drop()
             self._drop_fast()
+
+
+def _usable(conn: "psycopg.Connection[Any]") -> bool:
+    """False for an idle connection the server has closed (a restart, a failover, an idle
+    timeout): it says so on the socket before we send anything, so the caller connects again
+    instead of failing its next statement - which was never run, but could not tell."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    # An idle connection that does not LISTEN hears nothing but its own end (the server's
+    # "terminating connection" and EOF); the rare harmless message costs one reconnection.
+    return not readable and conn.pgconn.status == psycopg.pq.ConnStatus.OK
 
 
 def _first_line(exc: BaseException) -> str:
