@@ -1,8 +1,9 @@
 """celeriac's own benchmark: enqueue rate, throughput and round-trip latency.
 
-    python benchmarks/bench.py [--broker URL] [--n 10000] [--lat 500] [--concurrency 2]
+    python benchmarks/bench.py [--broker URL | --postgres] [--n 10000] [--lat 500] [--concurrency 2]
 
-With no --broker it runs on the embedded SQLite default in a fresh temporary directory.
+With no --broker it runs on the embedded SQLite default in a fresh temporary directory;
+--postgres starts a private PostgreSQL server (default durability) for the run.
 Phases (the same as ../shared/bench-peers): enqueue N no-op `add(i, i)` tasks one by one
 with no worker running; start a worker (`-c 2`) and read all N results in order
 (tasks/s = N / (last result - worker start), start-up included); then LAT sequential
@@ -128,9 +129,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--lat", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--postgres", action="store_true",
+                        help="start a private PostgreSQL (fsync on) and use it as broker and result store")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args)
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from pg_private import private_postgres
+        with private_postgres() as url:
+            args.broker = url
+            result = run(args)
+    else:
+        result = run(args)
     if args.json:
         print(json.dumps(result))
         return

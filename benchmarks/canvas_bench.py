@@ -70,9 +70,9 @@ TASKS = textwrap.dedent("""\
         return sum(values)
     """)
 
-LABEL = {"sqlite": "SQLite (file)", "redis": "Redis", "amqp": "RabbitMQ"}
+LABEL = {"sqlite": "SQLite (file)", "redis": "Redis", "amqp": "RabbitMQ", "postgres": "PostgreSQL"}
 TRIPS = {"sqlite": "write transactions (COMMIT)", "redis": "requests sent (command or pipeline)",
-         "amqp": "waits for a broker reply"}
+         "amqp": "waits for a broker reply", "postgres": "statements sent"}
 
 
 # ---------------------------------------------------------------- child: one broker, in its own process
@@ -104,6 +104,15 @@ class Counters:
                 if statement.lstrip().upper().startswith("COMMIT"):
                     self.trips += 1
             broker.db.conn().set_trace_callback(trace)
+        elif kind == "postgres":
+            import psycopg
+            execute = psycopg.Connection.execute
+
+            def counted_execute(conn: Any, *a: Any, **kw: Any) -> Any:
+                self.trips += 1
+                return execute(conn, *a, **kw)
+
+            psycopg.Connection.execute = counted_execute  # type: ignore[method-assign]
         elif kind == "amqp":
             from pika.adapters.blocking_connection import BlockingChannel
             flush = BlockingChannel._flush_output
@@ -347,14 +356,15 @@ def versions() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--brokers", default="sqlite,redis,amqp", help="comma-separated: sqlite, redis, amqp")
+    ap.add_argument("--brokers", default="sqlite,redis,amqp",
+                    help="comma-separated: sqlite, redis, amqp, postgres (a private server, fsync on)")
     ap.add_argument("--n", type=int, default=10000, help="signatures in the group / delay() calls in (a)")
     ap.add_argument("--chord-n", type=int, default=5000, help="header tasks of the chord in (b)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of (a) per broker (median reported)")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for the chord body's result")
     ap.add_argument("--json", default=None, help="also write the raw results here")
-    ap.add_argument("--child", choices=("sqlite", "redis", "amqp"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("sqlite", "redis", "amqp", "postgres"), help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -365,7 +375,7 @@ def main() -> int:
     kinds = [k.strip() for k in args.brokers.split(",") if k.strip()]
     bad = [k for k in kinds if k not in LABEL]
     if bad:
-        sys.exit(f"unknown broker(s) {bad}; choose from sqlite, redis, amqp")
+        sys.exit(f"unknown broker(s) {bad}; choose from sqlite, redis, amqp, postgres")
     if any(k in ("redis", "amqp") for k in kinds) and not shutil.which("redis-server"):
         sys.exit("redis-server not found on PATH")
     if "amqp" in kinds and not (cc.RABBIT_BIN / "rabbitmq-server").exists():
@@ -387,6 +397,8 @@ def main() -> int:
     rabbit: cc.RabbitNode | None = None
     port = 0
     results: dict[str, dict[str, Any]] = {}
+    postgres: Any = None
+    pg_url = ""
     try:
         if any(k in ("redis", "amqp") for k in kinds):
             port = cc.free_port()
@@ -423,6 +435,13 @@ def main() -> int:
             if kind == "sqlite":
                 url = f"sqlite:///{workdir / 'canvas.db'}"  # absolute path: sqlite:////tmp/...
                 env.update(BENCH_BROKER=url, BENCH_BACKEND=url)
+            elif kind == "postgres":
+                if postgres is None:
+                    sys.path.insert(0, str(Path(__file__).resolve().parent))
+                    from pg_private import private_postgres
+                    postgres = private_postgres()
+                    pg_url = postgres.__enter__()
+                env.update(BENCH_BROKER=pg_url, BENCH_BACKEND=pg_url)
             else:
                 cc.redis_cmd(port, "FLUSHALL")
                 redis_url = f"redis://127.0.0.1:{port}/0"
@@ -443,6 +462,8 @@ def main() -> int:
                 done = c.get("error") or f"{c.get('total_s', 0):.2f} s"
                 cc.log(f"  [{kind}] chord: {done}; {time.time() - t:.0f} s in all")
     finally:
+        if postgres is not None:
+            postgres.__exit__(None, None, None)
         if rabbit is not None:
             cc.log("# stopping the RabbitMQ node ...")
             info = rabbit.stop()

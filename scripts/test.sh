@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs and runs it: ruff and mypy on src/, then pytest.
-# The suite starts its own redis-server / RabbitMQ nodes on free loopback ports; this script
+# The suite starts its own redis-server / RabbitMQ nodes / PostgreSQL clusters on free loopback ports; this script
 # installs the Debian packages (and tmux, for the monitor's test) when they are missing and it
 # runs as root.
 set -euo pipefail
@@ -13,6 +13,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)  # redis-cli makes the test Redis Cluster
 { command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; } || missing+=(rabbitmq-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)  # a private server per test session
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # the live monitor's test reads a real terminal screen
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the dashboard's browser tests (Playwright drives it; never a download)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -12,9 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
-from helpers import INTEGRATION, WorkerProcess, result_store_url  # noqa: E402
+from helpers import INTEGRATION, WorkerProcess, fresh_postgres_url, result_store_url  # noqa: E402
 
-BROKERS = ["sqlite", "redis", "amqp"]
+BROKERS = ["sqlite", "redis", "amqp", "postgres"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -60,6 +60,14 @@ def redis_cluster() -> Iterator[Any]:
     server.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    from servers import PostgresServer
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture(params=BROKERS)
 def broker_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -86,6 +94,9 @@ def urls(broker_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tu
             server.start()
         server.reset()
         return server.url, f"sqlite:///{tmp_path / 'results.db'}"
+    if broker_kind == "postgres":  # broker and results in the same database
+        url = fresh_postgres_url(request)
+        return url, url
     raise AssertionError(broker_kind)
 
 
@@ -127,7 +138,7 @@ def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
         worker.stop()
 
 
-RESULT_STORES = ["memory", "sqlite", "redis", "redis-cluster"]
+RESULT_STORES = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 
 @pytest.fixture(params=RESULT_STORES)

@@ -59,8 +59,8 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 
 def result_store_url(kind: str, tmp_path: Path, request: Any) -> str:
-    """A fresh result store of this kind: memory, sqlite (a file in tmp_path) or redis (the
-    session's private server, flushed)."""
+    """A fresh result store of this kind: memory, sqlite (a file in tmp_path), redis or
+    postgres (the session's private server, flushed)."""
     if kind == "memory":
         import uuid
         return f"memory://store-{uuid.uuid4().hex}"
@@ -68,6 +68,8 @@ def result_store_url(kind: str, tmp_path: Path, request: Any) -> str:
         return f"sqlite:///{tmp_path / 'results.db'}"
     if kind == "redis-cluster":
         return fresh_redis_cluster_url(request)
+    if kind == "postgres":
+        return fresh_postgres_url(request)
     return fresh_redis_url(request)
 
 
@@ -76,6 +78,16 @@ def fresh_redis_cluster_url(request: Any) -> str:
     cluster = request.getfixturevalue("redis_cluster")
     cluster.flush()
     return str(cluster.url)
+
+
+def fresh_postgres_url(request: Any) -> str:
+    """The session's private PostgreSQL, running (a failure test may have stopped it), its
+    celeriac tables emptied."""
+    server = request.getfixturevalue("postgres_server")
+    if not server.ping():
+        server.start()
+    server.flush()
+    return str(server.url)
 
 
 def fresh_redis_url(request: Any) -> str:

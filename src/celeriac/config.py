@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_use_ssl": None,
     "redis_backend_use_ssl": None,
     "result_backend_transport_options": {},
+    "postgres_schema": "celeriac",  # the schema of celeriac's tables on a postgresql:// broker or result store
     "result_extended": False,
     # publishing and routing
     "task_serializer": "json",

@@ -148,7 +148,8 @@ def test_inspect_replies_carry_celerys_fields(capp: Any, start_worker: Any, tmp_
     assert isinstance(stats["pid"], int) and int(stats["clock"]) > 0 and stats["uptime"] >= 0
     assert stats["pool"]["max-concurrency"] == 1 and len(stats["pool"]["processes"]) == 1
     assert stats["prefetch_count"] == 2 and stats["rusage"]["maxrss"] > 0
-    assert stats["broker"]["transport"] == {"sqlite": "sqlite", "redis": "redis", "amqp": "amqp"}[broker_kind]
+    assert stats["broker"]["transport"] == {"sqlite": "sqlite", "redis": "redis", "amqp": "amqp",
+                                           "postgres": "postgresql"}[broker_kind]
     if broker_kind != "sqlite":
         assert stats["broker"]["hostname"] == "127.0.0.1" and isinstance(stats["broker"]["port"], int)
 

@@ -143,7 +143,7 @@ def test_workers_and_beat_send_task_sent_for_what_they_publish(broker_kind: str,
     assert len(announced()) == len(set(announced())), f"a tick's task-sent came twice: {announced()}"
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "postgres"])
 def test_revoked_and_terminated_tasks_send_task_revoked(broker_kind: str, tasks: Any, collector: Collector,
                                                         start_worker: Callable[..., WorkerProcess]) -> None:
     start_worker("-E", "-c", "1")
@@ -183,7 +183,7 @@ def test_a_receiver_that_does_not_read_never_slows_the_worker(broker_kind: str, 
         tasks.app._reset_connections()
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker_kind", ["sqlite", "redis", "postgres"])
 def test_events_dump_prints_one_json_object_per_event(broker_kind: str, tasks: Any, app_env: dict[str, str],
                                                       start_worker: Callable[..., WorkerProcess],
                                                       tmp_path: Path) -> None:

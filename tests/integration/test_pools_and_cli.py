@@ -40,7 +40,8 @@ def test_result_expires_cleans_old_results(app_env: dict[str, str], tasks: Any, 
 
     def stored() -> int:  # what is physically left, not what reads filter out
         if hasattr(backend, "db"):
-            return int(backend.db.read(lambda c: c.execute("SELECT COUNT(*) FROM celeriac_results").fetchone()[0]))
+            table = f"{backend.db.schema}.results" if hasattr(backend.db, "schema") else "celeriac_results"
+            return int(backend.db.read(lambda c: c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]))
         return len(backend.client.keys(backend.keys.result("*"))) + len(backend.client.keys(backend.keys.done("*")))
 
     wait_until(lambda: stored() == 0, 10, message="expired results deleted")

@@ -15,11 +15,11 @@ from typing import Any, Iterator
 import pytest
 
 from celeriac.brokers import Broker, Outgoing, create_broker
-from helpers import wait_until
+from helpers import fresh_postgres_url, wait_until
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
 
-BROKER_KINDS = ["memory", "sqlite", "redis", "redis-cluster"]
+BROKER_KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 
 def make_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest | None = None) -> str:
@@ -29,6 +29,9 @@ def make_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest | None = 
         assert request is not None
         from helpers import fresh_redis_cluster_url
         return fresh_redis_cluster_url(request)
+    if kind == "postgres":
+        assert request is not None
+        return fresh_postgres_url(request)
     if kind == "redis":
         assert request is not None
         server = request.getfixturevalue("redis_server")
@@ -69,9 +72,11 @@ def sizes(broker: Broker, queue: str) -> dict[str, int]:
 # --- the URL picks the implementation ---
 
 def test_url_picks_the_implementation(url: str, broker: Broker) -> None:
+    from celeriac.brokers.postgres import PostgresBroker
     from celeriac.brokers.redis import RedisBroker
     expected = {"memory": MemoryBroker, "sqlite": SQLiteBroker, "redis": RedisBroker,
-                "redis+cluster": RedisBroker}[url.split(":", 1)[0]]
+                "redis+cluster": RedisBroker,
+                "postgresql": PostgresBroker}[url.split(":", 1)[0]]
     assert type(broker) is expected
     assert broker.url == url
 

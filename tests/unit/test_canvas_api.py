@@ -1229,7 +1229,7 @@ def test_chord_counting_is_shared_by_store_instances(chord_url: str) -> None:
         second.close()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "postgres"])
 def test_chord_concurrent_parts_fire_exactly_once(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = result_store_url(kind, tmp_path, request)
     g = gid()

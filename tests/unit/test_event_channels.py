@@ -34,9 +34,10 @@ from celeriac.brokers.base import EventChannel, EventSubscription
 from celeriac.brokers.memory import _MemoryEventChannel
 from celeriac.events import EventDispatcher, Receiver, channel_for, worker_fields
 from celeriac.exceptions import ImproperlyConfigured, OperationalError
-from helpers import fresh_redis_url, wait_until
+from helpers import fresh_postgres_url, fresh_redis_url, wait_until
 
-KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "amqp-broker", "sqlite-results", "redis-results"]
+KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "amqp-broker", "postgres-broker", "sqlite-results",
+         "redis-results", "postgres-results"]
 # Where all readers share one bounded stream; RabbitMQ gives each reader its own bounded queue
 # instead (test_rabbitmq_reader_queue_is_bounded_and_counts_what_it_lost).
 SHARED_STREAMS = [k for k in KINDS if not k.startswith("amqp")]
@@ -69,6 +70,8 @@ def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_l
             request.getfixturevalue("monkeypatch").setattr(_MemoryEventChannel, "MAX_LEN", max_len)
     elif kind.startswith("sqlite"):
         url = f"sqlite:///{tmp_path / 'events.db'}"
+    elif kind.startswith("postgres"):
+        url = fresh_postgres_url(request)
     elif kind.startswith("amqp"):
         server = request.getfixturevalue("rabbit_server")
         if not server.ping():
@@ -100,6 +103,11 @@ def make_stream(kind: str, tmp_path: Path, request: pytest.FixtureRequest, max_l
                 return int(conn.execute("SELECT count(*) FROM celeriac_events").fetchone()[0])
             finally:
                 conn.close()
+    elif kind.startswith("postgres"):
+        def stored() -> int:
+            import psycopg
+            with psycopg.connect(url) as conn:
+                return int(conn.execute("SELECT count(*) FROM celeriac.events").fetchone()[0])  # type: ignore[index]
     elif kind.startswith("amqp"):
         def stored() -> int:  # no shared stream: each reader's own queue is bounded (see its test)
             return 0
@@ -447,7 +455,7 @@ def test_memory_result_store_has_no_stream() -> None:
 
 # --- EventDispatcher over a real channel ---
 
-APP_KINDS = ["memory", "sqlite", "redis"]
+APP_KINDS = ["memory", "sqlite", "redis", "postgres"]
 
 
 @pytest.fixture(params=APP_KINDS)
@@ -458,7 +466,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Celeriac]:
         url = f"sqlite:///{tmp_path / 'app.db'}"
         made = Celeriac("events", broker=url, backend=url, set_as_current=False)
     else:
-        url = fresh_redis_url(request)
+        url = fresh_postgres_url(request) if request.param == "postgres" else fresh_redis_url(request)
         made = Celeriac("events", broker=url, backend=url, set_as_current=False)
     yield made
     if made._sent_events is not None:

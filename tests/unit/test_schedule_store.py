@@ -22,9 +22,10 @@ import pytest
 from celeriac.backends import create_result_store
 from celeriac.brokers import Broker, Outgoing, create_broker
 from celeriac.brokers.base import LeaseState, ScheduleStore, Tick
-from helpers import fresh_redis_url, wait_until
+from helpers import fresh_postgres_url, fresh_redis_url, wait_until
 
-KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "sqlite-results", "redis-results-claim"]
+KINDS = ["memory-broker", "sqlite-broker", "redis-broker", "postgres-broker", "sqlite-results", "redis-results-claim",
+         "postgres-results"]
 QUEUE = "celery"
 
 
@@ -74,6 +75,8 @@ def make_harness(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> H
             url = f"memory://sched-{uuid.uuid4().hex}"
         elif kind == "sqlite-broker":
             url = f"sqlite:///{tmp_path / 'broker.db'}"
+        elif kind == "postgres-broker":
+            url = fresh_postgres_url(request)
         else:
             url = fresh_redis_url(request)
         broker = create_broker(url)
@@ -90,7 +93,8 @@ def make_harness(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> H
         h = Harness(kind, url, name, None, open_native, broker=broker, closers=closers)  # type: ignore[arg-type]
         h.store = open_native(name, None)
         return h
-    url = f"sqlite:///{tmp_path / 'results.db'}" if kind == "sqlite-results" else fresh_redis_url(request)
+    url = (f"sqlite:///{tmp_path / 'results.db'}" if kind == "sqlite-results" else fresh_postgres_url(request)
+           if kind == "postgres-results" else fresh_redis_url(request))
 
     def open_results(store_name: str, publish: Any) -> ScheduleStore:
         results = create_result_store(url)

@@ -41,6 +41,8 @@ ASYNC_BROKERS = {
     "amqp": "celeriac.aio.amqp:AsyncAMQPBroker",
     "amqps": "celeriac.aio.amqp:AsyncAMQPBroker",
     "pyamqp": "celeriac.aio.amqp:AsyncAMQPBroker",
+    "postgresql": "celeriac.aio.postgres:AsyncPostgresBroker",
+    "postgres": "celeriac.aio.postgres:AsyncPostgresBroker",
 }
 ASYNC_STORES = {
     "memory": "celeriac.aio.base:PollingResultStore",
@@ -51,6 +53,8 @@ ASYNC_STORES = {
     "redis+cluster": "celeriac.aio.redis:AsyncRedisResultStore",
     "rediss+cluster": "celeriac.aio.redis:AsyncRedisResultStore",
     "sentinel": "celeriac.aio.redis:AsyncRedisResultStore",
+    "postgresql": "celeriac.aio.postgres:AsyncPostgresResultStore",
+    "postgres": "celeriac.aio.postgres:AsyncPostgresResultStore",
 }
 
 

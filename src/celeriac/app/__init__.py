@@ -267,6 +267,7 @@ class Celeriac:
             options.setdefault("queue_type", self.conf.get("task_default_queue_type"))
             options.setdefault("task_queues", self.conf.get("task_queues"))
             options.setdefault("max_deliveries", self.conf.get("task_max_deliveries"))
+            options.setdefault("postgres_schema", self.conf.get("postgres_schema"))
             self._broker = create_broker(self.broker_url, options)
         return self._broker
 
@@ -281,6 +282,7 @@ class Celeriac:
                     options.update(conf.broker_use_ssl)
             if isinstance(conf.get("redis_backend_use_ssl"), dict):
                 options.update(conf.redis_backend_use_ssl)
+            options.setdefault("postgres_schema", conf.get("postgres_schema"))
             # Celery's result keys too, while Celery processes may read or write them.
             options.setdefault("celery_results", bool(conf.get("celery_wire_queues")))
             self._backend = create_result_store(
@@ -309,6 +311,15 @@ class Celeriac:
             from ..events import Events
             self._events = Events(self)
         return self._events
+
+    def transaction(self, conn: Any) -> Any:
+        """`with app.transaction(conn):` every task published in the block (delay, apply_async,
+        send_task, canvas) is written through `conn` - a psycopg 3 connection, a Django
+        connection or alias, a SQLAlchemy Session or Connection - inside its transaction:
+        workers see it when that transaction commits, never if it rolls back. Needs a
+        postgresql:// broker (docs/postgresql.md)."""
+        from .._postgres_enqueue import transaction
+        return transaction(self, conn)
 
     def connection(self) -> Any:
         """Celery's `with app.connection() as conn:`; celeriac's receivers use the app's broker,

@@ -16,6 +16,8 @@ BACKENDS = {
     "redis+cluster": "celeriac.backends.redis:RedisResultStore",
     "rediss+cluster": "celeriac.backends.redis:RedisResultStore",
     "sentinel": "celeriac.backends.redis:RedisResultStore",
+    "postgresql": "celeriac.backends.postgres:PostgresResultStore",
+    "postgres": "celeriac.backends.postgres:PostgresResultStore",
 }
 
 

@@ -19,6 +19,8 @@ BROKERS = {
     "amqp": "celeriac.brokers.amqp:AMQPBroker",
     "amqps": "celeriac.brokers.amqp:AMQPBroker",
     "pyamqp": "celeriac.brokers.amqp:AMQPBroker",
+    "postgresql": "celeriac.brokers.postgres:PostgresBroker",
+    "postgres": "celeriac.brokers.postgres:PostgresBroker",
 }
 
 

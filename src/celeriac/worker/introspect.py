@@ -35,7 +35,7 @@ def broker_info(url: str, transport_options: Any) -> dict[str, Any]:
         port = None
     vhost = unquote(parts.path[1:]) if parts.path.startswith("/") else parts.path
     return {
-        "transport": {"amqps": "amqp", "rediss": "redis"}.get(scheme, scheme),
+        "transport": {"amqps": "amqp", "rediss": "redis", "postgres": "postgresql"}.get(scheme, scheme),
         "hostname": None if sqlite else parts.hostname, "port": port,
         "userid": None if sqlite else (unquote(parts.username) if parts.username else None),
         "virtual_host": vhost or ("/" if scheme.startswith("amqp") else None),  # SQLite: the file

@@ -1,0 +1,281 @@
+"""PostgreSQL-specific behaviour: transactional enqueue (psycopg, Django, SQLAlchemy), the
+schema's version, errors that name the server but never the password, and a restart of the
+server under load. The shared behaviour runs here too, through the broker_kind parameter."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac import Celeriac, chain, chord, group, states
+from celeriac.exceptions import ImproperlyConfigured, OperationalError
+from helpers import count_success, trace_lines, wait_until
+
+psycopg = pytest.importorskip("psycopg")
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    return "postgres"
+
+
+def ready_count(url: str) -> int:
+    """Messages any worker could fetch now, seen from a connection of its own."""
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM celeriac.messages").fetchone()[0])
+
+
+@pytest.fixture
+def orders(urls: tuple[str, str]) -> str:
+    """An application table beside celeriac's, written in the same transactions."""
+    with psycopg.connect(urls[0], autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.orders (id serial PRIMARY KEY, item text NOT NULL)")
+        conn.execute("DELETE FROM public.orders")
+    return urls[0]
+
+
+def order_count(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM public.orders").fetchone()[0])
+
+
+# --- transactional enqueue: psycopg ---
+
+def test_commit_delivers_and_rollback_never(tasks: Any, start_worker: Any, orders: str) -> None:
+    app = tasks.app
+    with psycopg.connect(orders) as conn:
+        with app.transaction(conn):
+            conn.execute("INSERT INTO public.orders (item) VALUES ('kept')")
+            kept = tasks.add.delay(1, 2)
+            assert ready_count(orders) == 0, "a worker could see the task before the commit"
+        assert ready_count(orders) == 1
+        with pytest.raises(RuntimeError):
+            with app.transaction(conn):
+                conn.execute("INSERT INTO public.orders (item) VALUES ('gone')")
+                gone = tasks.add.delay(2, 2)
+                raise RuntimeError("the order failed")
+        # Inside a transaction the application rolls back: the block was a savepoint of it.
+        conn.execute("INSERT INTO public.orders (item) VALUES ('outer')")
+        with app.transaction(conn):
+            outer = tasks.add.apply_async((3, 3), countdown=0.1)
+            app.send_task("tasks_app.add", (4, 4))
+        conn.rollback()
+    assert order_count(orders) == 1 and ready_count(orders) == 1
+    start_worker("-c", "1")
+    assert kept.get(timeout=20) == 3
+    time.sleep(1.0)  # the worker is idle; nothing else may turn up
+    assert gone.state == states.PENDING and outer.state == states.PENDING
+    assert ready_count(orders) == 0
+
+
+def test_canvas_inside_a_transaction(tasks: Any, start_worker: Any, urls: tuple[str, str]) -> None:
+    app = tasks.app
+    start_worker("-c", "2")
+    with psycopg.connect(urls[0]) as conn:
+        with app.transaction(conn):
+            workflow = chain(tasks.add.s(1, 1), tasks.mul.s(10)).apply_async()
+            members = group(tasks.add.s(i, i) for i in range(5)).apply_async()
+            joined = chord([tasks.add.s(i, 1) for i in range(4)], tasks.tsum.s()).apply_async()
+            time.sleep(0.5)  # the workers are idle and listening: nothing is visible yet
+            assert workflow.state == states.PENDING and ready_count(urls[0]) == 0
+        with pytest.raises(KeyError):
+            with app.transaction(conn):
+                lost = group(tasks.add.s(i, i) for i in range(3)).apply_async()
+                raise KeyError("rolled back")
+    assert workflow.get(timeout=20) == 20
+    assert members.get(timeout=20) == [0, 2, 4, 6, 8]
+    assert joined.get(timeout=20) == 10
+    assert all(r.state == states.PENDING for r in lost.results)
+
+
+def test_transaction_needs_a_postgres_broker(tmp_path: Path, urls: tuple[str, str]) -> None:
+    app = Celeriac("sq", broker=f"sqlite:///{tmp_path / 'b.db'}", set_as_current=False)
+    with psycopg.connect(urls[0]) as conn:
+        with pytest.raises(ImproperlyConfigured, match="postgresql:// broker"):
+            with app.transaction(conn):
+                pass
+    pg = Celeriac("pg", broker=urls[0], set_as_current=False)
+    with pytest.raises(TypeError, match="psycopg 3 connection"):
+        with pg.transaction(object()):
+            pass
+
+
+# --- transactional enqueue: SQLAlchemy and Django ---
+
+def test_sqlalchemy_session_and_connection(tasks: Any, orders: str) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.orm import Session
+    app = tasks.app
+    engine = sqlalchemy.create_engine(orders.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with Session(engine) as session:
+            with app.transaction(session):
+                session.execute(sqlalchemy.text("INSERT INTO public.orders (item) VALUES ('s')"))
+                tasks.add.delay(1, 1)
+                assert ready_count(orders) == 0
+            session.commit()
+        assert ready_count(orders) == 1 and order_count(orders) == 1
+        with Session(engine) as session:
+            with pytest.raises(ValueError):
+                with app.transaction(session):
+                    tasks.add.delay(2, 2)
+                    raise ValueError
+        with engine.connect() as conn:
+            with app.transaction(conn):  # began the transaction: commits at its end
+                tasks.add.delay(3, 3)
+            assert ready_count(orders) == 2
+            conn.execute(sqlalchemy.text("INSERT INTO public.orders (item) VALUES ('c')"))  # begins one
+            with app.transaction(conn):  # inside it: a savepoint, the application decides
+                tasks.add.delay(4, 4)
+            conn.rollback()
+        assert ready_count(orders) == 2 and order_count(orders) == 1
+    finally:
+        engine.dispose()
+
+
+DJANGO_SCRIPT = """
+import json, sys
+from urllib.parse import urlsplit
+import django
+from django.conf import settings
+url = urlsplit(sys.argv[1])
+settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "HOST": url.hostname,
+                   "PORT": url.port, "NAME": url.path.lstrip("/"), "USER": url.username}})
+django.setup()
+from django.db import connection, transaction
+import tasks_app
+out = {}
+with tasks_app.app.transaction("default"):
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO public.orders (item) VALUES ('d1')")
+    out["alias"] = tasks_app.add.delay(1, 2).id
+try:
+    with tasks_app.app.transaction(connection):
+        out["rolled_back"] = tasks_app.add.delay(5, 5).id
+        raise KeyError
+except KeyError:
+    pass
+with transaction.atomic():
+    with tasks_app.app.transaction(connection):
+        out["in_atomic"] = tasks_app.add.delay(2, 3).id
+print(json.dumps(out))
+"""
+
+
+def test_django_connection_and_alias(tasks: Any, start_worker: Any, orders: str, app_env: dict[str, str]) -> None:
+    pytest.importorskip("django")
+    done = subprocess.run([sys.executable, "-c", DJANGO_SCRIPT, orders], env=app_env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert order_count(orders) == 1 and ready_count(orders) == 2
+    start_worker("-c", "1")
+    assert tasks.app.AsyncResult(ids["alias"]).get(timeout=20) == 3
+    assert tasks.app.AsyncResult(ids["in_atomic"]).get(timeout=20) == 5
+    assert tasks.app.AsyncResult(ids["rolled_back"]).state == states.PENDING
+
+
+# --- schema, URLs, errors ---
+
+def test_newer_schema_is_a_clear_error_and_schemas_are_separate(urls: tuple[str, str]) -> None:
+    from celeriac.brokers import create_broker
+    from celeriac.brokers.base import Outgoing
+    with psycopg.connect(urls[0], autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS celeriac_future CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS celeriac_other CASCADE")
+        conn.execute("CREATE SCHEMA celeriac_future")
+        conn.execute("CREATE TABLE celeriac_future.schema_version (version integer NOT NULL)")
+        conn.execute("INSERT INTO celeriac_future.schema_version VALUES (999)")
+    future = create_broker(urls[0], {"postgres_schema": "celeriac_future"})
+    with pytest.raises(ImproperlyConfigured, match=r"version 999, newer than this celeriac"):
+        future.publish([Outgoing("q", b"x")])
+    other = create_broker(urls[0].replace("postgresql://", "postgres://"), {"postgres_schema": "celeriac_other"})
+    main = create_broker(urls[0])
+    other.publish([Outgoing("q", b"other")])
+    assert main.fetch(["q"], "w", "w/0", 10, timeout=0) == []
+    assert [d.payload for d in other.fetch(["q"], "w", "w/0", 10, timeout=0)] == [b"other"]
+    with pytest.raises(ImproperlyConfigured, match="plain lower-case SQL name"):
+        create_broker(urls[0], {"postgres_schema": "x; DROP TABLE y"})
+
+
+def test_errors_name_the_server_never_the_password(postgres_server: Any) -> None:
+    from celeriac.backends import create_result_store
+    from celeriac.brokers import create_broker
+    port = postgres_server.port + 1 if postgres_server.port < 60000 else postgres_server.port - 1
+    url = f"postgresql://app:s3cret-pw@127.0.0.1:{port}/appdb?sslmode=disable&connect_timeout=2"
+    with pytest.raises(OperationalError) as caught:
+        create_broker(url).queue_sizes()
+    text = str(caught.value)
+    assert f"127.0.0.1:{port}/appdb" in text and "s3cret-pw" not in text
+    with pytest.raises(OperationalError) as caught:
+        create_result_store(url).get("x")
+    assert "s3cret-pw" not in str(caught.value) and f"127.0.0.1:{port}" in str(caught.value)
+
+
+def test_result_store_serves_a_redis_broker(tasks: Any, start_worker: Any, redis_server: Any,
+                                            urls: tuple[str, str], app_env: dict[str, str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    if not redis_server.ping():
+        redis_server.start()
+    redis_server.flush()
+    env = dict(app_env, CELERIAC_BROKER_URL=redis_server.url, CELERIAC_RESULT_BACKEND=urls[0])
+    monkeypatch.setenv("CELERIAC_BROKER_URL", redis_server.url)
+    tasks.app._reset_connections()
+    start_worker("-c", "1", env=env)
+    assert tasks.add.delay(20, 22).get(timeout=20) == 42
+    with psycopg.connect(urls[0]) as conn:
+        assert conn.execute("SELECT count(*) FROM celeriac.results").fetchone()[0] >= 1
+
+
+# --- a restart of the server under load ---
+
+@pytest.mark.slow
+def test_postgres_restart_under_load(tasks: Any, start_worker: Any, postgres_server: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    workers = [start_worker("-c", "2", "-n", "a@host"), start_worker("-c", "2", "-n", "b@host")]
+    results = [tasks.work.delay(str(trace), i, 0.02) for i in range(2000)]
+    wait_until(lambda: len(trace_lines(trace)) >= 300, 60, message="300 done before the restart")
+    postgres_server.stop()
+    time.sleep(2)
+    done_during_outage = len(trace_lines(trace))
+    assert done_during_outage < 2000, "the outage came too late to test anything"
+    with pytest.raises(OperationalError, match=r"127\.0\.0\.1") as caught:  # a client is told, clearly
+        tasks.add.delay(1, 1)
+    assert "could not publish" in str(caught.value)
+    postgres_server.start()
+    # The client's connections died with the server: its next calls connect again.
+    results += [tasks.work.delay(str(trace), 2000 + i, 0) for i in range(100)]
+    wait_until(lambda: count_success(results) == 2100, 180, interval=0.25, message="2100 SUCCESS after restart")
+    assert sorted(set(map(int, trace_lines(trace)))) == list(range(2100))
+    for worker in workers:
+        assert worker.proc.poll() is None, worker.output[-3000:]
+        assert "127.0.0.1" in worker.output and "retrying" in worker.output
+
+
+def test_kill_9_worker_loses_nothing(tasks: Any, start_worker: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    results = [tasks.work.delay(str(trace), i, 0.001) for i in range(1000)]
+    first = start_worker("-c", "2")
+    wait_until(lambda: len(trace_lines(trace)) >= 150, 30, message="150 done")
+    first.kill(signal.SIGKILL)
+    first.proc.wait(10)
+    start_worker("-c", "2")
+    wait_until(lambda: count_success(results) == 1000, 120, interval=0.2, message="1000 SUCCESS")
+    assert sorted(set(map(int, trace_lines(trace)))) == list(range(1000))
+
+
+def test_missing_psycopg_names_the_extra() -> None:
+    script = ("import sys; sys.modules['psycopg'] = None\n"
+              "from celeriac.brokers import create_broker\n"
+              "try:\n    create_broker('postgresql://u:pw@h/db')\n"
+              "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == ("ImproperlyConfigured PostgreSQL URLs need psycopg 3: "
+                                   "pip install 'celeriac[postgres]'"), done.stdout + done.stderr
