@@ -174,12 +174,22 @@ def test_old_layout_runs_once_each_with_priorities_eta_leases_dead_letters_and_r
 def test_a_second_run_is_a_no_op(tasks: Any, old: Any, tmp_path: Path) -> None:
     _publish_many(tasks, tmp_path / "trace", 1200)
     tasks.work.apply_async((str(tmp_path / "trace"), -1, 0), countdown=60)
-    broker = tasks.app.broker
+    # The old store's revocation log ("seq|signal|task id", by seq and by expiry) and beat's ticks.
+    expires = (time.time() + 3600) * 1000
+    old.zadd(f"{P}:revoked", {"7|SIGTERM|t-old": 7})
+    old.zadd(f"{P}:revoked:exp", {"7|SIGTERM|t-old": expires})
+    old.hset(f"{P}:beat:default:ticks", "every-minute", "1700000000")
+    broker, store = tasks.app.broker, tasks.app.backend
+    store.revoke(["t-new"], 3600)
     assert broker.upgrade_legacy_layout() == 1201
+    assert store.upgrade_legacy_layout() == 1
     snapshot = {k: old.dump(k) for k in sorted(old.keys("*"))}
-    assert broker.upgrade_legacy_layout() == 0
+    assert broker.upgrade_legacy_layout() == 0 and store.upgrade_legacy_layout() == 0
     assert {k: old.dump(k) for k in sorted(old.keys("*"))} == snapshot
     assert broker.queue_sizes(["celery"])["celery"] == {"ready": 1200, "reserved": 0, "delayed": 1}
+    assert store.revoked_since(0) == ([("t-new", None), ("t-old", "SIGTERM")], 2)
+    assert old.hget(f"{P}:beat:{{default}}:ticks", "every-minute") == b"1700000000"
+    assert not old.exists(f"{P}:revoked", f"{P}:beat:default:ticks", f"{P}:payload", f"{P}:delayed")
 
 
 def test_kill_9_in_the_middle_of_moving_20000(tasks: Any, old: Any, start_worker: Any, tmp_path: Path) -> None:
@@ -203,3 +213,57 @@ def test_kill_9_in_the_middle_of_moving_20000(tasks: Any, old: Any, start_worker
     wait_until(lambda: count_success(results) == n, 200, interval=0.5, message=f"{n} SUCCESS")
     values = sorted(map(int, trace_lines(trace)))
     assert values == list(range(n)), "a task was lost or ran twice"
+
+
+def test_a_chord_half_done_at_the_upgrade_still_fires_once(tasks: Any, old: Any, start_worker: Any,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from celeriac import chord
+    trace = tmp_path / "body"
+    sent: list[Outgoing] = []
+    old_publish = tasks.app.broker.publish
+    monkeypatch.setattr(tasks.app.broker, "publish", sent.extend)
+    body = chord([tasks.add.s(1, 2).set(queue="first"), tasks.add.s(4, 5).set(queue="second")])(
+        tasks.record_body.s(str(trace)))
+    (first,) = [m for m in sent if m.queue == "first"]
+    (second,) = [m for m in sent if m.queue == "second"]
+    # The first header member runs before the upgrade: a worker serving only its queue records it
+    # (then its chord counter and result are given the old version's names, as it would have them).
+    type(tasks.app.broker).publish(tasks.app.broker, [first])
+    worker = start_worker("-c", "1", "-Q", "first", "-n", "first@host")
+    wait_until(lambda: old.keys(f"{P}:chord:*"), 20, message="the first member recorded")
+    assert worker.terminate() == 0
+    (state,) = [k.decode() for k in old.keys(f"{P}:chord:*") if not k.endswith(b":parts")]
+    group_id = state.split("{")[1].rstrip("}")
+    old.rename(state, f"{P}:chord:{group_id}")
+    old.rename(f"{state}:parts", f"{P}:chord:{group_id}:parts")
+    old_publish([second])  # the second member still waits in the old layout
+    assert old.hget(f"{P}:chord:{group_id}", "done") == b"1"
+
+    start_worker("-c", "1", "-Q", "first,second,celery")
+    assert body.get(timeout=20) == 12
+    time.sleep(0.5)
+    assert len(trace_lines(trace)) == 4, trace.read_text()  # "body 2 12 <pid>": one run
+    assert not old.exists(f"{P}:chord:{group_id}")
+
+
+def test_old_clients_during_a_rolling_upgrade(tasks: Any, old: Any, start_worker: Any, app_env: dict[str, str],
+                                              tmp_path: Path) -> None:
+    """A new worker checks for the old layout every legacy_layout_check_interval seconds: what
+    old clients publish meanwhile runs; what a live old worker holds stays its own until its
+    lease expires, then runs here (at-least-once)."""
+    (tmp_path / "rolling_app.py").write_text(
+        "from tasks_app import *  # noqa\nfrom tasks_app import app\n"
+        "app.conf.broker_transport_options = {'legacy_layout_check_interval': 0.5}\n")
+    env = dict(app_env, PYTHONPATH=f"{tmp_path}:{app_env['PYTHONPATH']}")
+    trace = tmp_path / "trace"
+    start_worker("-c", "1", app="rolling_app", env=env)
+    late = tasks.work.apply_async((str(trace), 1, 0))  # an old client, after the new worker started
+    assert late.get(timeout=15) == 1
+    held = tasks.work.apply_async((str(trace), 2, 0))
+    seconds, micros = old.time()
+    old.zadd(f"{P}:workers", {"old@host": seconds * 1000 + micros // 1000 + 3000})  # alive 3 s more
+    assert old.eval(OLD_FETCH_ONE, 0, P, "old@host", "old@host-1", 1, "celery") == [b"2"]
+    time.sleep(1.5)
+    assert held.state == "PENDING" and old.hexists(f"{P}:held:old@host-1", "2")
+    assert held.get(timeout=15) == 2  # the old worker's lease expired: given to the new one
+    assert sorted(trace_lines(trace)) == ["1", "2"]

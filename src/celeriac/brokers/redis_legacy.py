@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 BATCH = 500  # messages per script call: each call is short, Redis stays responsive
-CHECK_EVERY = 60.0  # seconds between the cheap "anything old left?" checks of a running worker
+CHECK_EVERY = 60.0  # default seconds between the cheap "anything old left?" checks of a running worker
 OLD_VERSION = "celeriac < 0.2"
 
 # KEYS: old payload, route, deliveries, workers, the source (a ready zset, the delayed zset or
@@ -225,6 +225,7 @@ class LegacyLayout:
         self._move_dead = Script(self.client, MOVE_DEAD)
         self._started = False
         self._next_check = 0.0
+        self.check_every = float(broker.options.get("legacy_layout_check_interval", CHECK_EVERY))
 
     def _run(self, what: str, fn: Any, *args: Any) -> Any:
         return guarded(self.broker.url, what, functools.partial(fn, *args))
@@ -240,18 +241,19 @@ class LegacyLayout:
         if self.broker.cluster:
             return 0
         self._started = True
-        self._next_check = time.monotonic() + CHECK_EVERY
+        self._next_check = time.monotonic() + self.check_every
         ready = {self._queue_of(k, "ready:") for k in self._scan("ready:*")}
         moved = self._messages(ready | set(self.broker._known_queues()))
-        move_store_keys(self.client, self.broker.url, self.broker.keys, self.broker.cluster)
+        move_store_keys(self.client, self.broker.url, self.broker.keys, self.broker.cluster, beat_only=True)
         return moved
 
     def check(self) -> int:
-        """The periodic step: a minute after the last, if anything old is left, move the messages
-        of the queues this version's workers know (no key-space scan)."""
+        """The periodic step (every `legacy_layout_check_interval` seconds, a minute by default):
+        if anything old is left, move the messages of the queues this version's workers know (no
+        key-space scan: old clients publishing during a rolling upgrade are picked up)."""
         if self.broker.cluster or not self._started or time.monotonic() < self._next_check:
             return 0
-        self._next_check = time.monotonic() + CHECK_EVERY
+        self._next_check = time.monotonic() + self.check_every
         if not self.left():
             return 0
         return self._messages(set(self.broker._known_queues()))
@@ -340,11 +342,12 @@ class LegacyLayout:
                                OLD_VERSION)
 
 
-def move_store_keys(client: Any, url: str, keys: Keys, cluster: bool) -> int:
+def move_store_keys(client: Any, url: str, keys: Keys, cluster: bool, beat_only: bool = False) -> int:
     """Results, chord counters, revocations and beat's schedule of the old layout, into the new
-    (run by the result store and by the broker at a worker's start: whichever Redis holds them).
-    Each key (or a task's or chord's pair) moves in one script call; a key the new layout has
-    already (written since the upgrade) wins. Returns the keys moved."""
+    (run by the result store at a worker's start; by the broker for beat's schedule only, which
+    a broker keeps when the result store cannot)."""
+    # Each key (or a task's or chord's pair) moves in one script call; a key the new layout
+    # has already (written since the upgrade) wins. Returns the keys moved.
     if cluster:
         return 0
     old = LegacyKeys(keys.prefix)
@@ -357,6 +360,13 @@ def move_store_keys(client: Any, url: str, keys: Keys, cluster: bool) -> int:
                         lambda: list(client.scan_iter(match=old.pattern(middle), count=1000)))
         return sorted({_text(k)[len(keys.prefix) + 1 + len(middle) - 1:] for k in found})
 
+    for rest in scan("beat:*"):
+        name, _, part = rest.rpartition(":")
+        if name and not name.startswith("{") and part in ("lease", "ticks", "pending"):
+            new = dict(zip(("lease", "ticks", "pending"), keys.beat(name), strict=True))[part]
+            run("move beat's schedule from the old key layout", MOVE_KEY, [], [f"{old.prefix}:beat:{rest}", new])
+    if beat_only:
+        return 0
     results = 0
     for task_id in sorted(set(scan("r:*")) | set(scan("done:*"))):
         results += run("move a result from the old key layout", MOVE_RESULT, [], [
@@ -366,11 +376,6 @@ def move_store_keys(client: Any, url: str, keys: Keys, cluster: bool) -> int:
         run("move a chord from the old key layout", MOVE_CHORD, [], [
             f"{old.prefix}:chord:{group}", f"{old.prefix}:chord:{group}:parts", keys.chord(group),
             keys.chord_parts(group)])
-    for rest in scan("beat:*"):
-        name, _, part = rest.rpartition(":")
-        if name and not name.startswith("{") and part in ("lease", "ticks", "pending"):
-            new = dict(zip(("lease", "ticks", "pending"), keys.beat(name), strict=True))[part]
-            run("move beat's schedule from the old key layout", MOVE_KEY, [], [f"{old.prefix}:beat:{rest}", new])
     revoked = run("move revocations from the old key layout", MOVE_REVOKED, [], [
         old.revoked, old.revoked_exp, keys.revoked, keys.revoked_exp, keys.revoked_seq])
     if results or groups or revoked:
