@@ -210,9 +210,6 @@ class LegacyKeys:
     def owners(self, worker: str) -> str:
         return f"{self.prefix}:owners:{worker}"
 
-    def pattern(self, middle: str) -> str:
-        return f"{_glob_escape(self.prefix)}:{middle}"
-
 
 class LegacyLayout:
     """Moves the old layout's content into the broker's (one instance per RedisBroker)."""
@@ -242,9 +239,9 @@ class LegacyLayout:
             return 0
         self._started = True
         self._next_check = time.monotonic() + self.check_every
-        ready = {self._queue_of(k, "ready:") for k in self._scan("ready:*")}
-        moved = self._messages(ready | set(self.broker._known_queues()))
-        move_store_keys(self.client, self.broker.url, self.broker.keys, self.broker.cluster, beat_only=True)
+        found = scan_old_keys(self.client, self.broker.url, self.old.prefix)
+        moved = self._messages(found["ready"] | set(self.broker._known_queues()))
+        move_store_keys(self.client, self.broker.url, self.broker.keys, self.broker.cluster, found, beat_only=True)
         return moved
 
     def check(self) -> int:
@@ -257,15 +254,6 @@ class LegacyLayout:
         if not self.left():
             return 0
         return self._messages(set(self.broker._known_queues()))
-
-    def _scan(self, middle: str) -> list[str]:
-        pattern = self.old.pattern(middle)
-        found = self._run("scan for the old key layout", lambda: list(self.client.scan_iter(match=pattern,
-                                                                                          count=1000)))
-        return sorted(_text(k) for k in found)
-
-    def _queue_of(self, key: str, kind: str) -> str:
-        return key[len(self.old.prefix) + 1 + len(kind):]
 
     def _messages(self, ready_queues: Iterable[str]) -> int:
         counts: dict[str, int] = {}
@@ -342,7 +330,24 @@ class LegacyLayout:
                                OLD_VERSION)
 
 
-def move_store_keys(client: Any, url: str, keys: Keys, cluster: bool, beat_only: bool = False) -> int:
+def scan_old_keys(client: Any, url: str, prefix: str) -> dict[str, set[str]]:
+    """One SCAN pass for the old layout's per-queue, per-task, per-chord and per-schedule keys:
+    {"ready": queues, "r": task ids, "done": task ids, "chord": group ids, "beat": "<name>:<part>"}.
+    The pattern `<prefix>:[rdcb]*` leaves out the new layout's result keys (`<prefix>:{<id>}:r`),
+    the bulk of a busy server; the new layout's few chord and beat keys ("{" after the kind)
+    are told apart here."""
+    pattern = f"{_glob_escape(prefix)}:[rdcb]*"
+    found: dict[str, set[str]] = {"ready": set(), "r": set(), "done": set(), "chord": set(), "beat": set()}
+    keys = guarded(url, "scan for the old key layout", lambda: list(client.scan_iter(match=pattern, count=1000)))
+    for key in keys:
+        kind, _, rest = _text(key)[len(prefix) + 1:].partition(":")
+        if kind in found and rest and not rest.startswith("{"):
+            found[kind].add(rest.removesuffix(":parts") if kind == "chord" else rest)
+    return found
+
+
+def move_store_keys(client: Any, url: str, keys: Keys, cluster: bool, found: dict[str, set[str]] | None = None,
+                    beat_only: bool = False) -> int:
     """Results, chord counters, revocations and beat's schedule of the old layout, into the new
     (run by the result store at a worker's start; by the broker for beat's schedule only, which
     a broker keeps when the result store cannot)."""
@@ -355,24 +360,21 @@ def move_store_keys(client: Any, url: str, keys: Keys, cluster: bool, beat_only:
     def run(what: str, source: str, args: list[Any], key_list: list[str]) -> int:
         return int(guarded(url, what, functools.partial(Script(client, source), args, key_list)))
 
-    def scan(middle: str) -> list[str]:
-        found = guarded(url, "scan for the old key layout",
-                        lambda: list(client.scan_iter(match=old.pattern(middle), count=1000)))
-        return sorted({_text(k)[len(keys.prefix) + 1 + len(middle) - 1:] for k in found})
-
-    for rest in scan("beat:*"):
+    if found is None:
+        found = scan_old_keys(client, url, keys.prefix)
+    for rest in sorted(found["beat"]):
         name, _, part = rest.rpartition(":")
-        if name and not name.startswith("{") and part in ("lease", "ticks", "pending"):
+        if name and part in ("lease", "ticks", "pending"):
             new = dict(zip(("lease", "ticks", "pending"), keys.beat(name), strict=True))[part]
             run("move beat's schedule from the old key layout", MOVE_KEY, [], [f"{old.prefix}:beat:{rest}", new])
     if beat_only:
         return 0
     results = 0
-    for task_id in sorted(set(scan("r:*")) | set(scan("done:*"))):
+    for task_id in sorted(found["r"] | found["done"]):
         results += run("move a result from the old key layout", MOVE_RESULT, [], [
             f"{old.prefix}:r:{task_id}", f"{old.prefix}:done:{task_id}", keys.result(task_id), keys.done(task_id)])
-    groups = sorted({g.removesuffix(":parts") for g in scan("chord:*") if not g.startswith("{")})
-    for group in groups:  # "{...}": the new layout's own
+    groups = sorted(found["chord"])
+    for group in groups:
         run("move a chord from the old key layout", MOVE_CHORD, [], [
             f"{old.prefix}:chord:{group}", f"{old.prefix}:chord:{group}:parts", keys.chord(group),
             keys.chord_parts(group)])
