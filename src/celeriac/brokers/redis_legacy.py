@@ -326,7 +326,7 @@ class LegacyLayout:
             n = int(self.broker._run("move dead letters from the old key layout", self._move_dead, args, keys))
             moved += n
             if n:
-                    logger.warning("moved %d dead letter(s) from the Redis key layout of %s into this version's", n,
+                logger.warning("moved %d dead letter(s) from the Redis key layout of %s into this version's", n,
                                OLD_VERSION)
 
 
