@@ -223,6 +223,11 @@ class ResultStore(CeleryBackendAPI, ABC):
     def cleanup(self) -> int:
         """Delete results past their expiry; returns how many."""
 
+    def upgrade_legacy_layout(self) -> int:
+        """Move results, chord counters and revocations an earlier version kept under other
+        names into this version's (a worker's start; idempotent). Returns keys moved (optional)."""
+        return 0
+
     def close(self) -> None:
         """Release connections (optional)."""
 

@@ -268,6 +268,10 @@ class RedisResultStore(ResultStore):
         if keys:  # one DEL per key: on a cluster they are in many hash slots
             guarded(self.url, "forget results", functools.partial(pipelined, self.client, *(("DEL", k) for k in keys)))
 
+    def upgrade_legacy_layout(self) -> int:
+        from ..brokers.redis_legacy import move_store_keys
+        return move_store_keys(self.client, self.url, self.keys, self.cluster)
+
     def cleanup(self) -> int:
         self.trim_history()
         return 0  # Redis expires results by itself (PEXPIRE)

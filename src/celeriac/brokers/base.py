@@ -289,6 +289,11 @@ class Broker(ABC):
     def housekeeping(self) -> None:
         """Periodic upkeep, run by each worker's supervisor every heartbeat (optional)."""
 
+    def upgrade_legacy_layout(self) -> int:
+        """Move messages an earlier version left in another layout into this one (a worker's
+        start, before it fetches; idempotent). Returns how many moved (optional)."""
+        return 0
+
     def close(self) -> None:
         """Release connections (optional)."""
 

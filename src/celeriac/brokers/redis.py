@@ -27,6 +27,7 @@ from .._redis_keys import KOMBU_STEPS, Keys, QueueKeys, kombu_list, kombu_lists,
 from .._redis_topology import is_cluster, is_cluster_url, slot_groups
 from ..exceptions import DecodeError
 from . import redis_scripts as lua
+from .redis_legacy import LegacyLayout
 from .base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority,
                    oldest_of)
 from .redis_publish import PublishLink
@@ -282,7 +283,17 @@ class RedisBroker(Broker):
                 self._run("delay messages", self._defer, [owner, *pairs], self._q(queue).block())
         return due
 
+    def upgrade_legacy_layout(self) -> int:
+        """What celeriac < 0.2 left in this Redis, moved into this layout (redis_legacy.py); then
+        a cheap check every minute (`housekeeping`) picks up what old clients still publish."""
+        return self._legacy.upgrade()
+
+    @functools.cached_property
+    def _legacy(self) -> LegacyLayout:
+        return LegacyLayout(self)
+
     def housekeeping(self) -> None:
+        self._legacy.check()
         if self.wire:
             restored = guarded(self.url, "restore Celery's unacknowledged messages", self._restore_celery_unacked)
             if restored:

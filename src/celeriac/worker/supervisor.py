@@ -154,6 +154,8 @@ class Worker:
                 signal.signal(sig, self._request_stop)
         try:
             self.heartbeat()  # the lease exists before any slot claims a message
+            self.app.broker.upgrade_legacy_layout()  # an earlier version's queued messages, before any fetch
+            self.app.backend.upgrade_legacy_layout()
             self._recover()
         except OperationalError as exc:
             logger.error("cannot reach the broker at %s: %s", self.app.broker.safe_url, exc)
