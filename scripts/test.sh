@@ -28,5 +28,5 @@ fi
 
 .venv/bin/ruff check src
 .venv/bin/mypy
-# Two xdist workers: the long waiting tests (marked slow) on one, the rest on the other.
-exec .venv/bin/pytest -n 2 --dist loadgroup "$@"
+# Four xdist workers: the long waiting tests (marked slow) on one, the rest in three groups by module (tests/conftest.py).
+exec .venv/bin/pytest -n 4 --dist loadgroup "$@"

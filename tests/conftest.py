@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,15 +16,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 from helpers import INTEGRATION, WorkerProcess, fresh_postgres_url, result_store_url  # noqa: E402
 
 BROKERS = ["sqlite", "redis", "amqp", "postgres"]
+MAIN_GROUPS = 3  # scripts/test.sh runs MAIN_GROUPS + 1 xdist workers
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """scripts/test.sh runs two xdist workers with --dist loadgroup: the `slow` tests (minutes of
-    mostly waiting: a 2-minute task, beat replicas for a minute) run on one, in order, while the
-    rest run on the other - so the waits overlap the work instead of adding to it."""
+    """scripts/test.sh runs xdist workers with --dist loadgroup: the `slow` tests (minutes of
+    mostly waiting: a 2-minute task, beat replicas for a minute, servers stopped under load) run
+    on one, in order, while the rest, split by module into MAIN_GROUPS groups, run beside them -
+    so the waits overlap the work instead of adding to it. Most tests wait on worker processes
+    rather than compute, so a 2-core machine runs more streams than it has cores."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("waiting" if item.get_closest_marker("slow") else "main"))
+        module = item.nodeid.split("::", 1)[0]
+        group = "waiting" if item.get_closest_marker("slow") else f"main{zlib.crc32(module.encode()) % MAIN_GROUPS}"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(autouse=True)
+def _release_sqlite_files(tmp_path: Path) -> Iterator[None]:
+    """Each SQLite file a test opened (in its tmp_path) holds connections and an inotify
+    instance in this process; give them back, or a long session runs out of inotify
+    instances (128 per user by default) and every later wait falls back to polling."""
+    yield
+    from celeriac._sqlite import SQLiteDatabase
+    SQLiteDatabase.close_under(str(tmp_path))
 
 
 @pytest.fixture(scope="session")

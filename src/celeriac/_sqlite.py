@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import select
 import sqlite3
@@ -36,6 +37,18 @@ _LOCK_TIMEOUT = 120.0  # seconds a writer keeps trying before it reports a stuck
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
+
+
+_warned_no_inotify = False
+
+
+def _warn_no_inotify(err: int) -> None:
+    global _warned_no_inotify
+    if not _warned_no_inotify:
+        _warned_no_inotify = True
+        logging.getLogger("celeriac").warning(
+            "inotify is not available (%s): waiting on SQLite falls back to polling (up to 50 ms late). "
+            "If the limit is reached, raise fs.inotify.max_user_instances", os.strerror(err))
 
 
 class Doorbell:
@@ -59,6 +72,8 @@ class Doorbell:
         try:
             libc = Doorbell._load_libc()
             fd = libc.inotify_init1(self._IN_NONBLOCK | self._IN_CLOEXEC)
+            if fd < 0:
+                _warn_no_inotify(ctypes.get_errno())
             if fd >= 0:
                 if libc.inotify_add_watch(fd, os.path.dirname(path).encode(), self._IN_MODIFY) >= 0:
                     self._fd = fd
@@ -95,11 +110,16 @@ class Doorbell:
 
     def arm(self) -> None:
         """Forget past events; call before checking the condition you will wait for."""
-        self._sleep = 0.001
         if self._fd is not None:
             self._drain()
             if self._version is not None:
                 self._armed_version = self._version()
+            return
+        # Polling (no inotify): back off while nothing changes, start over after a change.
+        version = self._version() if self._version is not None else None
+        if version is None or version != self._armed_version:
+            self._sleep = 0.001
+            self._armed_version = version
 
     def _drain(self) -> bool:
         assert self._fd is not None
@@ -176,6 +196,24 @@ class SQLiteDatabase:
 
     def _key(self) -> tuple[int, int]:
         return os.getpid(), threading.get_ident()
+
+    def close(self) -> None:
+        """Close this process's connections and doorbells to the file (each holds a descriptor,
+        a doorbell an inotify instance: a process that opens many files must give them back)."""
+        pid = os.getpid()
+        for key in [k for k in self._conns if k[0] == pid]:
+            self._conns.pop(key).close()
+        for key in [k for k in self._bells if k[0] == pid]:
+            self._bells.pop(key).close()
+
+    @classmethod
+    def close_under(cls, directory: str) -> None:
+        """Close and forget every database in `directory` (tests: one directory per test)."""
+        prefix = os.path.abspath(directory) + os.sep
+        with cls._instances_lock:
+            gone = [cls._instances.pop(p) for p in list(cls._instances) if p.startswith(prefix)]
+        for db in gone:
+            db.close()
 
     def conn(self) -> sqlite3.Connection:
         key = self._key()
