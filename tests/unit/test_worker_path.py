@@ -56,8 +56,8 @@ def _state(app: Celeriac, task_id: str) -> Any:
 def test_the_steps_run_in_the_documented_order() -> None:
     assert [s.__name__ for s in DECODE] == ["decode_message", "delivered_too_often", "find_task",
                                             "decode_arguments", "received"]
-    assert [s.__name__ for s in CHECKS] == ["duplicate_chord_body", "revoked", "expired", "over_rate_limit",
-                                            "locked_out"]
+    assert [s.__name__ for s in CHECKS] == ["duplicate_chord_body", "revoked", "expired", "follows_pending_call",
+                                            "over_rate_limit", "locked_out"]
 
 
 def test_success_and_failure_are_stored_acked_and_counted(app: Celeriac) -> None:

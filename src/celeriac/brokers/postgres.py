@@ -17,21 +17,26 @@ from .._postgres_state import PostgresEventChannel, PostgresScheduleStore
 from .base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore, clamp_priority,
                    oldest_of)
 
+# The claimed ids are a MATERIALIZED CTE: evaluated exactly once. As a subquery in FROM, the
+# planner may run the LIMIT ... SKIP LOCKED scan again (a rescan of the join) and claim more
+# rows than the limit - seen under load: a fetch of 3 returned 4.
 _CLAIM_ONE = """
+WITH c AS MATERIALIZED (
+    SELECT id FROM {s}.messages WHERE owner IS NULL AND queue = %(queue)s
+    ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 UPDATE {s}.messages AS m SET owner = %(owner)s, worker = %(worker)s, deliveries = m.deliveries + 1
-FROM (SELECT id FROM {s}.messages WHERE owner IS NULL AND queue = %(queue)s
-      ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
-WHERE m.id = c.id RETURNING m.id, m.queue, m.priority, m.deliveries, m.payload
+FROM c WHERE m.id = c.id RETURNING m.id, m.queue, m.priority, m.deliveries, m.payload
 """
 # Several queues: one ordered index range per queue, merged (a sort of the whole backlog of
 # `queue = ANY(...) ORDER BY priority DESC, id` is what this avoids).
 _CLAIM_MANY = """
+WITH c AS MATERIALIZED (
+    SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name),
+    LATERAL (SELECT id, priority FROM {s}.messages WHERE owner IS NULL AND queue = q.name
+             ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
+    ORDER BY c.priority DESC, c.id LIMIT %(limit)s)
 UPDATE {s}.messages AS m SET owner = %(owner)s, worker = %(worker)s, deliveries = m.deliveries + 1
-FROM (SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name),
-      LATERAL (SELECT id, priority FROM {s}.messages WHERE owner IS NULL AND queue = q.name
-               ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
-      ORDER BY c.priority DESC, c.id LIMIT %(limit)s) AS c
-WHERE m.id = c.id RETURNING m.id, m.queue, m.priority, m.deliveries, m.payload
+FROM c WHERE m.id = c.id RETURNING m.id, m.queue, m.priority, m.deliveries, m.payload
 """
 _PROMOTE = """
 WITH due AS (

@@ -3,7 +3,8 @@
 Each step looks at the job (job.py), fills in what it learned, and returns an ending
 (outcomes.py) when the message stops there, or None to go on: first the decoding steps
 (the message, its delivery count, its task, its arguments), then the checks (a duplicate
-chord body, revoked, expired, over its rate limit, locked out). A message that passes them
+chord body, revoked, expired, following a pending unique call, over its rate limit,
+locked out). A message that passes them
 all runs; whichever way it goes, `Consumer.finish` writes the result.
 """
 
