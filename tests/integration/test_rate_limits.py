@@ -29,7 +29,9 @@ def test_global_rate_limit_is_shared_by_four_workers(tasks: Any, start_worker: A
     # late by a varying amount (one dead-letter hop per set bit of the delay), so starts bunch
     # up over a second while the long-run rate holds: up to 31 in one second seen on this
     # 2-core machine under the full suite. Documented in docs/workers.md#rate-limits.
-    assert in_any_second <= (40 if broker_kind == "amqp" else 22), in_any_second
+    # Elsewhere the reserved slots are exact (50 ms apart); a process may start a few ms after
+    # its slot under load, so a window can catch a few extra starts - never a burst.
+    assert in_any_second <= (40 if broker_kind == "amqp" else 25), in_any_second
 
 
 @pytest.mark.timeout(180)

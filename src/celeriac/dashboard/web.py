@@ -240,8 +240,9 @@ class Dashboard:
                 except Exception:  # the broker is away: try again, the page keeps its last view
                     now = last
                 if now != last:
-                    if last:
-                        yield f"event: change\ndata: {json.dumps({'at': time.time()})}\n\n"
+                    # Also once on connecting: what changed between the page's render and this
+                    # first look would otherwise be the baseline, and the page would miss it.
+                    yield f"event: change\ndata: {json.dumps({'at': time.time()})}\n\n"
                     last = now
                 await asyncio.sleep(1.0)
 
