@@ -115,8 +115,11 @@ def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any)
     about the client. Both figures are in the failure message. The objects the test process
     already holds (pytest, every library the suite imported) are frozen out of the garbage
     collector (gc.freeze, as long-running servers do): a full collection of that heap takes
-    up to 80 ms here and is the test harness's, not the client's; the collector still runs
-    over everything the calls allocate."""
+    up to 80 ms here and is the test harness's, not the client's. The collector still runs
+    over everything the calls allocate; its pauses are not a blocking call either (a loaded
+    machine saw one of 122 ms), so a tick's lateness is also taken down by the collector's
+    time in that tick - by the larger of the two, never both, so an overlap is not taken out
+    twice."""
     start_worker("-c", "2")
     import gc
     gc_pauses: list[float] = []
@@ -128,19 +131,23 @@ def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any)
         else:
             gc_pauses.append(time.perf_counter() - gc_started[0])
 
+    def collecting() -> float:
+        return sum(gc_pauses)
+
     gc.callbacks.append(on_gc)
     late = {"raw": 0.0, "client": 0.0}
     most_threads = [0]
 
     async def ticker(stop: asyncio.Event) -> None:
-        last, waited = time.perf_counter(), _waited_to_run()
+        last, waited, collected = time.perf_counter(), _waited_to_run(), collecting()
         while not stop.is_set():
             await asyncio.sleep(0.01)
-            now, now_waited = time.perf_counter(), _waited_to_run()
+            now, now_waited, now_collected = time.perf_counter(), _waited_to_run(), collecting()
+            not_the_client = max(now_waited - waited, now_collected - collected)
             late["raw"] = max(late["raw"], now - last - 0.01)
-            late["client"] = max(late["client"], now - last - 0.01 - (now_waited - waited))
+            late["client"] = max(late["client"], now - last - 0.01 - not_the_client)
             most_threads[0] = max(most_threads[0], threading.active_count())
-            last, waited = now, now_waited
+            last, waited, collected = now, now_waited, now_collected
 
     async def one(i: int) -> int:
         result = await tasks.add.adelay(i, 1)
@@ -164,7 +171,7 @@ def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any)
         await tick
         assert values == [i + 1 for i in range(1000)]
         assert late["client"] < 0.05, (f"the event loop stalled for {late['client'] * 1000:.0f} ms "
-                                       f"({late['raw'] * 1000:.0f} ms including time the OS ran other processes; "
+                                       f"({late['raw'] * 1000:.0f} ms with what the OS ran and gc; "
                                        f"longest gc pause {max(gc_pauses, default=0) * 1000:.0f} ms)")
         assert threading.active_count() == before
 

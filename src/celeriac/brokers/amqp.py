@@ -231,6 +231,12 @@ class AMQPBroker(Broker):
     def _declare(self, link: _Link, queue: str) -> None:
         self._apply(link, [self.wire.declaration(queue)])
 
+    def prepare(self, queues: Sequence[str]) -> None:
+        def declare(link: _Link) -> None:
+            for queue in queues:
+                self._declare(link, queue)
+        self._guard("declaring the worker's queues", declare)
+
     def _apply(self, link: _Link, declarations: Sequence[Declare]) -> None:
         """Run the declarations this connection has not made yet."""
         ch = link.confirm

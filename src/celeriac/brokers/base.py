@@ -286,6 +286,11 @@ class Broker(ABC):
         import contextlib
         return contextlib.nullcontext()
 
+    def prepare(self, queues: Sequence[str]) -> None:
+        """Make the queues a worker consumes exist before it says it is ready (optional: where a
+        queue exists once written to, nothing needs doing). A client of another program - Celery -
+        publishing to a queue only its consumers declare would otherwise lose what it sends."""
+
     def housekeeping(self) -> None:
         """Periodic upkeep, run by each worker's supervisor every heartbeat (optional)."""
 

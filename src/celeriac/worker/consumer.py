@@ -118,6 +118,7 @@ class Consumer:
 
     def run(self) -> None:
         self.slot.thread_ident = threading.get_ident()
+        self._prepare_queues()
         self.slot.ready = 1
         backoff = 0.1
         while not self.stopping:
@@ -139,6 +140,14 @@ class Consumer:
                 slotinfo.publish_totals(self.slot, dict(self.totals))
         if self.async_runner is not None:
             self.async_runner.drain()
+
+    def _prepare_queues(self) -> None:
+        """Declared before the worker says "ready", so whatever is sent after that has a queue."""
+        try:
+            self.app.broker.prepare(self.queues)
+        except OperationalError as exc:  # the fetch loop reconnects and declares them then
+            logger.warning("could not declare the queues %s on %s yet: %s", ", ".join(self.queues),
+                           self.app.broker.safe_url, exc)
 
     def _fetch(self) -> list[Delivery]:
         broker = self.app.broker
