@@ -284,13 +284,22 @@ def kombu_envelope(msg: TaskMessage, queue: str, priority: int, *, headers: dict
                    delivery_tag: str | None = None) -> bytes:
     """The message as a Celery worker reads it from kombu's list for `queue` (`headers`:
     instead of the message's own; `delivery_tag`: a fresh id unless given)."""
-    properties = {
-        "correlation_id": msg.properties.get("correlation_id") or msg.task_id,
-        "reply_to": msg.properties.get("reply_to"), "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": queue}, "priority": priority,
-        "body_encoding": "base64", "delivery_tag": delivery_tag or new_id(),
-    }
+    props = msg.properties
+    corr, reply_to, tag = props.get("correlation_id") or msg.task_id, props.get("reply_to"), delivery_tag or new_id()
     body = binascii.b2a_base64(msg.body, newline=False).decode("ascii")
+    if (headers is None and msg.headers_json is not None and type(corr) is str and type(queue) is str
+            and type(tag) is str and type(priority) is int and (reply_to is None or type(reply_to) is str)):
+        # The usual message (each member of a big group comes here): one format, the same text
+        # as _json_dumps(envelope) (tests/unit/test_bulk_messages.py compares them).
+        return (_KOMBU_ENVELOPE % (body, _json_text_of_str(msg.content_encoding),
+                                   _json_text_of_str(msg.content_type), msg.headers_json, encode_string(corr),
+                                   "null" if reply_to is None else encode_string(reply_to), encode_string(queue),
+                                   priority, encode_string(tag))).encode()
+    properties = {
+        "correlation_id": corr, "reply_to": reply_to, "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": queue}, "priority": priority,
+        "body_encoding": "base64", "delivery_tag": tag,
+    }
     if headers is None and msg.headers_json is not None:  # the same text _json_dumps(envelope) makes
         return (f'{{"body":"{body}","content-encoding":{_json_text(msg.content_encoding)},'
                 f'"content-type":{_json_text(msg.content_type)},"headers":{msg.headers_json},'
@@ -303,6 +312,8 @@ def kombu_envelope(msg: TaskMessage, queue: str, priority: int, *, headers: dict
 
 _KOMBU_PROPERTIES = ('{"correlation_id":%s,"reply_to":%s,"delivery_mode":2,"delivery_info":{"exchange":"",'
                      '"routing_key":%s},"priority":%d,"body_encoding":"base64","delivery_tag":%s}')
+_KOMBU_ENVELOPE = '{"body":"%s","content-encoding":%s,"content-type":%s,"headers":%s,"properties":' \
+    + _KOMBU_PROPERTIES + "}"
 
 
 def _kombu_properties_json(p: dict[str, Any]) -> str:
