@@ -109,11 +109,15 @@ def test_transaction_needs_a_postgres_broker(tmp_path: Path, urls: tuple[str, st
 
 # --- transactional enqueue: SQLAlchemy and Django ---
 
-def test_sqlalchemy_session_and_connection(tasks: Any, orders: str) -> None:
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_sqlalchemy_session_and_connection(tasks: Any, orders: str, driver: str) -> None:
+    """psycopg 3, and psycopg2 - what SQLAlchemy's plain postgresql:// URL takes, so what most
+    applications run on: the application's connection is not celeriac's own driver."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
+    pytest.importorskip(driver, reason=f"needs {driver}: pip install -e '.[test]'")
     from sqlalchemy.orm import Session
     app = tasks.app
-    engine = sqlalchemy.create_engine(orders.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sqlalchemy.create_engine(orders.replace("postgresql://", f"postgresql+{driver}://"))
     try:
         with Session(engine) as session:
             with app.transaction(session):
