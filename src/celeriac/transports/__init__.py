@@ -30,7 +30,9 @@ class Transport:
     async_results: str | None = None  # an aio.base.AsyncResultStore taking the synchronous store
     # Optional extras, looked up by the app:
     transaction: str | None = None  # app.transaction(conn): a context manager (app, conn) enlisting publishes
-    canonical_url: str | None = None  # (url) -> the URL the app keeps (SQLite: an absolute file path)
+    # (url) -> the URL the app keeps (SQLite: an absolute file path); idempotent, as the app may
+    # settle a URL it settled before (the broker's, reused for the results)
+    canonical_url: str | None = None
     name: str = field(default="", compare=False)  # the subpackage's name, filled in by discovery
 
     def load(self, what: str) -> Any:
