@@ -76,6 +76,22 @@ def test_nothing_outside_the_transports_imports_one() -> None:
     assert violations == [], "modules above the transports must ask celeriac.transports:\n" + "\n".join(violations)
 
 
+def test_no_transport_imports_another() -> None:
+    found = transports.discover()
+    crossing = []
+    for name in found:
+        for path in sorted((PACKAGE / "transports" / name).rglob("*.py")):
+            parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+            is_package = path.name == "__init__.py"
+            module = ".".join(parts[:-1] if is_package else parts)
+            for line, target in _imported(module, is_package, ast.parse(path.read_text())):
+                other = target.split(".")
+                if other[:2] == ["celeriac", "transports"] and len(other) > 2 and other[2] in found \
+                        and other[2] != name:
+                    crossing.append(f"{module}:{line} imports {target}")
+    assert crossing == []
+
+
 @pytest.mark.parametrize("source", [
     "from ..transports.redis import broker",
     "from ..transports.postgres.enqueue import transaction",

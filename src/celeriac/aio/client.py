@@ -61,8 +61,10 @@ def clients(app: "Celeriac") -> Clients:
         if found is not None:
             loop.create_task(found.close())
         # each transport names its asyncio clients (celeriac.transports)
-        found = Clients(transports.implementation(app.broker_url, "async_broker", "broker URL")(broker),
-                        transports.implementation(app.result_backend_url, "async_results", "result backend")(backend))
+        async_broker = transports.implementation(app.broker_url, "async_broker", "broker URL", "asyncio calls")
+        async_store = transports.implementation(app.result_backend_url, "async_results", "result backend",
+                                                "asyncio calls")
+        found = Clients(async_broker(broker), async_store(backend))
         per_app[id(app)] = found
     return found
 
