@@ -145,6 +145,7 @@ TRANSPORT = Transport(
     broker="celeriac.transports.{name}.broker:FakeBroker",
     results="celeriac.transports.{name}.results:FakeStore",
     canonical_url="celeriac.transports.{name}.broker:canonical",
+    settings=("{name}_setting",),
 )
 '''
 
@@ -195,9 +196,12 @@ def test_a_new_transport_folder_is_found_by_its_scheme(fake_transport: tuple[str
     assert type(store).__name__ == "FakeStore"
     assert keeps_results(f"{scheme}://host/1")  # it keeps results, so it is the default result store
     app = Celeriac("fake", broker=f"{scheme}://host/1", set_as_current=False)
+    app.conf.update({f"{name}_setting": "from the app"})
     assert app.broker_url == f"{scheme}://host/1/settled"  # its own canonical_url, nothing else asked
     assert app.result_backend_url == app.broker_url
     assert type(app.broker).__name__ == "FakeBroker"
+    assert app.broker.options[f"{name}_setting"] == "from the app"  # type: ignore[attr-defined]
+    assert app.backend.kwargs["options"][f"{name}_setting"] == "from the app"  # type: ignore[attr-defined]
 
 
 def test_without_the_folder_its_scheme_is_unknown(fake_transport: tuple[str, str],

@@ -267,7 +267,7 @@ class Celeriac:
             options.setdefault("queue_type", self.conf.get("task_default_queue_type"))
             options.setdefault("task_queues", self.conf.get("task_queues"))
             options.setdefault("max_deliveries", self.conf.get("task_max_deliveries"))
-            options.setdefault("postgres_schema", self.conf.get("postgres_schema"))
+            _add_transport_settings(options, self.broker_url, self.conf)
             self._broker = create_broker(self.broker_url, options)
         return self._broker
 
@@ -282,7 +282,7 @@ class Celeriac:
                     options.update(conf.broker_use_ssl)
             if isinstance(conf.get("redis_backend_use_ssl"), dict):
                 options.update(conf.redis_backend_use_ssl)
-            options.setdefault("postgres_schema", conf.get("postgres_schema"))
+            _add_transport_settings(options, self.result_backend_url, conf)
             # Celery's result keys too, while Celery processes may read or write them.
             options.setdefault("celery_results", bool(conf.get("celery_wire_queues")))
             self._backend = create_result_store(
@@ -768,6 +768,15 @@ def _canonical_url(url: str) -> str:
         return url  # an unknown scheme is reported when its broker or store is made
     result: str = transport.load("canonical_url")(url)
     return result
+
+
+def _add_transport_settings(options: dict[str, Any], url: str, conf: Any) -> None:
+    """The app settings the URL's transport reads from its options (PostgreSQL: postgres_schema),
+    unless its transport options set them already."""
+    from .. import transports
+    transport = transports.for_url(url)
+    for key in transport.settings if transport is not None else ():
+        options.setdefault(key, conf.get(key))
 
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"

@@ -33,6 +33,7 @@ class Transport:
     # (url) -> the URL the app keeps (SQLite: an absolute file path); idempotent, as the app may
     # settle a URL it settled before (the broker's, reused for the results)
     canonical_url: str | None = None
+    settings: tuple[str, ...] = ()  # app settings copied into the options (unless set there), e.g. postgres_schema
     name: str = field(default="", compare=False)  # the subpackage's name, filled in by discovery
 
     def load(self, what: str) -> Any:

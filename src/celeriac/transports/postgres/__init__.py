@@ -9,4 +9,5 @@ TRANSPORT = Transport(
     async_broker="celeriac.transports.postgres.aio:AsyncPostgresBroker",
     async_results="celeriac.transports.postgres.aio:AsyncPostgresResultStore",
     transaction="celeriac.transports.postgres.enqueue:transaction",
+    settings=("postgres_schema",),
 )
