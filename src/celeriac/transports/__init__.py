@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..exceptions import ImproperlyConfigured
@@ -61,7 +61,7 @@ def discover() -> dict[str, Transport]:
             if not isinstance(declared, Transport):
                 raise ImproperlyConfigured(f"{module.__name__} declares no TRANSPORT = Transport(...): every "
                                            "package under celeriac.transports must say what it provides")
-            found[info.name] = Transport(**{**declared.__dict__, "name": info.name})
+            found[info.name] = replace(declared, name=info.name)
         _found = found
     return _found
 
