@@ -21,7 +21,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from celeriac import Celeriac
-from celeriac.backends import sqlite_history
+from celeriac.transports.sqlite import history as sqlite_history
 from celeriac.dashboard.web import create_app
 from celeriac.history import TaskRecord
 

@@ -38,7 +38,7 @@ def _release_sqlite_files(tmp_path: Path) -> Iterator[None]:
     instance in this process; give them back, or a long session runs out of inotify
     instances (128 per user by default) and every later wait falls back to polling."""
     yield
-    from celeriac._sqlite import SQLiteDatabase
+    from celeriac.transports.sqlite.database import SQLiteDatabase
     SQLiteDatabase.close_under(str(tmp_path))
 
 

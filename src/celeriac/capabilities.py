@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 def keeps_results(url: str) -> bool:
     """A broker URL whose server can also keep the results (the default result store then)."""
-    from .backends import BACKENDS
-    return url.split("://", 1)[0] in BACKENDS
+    from . import transports
+    transport = transports.for_url(url)
+    return transport is not None and transport.results is not None
 
 
 class Capabilities:

@@ -70,9 +70,8 @@ def _sqlalchemy(what: str, url: str, dialect: str, rest: str, store: str) -> str
 
 
 def _has_postgres(what: str) -> bool:
-    from .backends import BACKENDS
-    from .brokers import BROKERS
-    return "postgresql" in (BROKERS if what == "broker" else BACKENDS)
+    from . import transports
+    return "postgresql" in transports.schemes("broker" if what == "broker" else "results")
 
 
 def _unix(rest: str) -> str:

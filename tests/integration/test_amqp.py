@@ -156,7 +156,7 @@ def test_url_with_user_password_and_vhost(rabbit_server: Any, start_worker: Any,
 
 
 def test_tutorial_url_form_parses() -> None:
-    from celeriac.brokers.amqp import AMQPBroker
+    from celeriac.transports.amqp.broker import AMQPBroker
     params = AMQPBroker._parameters("amqp://guest@localhost//", {})
     assert (params.host, params.port, params.virtual_host) == ("localhost", 5672, "/")
     assert params.credentials.username == "guest" and params.credentials.password == "guest"

@@ -266,7 +266,7 @@ def monitor_subscribed(wire: dict[str, str]) -> bool:
         return int(redis.Redis.from_url(wire["WIRE_BROKER"]).pubsub_numpat()) > 0
     import pika
     import pika.exceptions
-    from celeriac.brokers.amqp import AMQPBroker
+    from celeriac.transports.amqp.broker import AMQPBroker
     conn = pika.BlockingConnection(AMQPBroker._parameters(wire["WIRE_BROKER"], {}))
     try:
         conn.channel().exchange_declare("celeryev", passive=True)

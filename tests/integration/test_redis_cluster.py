@@ -36,8 +36,8 @@ def broker_kind() -> str:
 
 
 def _queues_in_different_slots(prefix: str = "celeriac") -> tuple[str, str]:
-    from celeriac._redis_keys import QueueKeys
-    from celeriac._redis_topology import slot_of
+    from celeriac.transports.redis.keys import QueueKeys
+    from celeriac.transports.redis.topology import slot_of
     first = "celery"
     # redis-cli gives each of three masters a third of the 16384 slots: this far apart, another master
     other = next(f"q{i}" for i in range(100)

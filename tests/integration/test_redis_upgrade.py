@@ -2,7 +2,7 @@
 
 The old version's messages are written exactly as its scripts wrote them: its PUBLISH, FETCH
 (one queue) and DEAD_LETTER scripts are kept below as fixtures of that version (from commit
-b0ce490, src/celeriac/brokers/redis_scripts.py). The packed messages come from this version's
+b0ce490, then src/celeriac/brokers/redis_scripts.py). The packed messages come from this version's
 client (the message format did not change), published through the old script.
 """
 

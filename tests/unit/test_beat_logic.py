@@ -17,7 +17,7 @@ import pytest
 
 from celeriac import Celeriac, protocol
 from celeriac.beat import _MAX_TICKS_PER_ENTRY, MISSED_POLICIES, Beat, Entry, load_entries, tick_task_id
-from celeriac.brokers.memory import _MemoryScheduleStore
+from celeriac.transports.memory.broker import _MemoryScheduleStore
 from celeriac.canvas import Signature, chain
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.schedules import crontab, schedule

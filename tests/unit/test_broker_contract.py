@@ -16,8 +16,8 @@ import pytest
 
 from celeriac.brokers import Broker, Outgoing, create_broker
 from helpers import fresh_postgres_url, wait_until
-from celeriac.brokers.memory import MemoryBroker
-from celeriac.brokers.sqlite import SQLiteBroker
+from celeriac.transports.memory.broker import MemoryBroker
+from celeriac.transports.sqlite.broker import SQLiteBroker
 
 BROKER_KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
@@ -72,8 +72,8 @@ def sizes(broker: Broker, queue: str) -> dict[str, int]:
 # --- the URL picks the implementation ---
 
 def test_url_picks_the_implementation(url: str, broker: Broker) -> None:
-    from celeriac.brokers.postgres import PostgresBroker
-    from celeriac.brokers.redis import RedisBroker
+    from celeriac.transports.postgres.broker import PostgresBroker
+    from celeriac.transports.redis.broker import RedisBroker
     expected = {"memory": MemoryBroker, "sqlite": SQLiteBroker, "redis": RedisBroker,
                 "redis+cluster": RedisBroker,
                 "postgresql": PostgresBroker}[url.split(":", 1)[0]]

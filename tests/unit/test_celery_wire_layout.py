@@ -9,7 +9,7 @@ import json
 import pytest
 
 from celeriac import Celeriac, protocol
-from celeriac.brokers.amqp_wire import SharedQueues, eta_of
+from celeriac.transports.amqp.wire import SharedQueues, eta_of
 from celeriac.exceptions import DecodeError
 from celeriac.result import AsyncResult, GroupResult, child_entry, result_from_child
 

@@ -16,9 +16,9 @@ import pytest
 
 import celeriac.app as app_module
 from celeriac import Celeriac, Celery, EagerResult, Task, shared_task, signals, states
-from celeriac.backends.memory import MemoryResultStore
-from celeriac.brokers.memory import MemoryBroker
-from celeriac.brokers.sqlite import SQLiteBroker
+from celeriac.transports.memory.results import MemoryResultStore
+from celeriac.transports.memory.broker import MemoryBroker
+from celeriac.transports.sqlite.broker import SQLiteBroker
 from celeriac.exceptions import MaxRetriesExceededError, NotRegistered, Retry
 from celeriac.protocol import ExceptionInfo, unpack
 from celeriac.task import AsyncTask

@@ -31,7 +31,7 @@ from celeriac import events as events_mod
 from celeriac.backends import create_result_store
 from celeriac.brokers import create_broker
 from celeriac.brokers.base import EventChannel, EventSubscription
-from celeriac.brokers.memory import _MemoryEventChannel
+from celeriac.transports.memory.broker import _MemoryEventChannel
 from celeriac.events import EventDispatcher, Receiver, channel_for, worker_fields
 from celeriac.exceptions import ImproperlyConfigured, OperationalError
 from helpers import fresh_postgres_url, fresh_redis_url, wait_until
@@ -318,7 +318,7 @@ def test_rabbitmq_reader_queue_is_bounded_and_counts_what_it_lost(tmp_path: Path
     of about EVENT_BYTES each; a reader that does not keep up loses the oldest batches that
     waited in its queue, gets the newest in order (after the few batches already on their way
     to it, EVENT_PREFETCH at most), and counts the loss - also across two senders."""
-    from celeriac.brokers.amqp import EVENT_BYTES, EVENT_PREFETCH
+    from celeriac.transports.amqp.broker import EVENT_BYTES, EVENT_PREFETCH
     s = make_stream("amqp-broker", tmp_path, request, max_len=SMALL)
     try:
         other = s.another()

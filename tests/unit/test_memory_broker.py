@@ -6,7 +6,7 @@ import threading
 import uuid
 
 from celeriac.brokers import Outgoing, create_broker
-from celeriac.brokers.memory import MemoryBroker
+from celeriac.transports.memory.broker import MemoryBroker
 
 
 def _name() -> str:

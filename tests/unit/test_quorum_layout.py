@@ -1,4 +1,4 @@
-"""How celeriac lays out RabbitMQ quorum queues (brokers/amqp_wire.py), without a server;
+"""How celeriac lays out RabbitMQ quorum queues (transports/amqp/wire.py), without a server;
 tests/integration/test_rabbitmq_quorum.py runs them on a real 3-node cluster."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from celeriac import Celeriac, protocol
 from celeriac.brokers import Outgoing
-from celeriac.brokers.amqp_wire import SharedQueues, route_plan
+from celeriac.transports.amqp.wire import SharedQueues, route_plan
 from celeriac.exceptions import ImproperlyConfigured
 
 QUORUM = {"x-queue-type": "quorum", "x-delivery-limit": 5, "x-dead-letter-exchange": "",

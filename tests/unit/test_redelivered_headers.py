@@ -30,7 +30,7 @@ def test_a_retry_keeps_the_users_headers_but_not_the_rate_limit_reservation() ->
 
 def test_amqp_deliveries_drop_rabbitmqs_dead_letter_history() -> None:
     pytest.importorskip("pika")
-    from celeriac.brokers.amqp import _task_headers
+    from celeriac.transports.amqp.broker import _task_headers
     trip = {"x-death": [{"queue": "celeriac.delay.1", "reason": "expired"}],
             "x-first-death-queue": "celeriac.delay.1", "x-first-death-reason": "expired",
             "x-first-death-exchange": "celeriac.delay.1", "x-last-death-queue": "celeriac.delay.0",

@@ -1,4 +1,4 @@
-"""The Redis publish path's own connections (brokers/redis_publish.py), against a private
+"""The Redis publish path's own connections (transports/redis/publish.py), against a private
 redis-server: errors leave no half-read reply behind, a lost script cache is refilled, a
 dropped connection is made again, a forked child never shares its parent's socket."""
 

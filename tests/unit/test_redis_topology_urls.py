@@ -1,4 +1,4 @@
-"""The URLs of Redis Cluster and Redis Sentinel (celeriac._redis_topology), and `wait_replicas`
+"""The URLs of Redis Cluster and Redis Sentinel (celeriac.transports.redis.topology), and `wait_replicas`
 on a server that has no replica. No cluster or sentinel needed here."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from celeriac._redis_keys import Keys, QueueKeys
-from celeriac._redis_topology import parse_nodes, slot_of
+from celeriac.transports.redis.keys import Keys, QueueKeys
+from celeriac.transports.redis.topology import parse_nodes, slot_of
 from celeriac.brokers import Outgoing, create_broker
 from celeriac.exceptions import ImproperlyConfigured, OperationalError
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from celeriac.brokers import Outgoing, create_broker
-from celeriac.brokers.sqlite import SQLiteBroker
+from celeriac.transports.sqlite.broker import SQLiteBroker
 
 TOTAL = 500
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from celeriac import Celeriac, protocol
-from celeriac._sqlite import SQLiteDatabase
+from celeriac.transports.sqlite.database import SQLiteDatabase
 from celeriac.brokers import Outgoing
 from celeriac.worker.consumer import Batch
 

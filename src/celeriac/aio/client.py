@@ -15,8 +15,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from .. import states
-from ..brokers.base import implementation_for
+from .. import states, transports
 from ..exceptions import OperationalError
 from .base import AsyncBroker, AsyncResultStore
 from .capture import Captured, captured
@@ -26,37 +25,6 @@ if TYPE_CHECKING:
     from ..result import AsyncResult, GroupResult
 
 T = TypeVar("T")
-
-# scheme -> "module:Class", as brokers/__init__.py and backends/__init__.py: a new transport's
-# asyncio client is one module plus one line here.
-ASYNC_BROKERS = {
-    "memory": "celeriac.aio.base:InlineBroker",
-    "sqlite": "celeriac.aio.sqlite:AsyncSQLiteBroker",
-    "redis": "celeriac.aio.redis:AsyncRedisBroker",
-    "rediss": "celeriac.aio.redis:AsyncRedisBroker",
-    "unix": "celeriac.aio.redis:AsyncRedisBroker",
-    "redis+cluster": "celeriac.aio.redis:AsyncRedisBroker",
-    "rediss+cluster": "celeriac.aio.redis:AsyncRedisBroker",
-    "sentinel": "celeriac.aio.redis:AsyncRedisBroker",
-    "amqp": "celeriac.aio.amqp:AsyncAMQPBroker",
-    "amqps": "celeriac.aio.amqp:AsyncAMQPBroker",
-    "pyamqp": "celeriac.aio.amqp:AsyncAMQPBroker",
-    "postgresql": "celeriac.aio.postgres:AsyncPostgresBroker",
-    "postgres": "celeriac.aio.postgres:AsyncPostgresBroker",
-}
-ASYNC_STORES = {
-    "memory": "celeriac.aio.base:PollingResultStore",
-    "sqlite": "celeriac.aio.sqlite:AsyncSQLiteResultStore",
-    "redis": "celeriac.aio.redis:AsyncRedisResultStore",
-    "rediss": "celeriac.aio.redis:AsyncRedisResultStore",
-    "unix": "celeriac.aio.redis:AsyncRedisResultStore",
-    "redis+cluster": "celeriac.aio.redis:AsyncRedisResultStore",
-    "rediss+cluster": "celeriac.aio.redis:AsyncRedisResultStore",
-    "sentinel": "celeriac.aio.redis:AsyncRedisResultStore",
-    "postgresql": "celeriac.aio.postgres:AsyncPostgresResultStore",
-    "postgres": "celeriac.aio.postgres:AsyncPostgresResultStore",
-}
-
 
 @dataclass
 class Clients:
@@ -92,8 +60,11 @@ def clients(app: "Celeriac") -> Clients:
     if found is None or found.broker.sync is not broker or found.store.sync is not backend:
         if found is not None:
             loop.create_task(found.close())
-        found = Clients(implementation_for(app.broker_url, ASYNC_BROKERS, "broker URL", "")(broker),
-                        implementation_for(app.result_backend_url, ASYNC_STORES, "result backend", "")(backend))
+        # each transport names its asyncio clients (celeriac.transports)
+        async_broker = transports.implementation(app.broker_url, "async_broker", "broker URL", "asyncio calls")
+        async_store = transports.implementation(app.result_backend_url, "async_results", "result backend",
+                                                "asyncio calls")
+        found = Clients(async_broker(broker), async_store(backend))
         per_app[id(app)] = found
     return found
 

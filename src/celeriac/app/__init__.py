@@ -239,7 +239,7 @@ class Celeriac:
         if self._resolved_broker_url is None:
             env_broker, _ = env_urls()
             url = env_broker or self.conf.broker_url or f"sqlite:///{DEFAULT_SQLITE_FILE}"
-            self._resolved_broker_url = _absolute_sqlite(celery_urls.broker_url(url))
+            self._resolved_broker_url = _canonical_url(celery_urls.broker_url(url))
         return self._resolved_broker_url
 
     @property
@@ -252,7 +252,7 @@ class Celeriac:
             else:
                 broker = self.broker_url
                 url = broker if keeps_results(broker) else f"sqlite:///{DEFAULT_SQLITE_FILE}"
-            self._resolved_backend_url = _absolute_sqlite(url)
+            self._resolved_backend_url = _canonical_url(url)
         return self._resolved_backend_url
 
     @property
@@ -263,11 +263,11 @@ class Celeriac:
                 options.update(self.conf.broker_use_ssl)
             options.setdefault("celery_wire_queues", list(self.conf.get("celery_wire_queues") or []))
             options.setdefault("queue_max_priority", self.conf.get("task_queue_max_priority"))
-            # RabbitMQ quorum queues (brokers/amqp_wire.py): their type and delivery limit
+            # RabbitMQ quorum queues (transports/amqp/wire.py): their type and delivery limit
             options.setdefault("queue_type", self.conf.get("task_default_queue_type"))
             options.setdefault("task_queues", self.conf.get("task_queues"))
             options.setdefault("max_deliveries", self.conf.get("task_max_deliveries"))
-            options.setdefault("postgres_schema", self.conf.get("postgres_schema"))
+            _add_transport_settings(options, self.broker_url, self.conf)
             self._broker = create_broker(self.broker_url, options)
         return self._broker
 
@@ -282,7 +282,7 @@ class Celeriac:
                     options.update(conf.broker_use_ssl)
             if isinstance(conf.get("redis_backend_use_ssl"), dict):
                 options.update(conf.redis_backend_use_ssl)
-            options.setdefault("postgres_schema", conf.get("postgres_schema"))
+            _add_transport_settings(options, self.result_backend_url, conf)
             # Celery's result keys too, while Celery processes may read or write them.
             options.setdefault("celery_results", bool(conf.get("celery_wire_queues")))
             self._backend = create_result_store(
@@ -318,8 +318,15 @@ class Celeriac:
         connection or alias, a SQLAlchemy Session or Connection - inside its transaction:
         workers see it when that transaction commits, never if it rolls back. Needs a
         postgresql:// broker (docs/postgresql.md)."""
-        from .._postgres_enqueue import transaction
-        return transaction(self, conn)
+        from .. import transports
+        transport = transports.for_url(self.broker_url)
+        if transport is None or transport.transaction is None:
+            needed = " or ".join(f"{t.schemes[0]}://" for t in transports.discover().values() if t.transaction)
+            raise ImproperlyConfigured(
+                f"app.transaction() enqueues through the application's own database connection, so it needs a "
+                f"{needed} broker; this app's broker is {safe_url(self.broker_url)}. Use delay_on_commit() (Django) "
+                "or publish after your commit instead")
+        return transport.load("transaction")(self, conn)
 
     def connection(self) -> Any:
         """Celery's `with app.connection() as conn:`; celeriac's receivers use the app's broker,
@@ -753,11 +760,23 @@ def _to_datetime(value: Any) -> datetime:
     raise TypeError(f"expected a datetime, got {type(value).__name__}")
 
 
-def _absolute_sqlite(url: str) -> str:
-    if url.startswith("sqlite:"):
-        from .._sqlite import sqlite_path_from_url
-        return "sqlite:///" + sqlite_path_from_url(url)
-    return url
+def _canonical_url(url: str) -> str:
+    """The URL as the app keeps it: its transport may settle it (SQLite: an absolute file path)."""
+    from .. import transports
+    transport = transports.for_url(url)
+    if transport is None or transport.canonical_url is None:
+        return url  # an unknown scheme is reported when its broker or store is made
+    result: str = transport.load("canonical_url")(url)
+    return result
+
+
+def _add_transport_settings(options: dict[str, Any], url: str, conf: Any) -> None:
+    """The app settings the URL's transport reads from its options (PostgreSQL: postgres_schema),
+    unless its transport options set them already."""
+    from .. import transports
+    transport = transports.for_url(url)
+    for key in transport.settings if transport is not None else ():
+        options.setdefault(key, conf.get(key))
 
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"

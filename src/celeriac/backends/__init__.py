@@ -1,28 +1,15 @@
-"""Result store implementations, chosen by URL scheme."""
+"""Result stores: the interface (base.py); the implementations live in celeriac.transports, found by URL scheme."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..brokers.base import implementation_for
+from .. import transports
 from .base import ResultStore, StoredResult
-
-BACKENDS = {
-    "memory": "celeriac.backends.memory:MemoryResultStore",
-    "sqlite": "celeriac.backends.sqlite:SQLiteResultStore",
-    "redis": "celeriac.backends.redis:RedisResultStore",
-    "rediss": "celeriac.backends.redis:RedisResultStore",
-    "unix": "celeriac.backends.redis:RedisResultStore",
-    "redis+cluster": "celeriac.backends.redis:RedisResultStore",
-    "rediss+cluster": "celeriac.backends.redis:RedisResultStore",
-    "sentinel": "celeriac.backends.redis:RedisResultStore",
-    "postgresql": "celeriac.backends.postgres:PostgresResultStore",
-    "postgres": "celeriac.backends.postgres:PostgresResultStore",
-}
 
 
 def create_result_store(url: str, **kwargs: Any) -> ResultStore:
-    cls = implementation_for(url, BACKENDS, "result backend", "or none for the embedded SQLite file")
+    cls = transports.implementation(url, "results", "result backend", "or none for the embedded SQLite file")
     store: ResultStore = cls(url, **kwargs)
     return store
 

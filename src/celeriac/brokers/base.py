@@ -316,22 +316,6 @@ def oldest_of(heads: dict[str, list[bytes]]) -> dict[str, float]:
     return oldest
 
 
-def implementation_for(url: str, table: dict[str, str], what: str, default_hint: str) -> Any:
-    """The class registered for the URL's scheme in `table` ("module:Class"), imported on demand."""
-    import importlib
-
-    from ..exceptions import ImproperlyConfigured
-
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    target = table.get(scheme)
-    if target is None:
-        raise ImproperlyConfigured(
-            f"unsupported {what} {safe_url(url)!r}: supported schemes are "
-            + ", ".join(f"{s}://" for s in table) + f" ({default_hint})")
-    module_name, _, cls_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
-
-
 def safe_url(url: str | None) -> str:
     """The URL with its password replaced by ``**``: the only form logs and errors show."""
     if not url:

@@ -92,7 +92,7 @@ def _pin_urls(app: Celeriac, settings: Mapping[str, Any]) -> None:
     """The test app talks to exactly the configured URLs: CELERIAC_BROKER_URL and
     CELERIAC_RESULT_BACKEND (which override an app's URLs elsewhere) are ignored here, so a
     shell pointed at a real server never receives test tasks."""
-    from ..app import _absolute_sqlite
+    from ..app import _canonical_url
     from ..capabilities import keeps_results
     broker = _private_memory(settings.get("broker_url")) or _memory_url()
     backend = _private_memory(settings.get("result_backend"))
@@ -104,8 +104,8 @@ def _pin_urls(app: Celeriac, settings: Mapping[str, Any]) -> None:
         backend = broker if keeps_results(broker) else _memory_url()
     app.conf.update(broker_url=broker, result_backend=backend)
     app._reset_connections()
-    app._resolved_broker_url = _absolute_sqlite(broker)
-    app._resolved_backend_url = _absolute_sqlite(backend)
+    app._resolved_broker_url = _canonical_url(broker)
+    app._resolved_backend_url = _canonical_url(backend)
 
 
 @contextmanager
