@@ -3,9 +3,9 @@
 The dashboard (and anyone else) reads it through the result store's history methods; it
 therefore shows tasks that finished before the dashboard started and survives its restart.
 A record travels with its result into the store, which collects records and writes them in
-one batch at most every FLUSH_INTERVAL seconds (one transaction or one script call for
-hundreds of tasks), so recording costs little; a worker killed with SIGKILL may lose the
-records of its last FLUSH_INTERVAL (never a result). Retention is bounded by age
+one batch every FLUSH_INTERVAL seconds from a thread of its own (one transaction or one
+round trip for hundreds of tasks), so recording costs little; a worker killed with
+SIGKILL may lose the records of its last FLUSH_INTERVAL (never a result). Retention is bounded by age
 (`task_history_expires`, default 7 days) and by count (`task_history_max`, default 100,000
 tasks); `task_history = False` turns recording off.
 """
