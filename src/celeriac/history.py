@@ -3,9 +3,9 @@
 The dashboard (and anyone else) reads it through the result store's history methods; it
 therefore shows tasks that finished before the dashboard started and survives its restart.
 A record travels with its result into the store, which collects records and writes them in
-one batch at most every FLUSH_INTERVAL seconds (one transaction or one script call for
-hundreds of tasks), so recording costs little; a worker killed with SIGKILL may lose the
-records of its last FLUSH_INTERVAL (never a result). Retention is bounded by age
+one batch every FLUSH_INTERVAL seconds from a thread of its own (one transaction or one
+round trip for hundreds of tasks), so recording costs little; a worker killed with
+SIGKILL may lose the records of its last FLUSH_INTERVAL (never a result). Retention is bounded by age
 (`task_history_expires`, default 7 days) and by count (`task_history_max`, default 100,000
 tasks); `task_history = False` turns recording off.
 """
@@ -28,7 +28,11 @@ DEFAULT_EXPIRES = 7 * 86400.0
 DEFAULT_MAX = 100_000
 ARGS_TEXT_LIMIT = 64 * 1024  # arguments longer than this are kept as a truncated text
 FLUSH_INTERVAL = 0.5  # seconds a record may wait to be written with others
-FLUSH_SIZE = 500  # records that are written at once, without waiting
+# Records waiting that wake the writing thread before its interval is up. Big batches are
+# what make the history cheap: the task id's index takes random inserts, and a batch of
+# many dirties each of its pages once instead of once per record.
+FLUSH_SIZE = 5000
+BACKLOG_MOST = 4 * FLUSH_SIZE  # waiting records past which the worker writes them itself (the writer lags)
 KEEP_UNWRITTEN = 20_000  # records kept for a later try while the store cannot be written
 
 logger = logging.getLogger("celeriac.history")
@@ -144,8 +148,10 @@ def retention(conf: Any) -> tuple[float | None, int | None]:
 
 
 class HistoryBuffer:
-    """Records waiting to be written together: every FLUSH_INTERVAL seconds (by a thread of
-    this process) or as soon as FLUSH_SIZE are waiting. Readers in this process flush first."""
+    """Records waiting to be written together, by a thread of this process: every
+    FLUSH_INTERVAL seconds, or sooner once FLUSH_SIZE are waiting. The worker's own thread
+    only appends (it never waits for the write) unless the writer lags far behind.
+    Readers in this process flush first."""
 
     def __init__(self, write: Callable[[list[TaskRecord]], None]) -> None:
         self._write = write
@@ -154,21 +160,25 @@ class HistoryBuffer:
         self._writing = threading.Lock()  # one flush at a time: records go out in order
         self._wake = threading.Event()
         self._thread_pid = 0
+        self._failing = False  # the last write failed: the thread retries, the worker does not wait
 
     def add(self, records: list[TaskRecord]) -> None:
         with self._lock:
             self._pending.extend(records)
-            full = len(self._pending) >= FLUSH_SIZE
-        if full:
-            self.flush()
-        elif self._thread_pid != os.getpid():  # none yet, or the parent's (gone with the fork)
+            waiting = len(self._pending)
+        if self._thread_pid != os.getpid():  # none yet, or the parent's (gone with the fork)
             self._thread_pid = os.getpid()
             threading.Thread(target=self._run, name="celeriac-history", daemon=True).start()
+        if waiting >= BACKLOG_MOST and not self._failing:  # the store is slower than the tasks: hold the worker back
+            self.flush()
+        elif waiting >= FLUSH_SIZE:
+            self._wake.set()
 
     def _run(self) -> None:
         pid = os.getpid()
         while self._thread_pid == pid:
             self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
             self.flush()
 
     def flush(self) -> None:
@@ -179,7 +189,9 @@ class HistoryBuffer:
                 return
             try:
                 self._write(batch)
+                self._failing = False
             except Exception as exc:  # results are safe; the history waits for the store to answer
+                self._failing = True
                 with self._lock:
                     self._pending[:0] = batch[-KEEP_UNWRITTEN:]
                     dropped = len(batch) - min(len(batch), KEEP_UNWRITTEN)

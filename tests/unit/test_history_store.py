@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
-from celeriac.history import HistoryQuery, TaskRecord
+from celeriac import history
+from celeriac.history import HistoryBuffer, HistoryQuery, TaskRecord
+
+from helpers import wait_until
 
 
 def _record(store: Any, task_id: str, state: str, *, name: str = "t.add", worker: str = "w1",
@@ -67,3 +71,37 @@ def test_trim_keeps_the_newest_within_count_and_age(any_store: Any) -> None:
     assert [r.task_id for r in any_store.task_history(HistoryQuery())] == ["n4", "n3", "n2"]
     assert [r.task_id for r in any_store.task_history(HistoryQuery(state="SUCCESS"))] == ["n4", "n3", "n2"]
     assert any_store.task_counts()[("t.add", "SUCCESS")] == 6  # counters never go back
+
+
+def test_one_batch_keeps_each_tasks_records_in_order(any_store: Any) -> None:
+    # The SQLite store writes a batch in task id order: a task's later record must still win.
+    now = time.time()
+    batch = []
+    for task_id, state, updated in (("m", "STARTED", now - 2), ("a", "SUCCESS", now - 3), ("m", "RETRY", now - 1)):
+        stored = any_store.encode({"task_id": task_id, "status": state, "result": None, "children": []})
+        stored.history = TaskRecord(task_id, "t.add", state, updated=updated, args="[[],{}]", meta=stored.data)
+        batch.append(stored)
+    any_store.store(batch)
+    record = any_store.task_record("m")
+    assert record is not None and record.state == "RETRY" and record.updated == now - 1
+    assert [r.task_id for r in any_store.task_history(HistoryQuery())] == ["m", "a"]
+
+
+def test_history_buffer_writes_on_its_own_thread_and_retries() -> None:
+    written: list[tuple[list[str], str]] = []
+    failures: list[Exception] = []
+
+    def write(records: list[TaskRecord]) -> None:
+        if failures:
+            raise failures.pop()
+        written.append(([r.task_id for r in records], threading.current_thread().name))
+
+    buffer = HistoryBuffer(write)
+    full = [TaskRecord(f"t{i}", "t.add", "SUCCESS") for i in range(history.FLUSH_SIZE)]
+    buffer.add(full)  # a full buffer wakes the writing thread: the worker's thread does not write
+    wait_until(lambda: written, timeout=10, message="the history thread to write a full buffer")
+    assert written == [([r.task_id for r in full], "celeriac-history")]
+    failures.append(RuntimeError("store away"))
+    buffer.add([TaskRecord("late1", "t.add", "SUCCESS"), TaskRecord("late2", "t.add", "SUCCESS")])
+    wait_until(lambda: len(written) == 2, timeout=10, message="the failed write to be tried again")
+    assert written[1] == (["late1", "late2"], "celeriac-history") and not failures

@@ -11,11 +11,12 @@ scans the newest records.
 from __future__ import annotations
 
 import json
+import operator
 import time
 from collections import defaultdict
 from typing import Any, Sequence
 
-from ... import states
+from ... import protocol, states
 from .client import guarded, pipelined
 from .keys import Keys
 from ...history import COLUMNS, HistoryQuery, TaskRecord
@@ -24,6 +25,7 @@ _SCAN_CHUNK = 500
 _SCAN_MOST = 20_000  # candidates a filtered or searched page looks at, newest first
 
 _ROW = tuple(c for c in COLUMNS if c != "meta")
+_ROW_OF = operator.attrgetter(*_ROW)  # a record's row (a tuple, encoded as a JSON list), in one C call
 
 
 class RedisHistory:
@@ -47,8 +49,9 @@ class RedisHistory:
         by_state: dict[str, list[Any]] = defaultdict(list)
         by_name: dict[str, list[Any]] = defaultdict(list)
         counts: dict[str, int] = defaultdict(int)
+        encode, row_of = protocol._json_text, _ROW_OF  # the shared C encoder: JSON as json.dumps writes it
         for r in records:
-            rows += [r.task_id, json.dumps([getattr(r, c) for c in _ROW])]
+            rows += [r.task_id, encode(row_of(r))]
             metas += [r.task_id, r.meta]
             scores += [r.updated, r.task_id]
             by_state[r.state] += [r.updated, r.task_id]
