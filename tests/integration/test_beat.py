@@ -167,8 +167,14 @@ def test_three_beats_one_killed_every_tick_once(broker_kind: str, app_env: dict[
     standbys = [b for b in beats if b is not leader]
     for beat in standbys:
         assert beat.terminate() == 0
-    new_leader = [b for b in standbys if "leading (fencing token" in b.output]
-    assert len(new_leader) == 1, "exactly one standby took over"
+    leads = sum(b.output.count("leading (fencing token") for b in standbys)
+    assert leads >= 1, "a standby took over"
+    # One standby takes over. On a starved machine a leader may stall past its lease and the
+    # other standby take the lead from it (fenced: the stalled one's ticks are refused); that
+    # is a legitimate handover, and the stalled beat must say so - never two silent leaders.
+    stood_down = sum(b.output.count("another beat took the lead") + b.output.count("lost the lead")
+                     for b in standbys)
+    assert leads - 1 <= stood_down, f"{leads} takeovers by standbys, {stood_down} of them explained"
     last_tick = wait_until(lambda: max(r["tick"] for r in recorded(tmp_path)) >= started + 58 and
                            max(r["tick"] for r in recorded(tmp_path)), 10, message="the last ticks ran")
     rows = recorded(tmp_path)
@@ -176,7 +182,7 @@ def test_three_beats_one_killed_every_tick_once(broker_kind: str, app_env: dict[
     assert ticks[0] == started and ticks[-1] == last_tick
     assert len(ticks) >= 59
     late = [r for r in rows if r["at"] - r["tick"] > lease]
-    assert len(late) <= 1, f"more than one tick later than the lease ({lease}s): {late}"
+    assert len(late) <= leads, f"more ticks later than the lease ({lease}s) than takeovers ({leads}): {late}"
     assert any(r["tick"] > killed_at + lease + 1 for r in rows), "ticks went on after the leader died"
 
 
