@@ -62,10 +62,10 @@ class Batch:
         """Write everything; on broker trouble keep retrying (the messages stay leased to us)."""
         delay = 0.1
         while len(self) or self.publishes:
+            claim: Callable[[], list[Delivery]] | None = None
             try:
                 broker, backend = self.app.broker, self.app.backend
                 if broker.transactional:  # one commit for the batch; forget nothing until it lands
-                    claim = None
                     with broker.transaction():
                         self._write_all(broker, backend, forget_as_written=False)
                         claim = self.claim_next(broker) if self.claim_next is not None else None
@@ -75,7 +75,7 @@ class Batch:
                 else:
                     self._write_all(broker, backend, forget_as_written=True)
             except OperationalError as exc:
-                self.claim_lost = self.claim_lost or self.claim_next is not None
+                self.claim_lost = self.claim_lost or claim is not None
                 if stopping():
                     logger.error("could not write %d outcome(s) before stopping (%s); their messages "
                                  "will be delivered again", len(self), exc)

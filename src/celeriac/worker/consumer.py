@@ -141,6 +141,8 @@ class Consumer:
             if self._totals_shown != self.processed:
                 self._totals_shown = self.processed
                 slotinfo.publish_totals(self.slot, dict(self.totals))
+        if self._claimed:  # claimed with the last batch, then told to stop: not started, back to the queue
+            self.handle_batch(self._claimed)
         if self.async_runner is not None:
             self.async_runner.drain()
 
@@ -159,6 +161,7 @@ class Consumer:
 
     def handle_batch(self, deliveries: list[Delivery]) -> None:
         batch = Batch(self.app)
+        completed = False
         try:
             for index, delivery in enumerate(deliveries):
                 if self.stopping:
@@ -169,9 +172,10 @@ class Consumer:
                     self.stop()  # the rest of the batch goes back, then this pool process is replaced
                 if batch.due():
                     batch.flush(lambda: self.stopping)
+            completed = True
         finally:
             self.slot.tag = b""
-            if not (self.stopping or self._fetch_failed or self.async_runner is not None):
+            if completed and not (self.stopping or self._fetch_failed or self.async_runner is not None):
                 batch.claim_next = self._claim_at_commit
             batch.flush(lambda: self.stopping)
             self._claimed = batch.claimed
