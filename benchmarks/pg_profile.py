@@ -9,6 +9,10 @@ xact_commit, pg_stat_wal wal_sync = WAL flushes, the disk's real cost):
 2. drain: a worker (`-c 2`) runs the N tasks; nothing else talks to the server but one
    look every 0.2 s at whether the results are all in (the worker's cost per task);
 3. round trips: LAT sequential `delay().get()` on the idle worker (client + worker per task).
+A backend reports transactions and WAL counters now and then but always when it exits, so
+each phase ends with the worker stopped and the client's connections closed (the worker's
+start-up is counted in phases 2 and 3; pg_stat_statements counts at once, but does not see
+BEGIN/COMMIT sent in a pipeline: transactions/task is the count of commits).
 Numbers are per task; the top statements of each phase are listed with their calls per task.
 """
 
@@ -87,7 +91,7 @@ def main() -> None:
         import psycopg
         mon = psycopg.connect(url, autocommit=True)
         mon.execute("CREATE EXTENSION pg_stat_statements")
-        global WORKER_PID, SERVER_PID
+        global SERVER_PID
         data = mon.execute("SHOW data_directory").fetchone()[0]
         SERVER_PID = int(Path(data, "postmaster.pid").read_text().split()[0])
         workdir = Path(tempfile.mkdtemp(prefix="celeriac-pgprofile-"))
@@ -102,36 +106,68 @@ def main() -> None:
         app.control.purge()
         n = args.n
 
+        celeriac = str(Path(sys.executable).with_name("celeriac"))
+
+        def start_worker() -> subprocess.Popen[bytes]:
+            global WORKER_PID
+            proc = subprocess.Popen([celeriac, "-A", "benchtasks", "worker", "-c", "2", "--loglevel=warning"],
+                                    cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            WORKER_PID = proc.pid
+            return proc
+
+        def settle(worker: subprocess.Popen[bytes] | None) -> float:
+            """End the phase: a backend reports its transactions and WAL counters to the
+            statistics only now and then, but always when it exits - so the worker stops and
+            the client closes its connections before the counters are read. Returns the
+            worker's CPU seconds."""
+            global WORKER_PID
+            cpu = cpu_of_tree(worker.pid) if worker is not None else 0.0
+            if worker is not None:
+                worker.terminate()
+                worker.wait(60)
+                WORKER_PID = 0
+            app.broker.db.close_thread()
+            time.sleep(0.5)  # the backends' exits
+            return cpu
+
+        settle(None)
         before, t = snapshot(mon), time.perf_counter()
         handles = [add.delay(i, i) for i in range(n)]
-        report("enqueue (client)", before, snapshot(mon), n, time.perf_counter() - t, args.top)
+        seconds = time.perf_counter() - t
+        settle(None)
+        report("enqueue (client)", before, snapshot(mon), n, seconds, args.top)
 
-        celeriac = str(Path(sys.executable).with_name("celeriac"))
         before, t = snapshot(mon), time.perf_counter()
-        worker = subprocess.Popen([celeriac, "-A", "benchtasks", "worker", "-c", "2", "--loglevel=warning"],
-                                  cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        WORKER_PID = worker.pid
-        try:
-            while mon.execute(f"{_MARK} SELECT count(*) FROM celeriac.results").fetchone()[0] < n:
-                time.sleep(0.2)
-            report("drain (worker)", before, snapshot(mon), n, time.perf_counter() - t, args.top)
-            wrong = sum(h.get(timeout=10) != 2 * i for i, h in enumerate(handles))
-            for k in range(10):
-                add.delay(k, 1).get(timeout=10)
-            before, t = snapshot(mon), time.perf_counter()
-            latencies = []
-            for k in range(args.lat):
-                t0 = time.perf_counter()
-                wrong += add.delay(k, 1).get(timeout=10) != k + 1
-                latencies.append((time.perf_counter() - t0) * 1000)
-            report("round trips (client + worker)", before, snapshot(mon), args.lat, time.perf_counter() - t,
-                   args.top)
-            latencies.sort()
-            print(f"\nround trip p50 {latencies[len(latencies) // 2]:.2f} ms; wrong results: {wrong}")
-        finally:
-            worker.terminate()
-            worker.wait(30)
-            mon.close()
+        worker = start_worker()
+        while mon.execute(f"{_MARK} SELECT count(*) FROM celeriac.results").fetchone()[0] < n:
+            time.sleep(0.2)
+        seconds = time.perf_counter() - t
+        before["cpu_worker"], after_cpu = 0.0, settle(worker)
+        after = snapshot(mon)
+        after["cpu_worker"] = after_cpu
+        report("drain (worker, start-up included)", before, after, n, seconds, args.top)
+        wrong = sum(h.get(timeout=10) != 2 * i for i, h in enumerate(handles))
+
+        settle(None)
+        before = snapshot(mon)
+        worker = start_worker()
+        for k in range(10):
+            add.delay(k, 1).get(timeout=10)
+        t = time.perf_counter()
+        latencies = []
+        for k in range(args.lat):
+            t0 = time.perf_counter()
+            wrong += add.delay(k, 1).get(timeout=10) != k + 1
+            latencies.append((time.perf_counter() - t0) * 1000)
+        seconds = time.perf_counter() - t
+        before["cpu_worker"], after_cpu = 0.0, settle(worker)
+        after = snapshot(mon)
+        after["cpu_worker"] = after_cpu
+        report("round trips (client + worker, worker start-up and 10 warm-ups included)", before, after,
+               args.lat, seconds, args.top)
+        latencies.sort()
+        print(f"\nround trip p50 {latencies[len(latencies) // 2]:.2f} ms; wrong results: {wrong}")
+        mon.close()
 
 
 if __name__ == "__main__":

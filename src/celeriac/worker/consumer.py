@@ -175,7 +175,10 @@ class Consumer:
             completed = True
         finally:
             self.slot.tag = b""
-            if completed and not (self.stopping or self._fetch_failed or self.async_runner is not None):
+            # Only after a full batch: a short one says the queue was running dry, and a claim
+            # that finds nothing would only delay the batch's commit (and its results).
+            if completed and len(deliveries) >= self.prefetch and not (
+                    self.stopping or self._fetch_failed or self.async_runner is not None):
                 batch.claim_next = self._claim_at_commit
             batch.flush(lambda: self.stopping)
             self._claimed = batch.claimed
