@@ -28,8 +28,9 @@ def _bindir() -> Path:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[str]:
-    """Yields the server's URL (user celeriac, database postgres, no password)."""
+def private_postgres(settings: dict[str, str] | None = None) -> Iterator[str]:
+    """Yields the server's URL (user celeriac, database postgres, no password). `settings`:
+    extra server settings (`-c name=value`), e.g. pg_stat_statements for a profile."""
     bindir = _bindir()
     workdir = Path(tempfile.mkdtemp(prefix="celeriac-bench-pg-"))
     prefix: list[str] = []
@@ -45,7 +46,8 @@ def private_postgres() -> Iterator[str]:
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "celeriac", "--auth=trust",
                     "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
     proc = subprocess.Popen([*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}"],
+                             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}",
+                             *[a for k, v in (settings or {}).items() for a in ("-c", f"{k}={v}")]],
                             stdout=open(workdir / "server.log", "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"postgresql://celeriac@127.0.0.1:{port}/postgres"

@@ -489,3 +489,37 @@ def test_stale_release_does_not_unlease_the_new_owner(broker: Broker) -> None:
     broker.release([stale])
     assert sizes(broker, "q") == {"ready": 0, "reserved": 1, "delayed": 0}
     assert broker.fetch(["q"], "third", "third-0", 1, timeout=0) == []
+
+
+def test_claim_at_commit_leases_with_the_batch_or_not_at_all(broker: Broker) -> None:
+    """A claim made with a batch's writes (broker.claim_at_commit) is a fetch: the messages are
+    leased to the owner when the transaction commits, and stay claimable if it rolls back."""
+    pub(broker, "q", b"a", b"b", b"c")
+    first = broker.fetch(["q"], "w1", "w1/a", 1, timeout=0)
+    assert [d.payload for d in first] == [b"a"]
+    with broker.transaction():
+        broker.ack(first)
+        claim = broker.claim_at_commit(["q"], "w1", "w1/a", 1)
+    if claim is None:
+        pytest.skip(f"{type(broker).__name__} claims only through fetch()")
+    got = claim()
+    assert [(d.payload, d.owner, d.deliveries) for d in got] == [(b"b", "w1/a", 1)]
+    assert broker.queue_sizes(["q"])["q"]["reserved"] == 1  # leased, and the ack landed
+    assert broker.requeue_owner("w1/a", None) == 1  # ... to that owner
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with broker.transaction():
+            again = broker.claim_at_commit(["q"], "w1", "w1/a", 5)
+            assert again is not None
+            raise Boom()
+    assert broker.queue_sizes(["q"])["q"] == {"ready": 2, "reserved": 0, "delayed": 0}
+    assert [d.payload for d in broker.fetch(["q"], "w2", "w2/a", 5, timeout=0)] == [b"b", b"c"]
+
+
+def test_claim_at_commit_outside_a_transaction_is_declined(broker: Broker) -> None:
+    pub(broker, "q", b"a")
+    assert broker.claim_at_commit(["q"], "w1", "w1/a", 1) is None
+    assert broker.queue_sizes(["q"])["q"]["ready"] == 1

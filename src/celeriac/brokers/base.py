@@ -291,6 +291,14 @@ class Broker(ABC):
         queue exists once written to, nothing needs doing). A client of another program - Celery -
         publishing to a queue only its consumers declare would otherwise lose what it sends."""
 
+    def claim_at_commit(self, queues: Sequence[str], worker_id: str, owner: str,
+                        limit: int) -> Callable[[], list[Delivery]] | None:
+        """Inside `transaction()`: claim up to `limit` more messages in that transaction, with
+        the batch's outcomes (one round trip and one commit for both). Returns what gives the
+        claimed deliveries once the transaction has committed, or None where the broker
+        cannot (the worker then fetches as usual)."""
+        return None
+
     def housekeeping(self) -> None:
         """Periodic upkeep, run by each worker's supervisor every heartbeat (optional)."""
 

@@ -41,6 +41,11 @@ class Batch:
     chord_parts: list[ChordPart] = field(default_factory=list)
     unique_done: list[tuple[str, str]] = field(default_factory=list)  # (unique key, task id) to let go of
     since: float = 0.0
+    # The slot's next claim, made in the same transaction as these writes where the broker
+    # can (broker.claim_at_commit): set before the last flush of a batch, consumed by it.
+    claim_next: Callable[[Any], Callable[[], list[Delivery]] | None] | None = None
+    claimed: list[Delivery] = field(default_factory=list)
+    claim_lost: bool = False  # a flush that carried a claim failed: its reply may have been lost
 
     def __len__(self) -> int:
         return (len(self.acks) + len(self.dead) + len(self.releases) + len(self.results) + len(self.chord_parts)
@@ -57,15 +62,20 @@ class Batch:
         """Write everything; on broker trouble keep retrying (the messages stay leased to us)."""
         delay = 0.1
         while len(self) or self.publishes:
+            claim: Callable[[], list[Delivery]] | None = None
             try:
                 broker, backend = self.app.broker, self.app.backend
                 if broker.transactional:  # one commit for the batch; forget nothing until it lands
                     with broker.transaction():
                         self._write_all(broker, backend, forget_as_written=False)
+                        claim = self.claim_next(broker) if self.claim_next is not None else None
                     self._forget()
+                    if claim is not None:
+                        self.claimed, self.claim_next = claim(), None
                 else:
                     self._write_all(broker, backend, forget_as_written=True)
             except OperationalError as exc:
+                self.claim_lost = self.claim_lost or claim is not None
                 if stopping():
                     logger.error("could not write %d outcome(s) before stopping (%s); their messages "
                                  "will be delivered again", len(self), exc)

@@ -29,7 +29,10 @@ from .remote import ProcessControl
 from .revocations import Revocations
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..app import Celeriac
+    from ..brokers import Broker
     from ..events import EventDispatcher
     from .aio import AsyncRunner
 
@@ -110,6 +113,7 @@ class Consumer:
         self._totals_shown = 0
         self.history = bool(app.conf.get("task_history", True))  # records ride with the results (celeriac.history)
         self._fetch_failed = False
+        self._claimed: list[Delivery] = []  # claimed with the last batch's outcomes (Batch.claim_next)
 
     def stop(self) -> None:
         self.stopping = True
@@ -125,7 +129,7 @@ class Consumer:
             if self.remote is not None:
                 self.remote.refresh()
             try:
-                deliveries = self._fetch()
+                deliveries, self._claimed = self._claimed or self._fetch(), []
                 backoff = 0.1
             except OperationalError as exc:
                 self._fetch_failed = True
@@ -138,6 +142,8 @@ class Consumer:
             if self._totals_shown != self.processed:
                 self._totals_shown = self.processed
                 slotinfo.publish_totals(self.slot, dict(self.totals))
+        if self._claimed:  # claimed with the last batch, then told to stop: not started, back to the queue
+            self.handle_batch(self._claimed)
         if self.async_runner is not None:
             self.async_runner.drain()
 
@@ -164,6 +170,7 @@ class Consumer:
 
     def handle_batch(self, deliveries: list[Delivery]) -> None:
         batch = Batch(self.app)
+        completed = False
         try:
             for index, delivery in enumerate(deliveries):
                 if self.stopping:
@@ -174,9 +181,22 @@ class Consumer:
                     self.stop()  # the rest of the batch goes back, then this pool process is replaced
                 if batch.due():
                     batch.flush(lambda: self.stopping)
+            completed = True
         finally:
             self.slot.tag = b""
+            # Only after a full batch: a short one says the queue was running dry, and a claim
+            # that finds nothing would only delay the batch's commit (and its results).
+            if completed and len(deliveries) >= self.prefetch and not (
+                    self.stopping or self._fetch_failed or self.async_runner is not None):
+                batch.claim_next = self._claim_at_commit
             batch.flush(lambda: self.stopping)
+            self._claimed = batch.claimed
+            # A failed flush that carried a claim may have leased messages whose reply was
+            # lost: the next fetch gives back whatever this slot holds (see _fetch).
+            self._fetch_failed = self._fetch_failed or batch.claim_lost
+
+    def _claim_at_commit(self, broker: "Broker") -> "Callable[[], list[Delivery]] | None":
+        return broker.claim_at_commit(self.queues, self.worker_id, self.owner, self.prefetch)
 
     # --- one message ---
 
