@@ -227,7 +227,7 @@ class Inspect:
         for reply in replies:
             merged.update(reply)
         if self._single is not None:
-            return merged.get(self._single)  # type: ignore[no-any-return]
+            return merged.get(self._single)
         return merged or None
 
     _ask = _request

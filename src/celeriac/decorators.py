@@ -50,7 +50,7 @@ def retry(max_retries: int | None = 3, countdown: float | Sequence[float] | None
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 with _policy_of_running_task(policy) as running:
                     try:
-                        return await fn(*args, **kwargs)  # type: ignore[misc]
+                        return await fn(*args, **kwargs)
                     except Retry:
                         raise
                     except exceptions as exc:

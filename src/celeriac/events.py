@@ -56,7 +56,7 @@ def _utcoffset() -> int:
 
 # One encoder for every event: json.dumps(default=...) would build a new one per call.
 _ENCODER = json.JSONEncoder(default=repr, separators=(",", ":"))
-_encode_text: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_text: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class EventDispatcher:

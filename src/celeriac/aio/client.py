@@ -226,7 +226,7 @@ async def group_aget(group: "GroupResult", timeout: float | None, propagate: boo
         if isinstance(first, GroupResult):
             await group_aget(first, remaining, propagate)
         else:
-            await wait_meta(first, remaining)  # type: ignore[arg-type]
+            await wait_meta(first, remaining)
     return [r.get(propagate=propagate, disable_sync_subtasks=False) for r in group.results]
 
 

@@ -41,7 +41,7 @@ class AbortableTask(Task[Any, Any]):
 
     abstract = True
 
-    def AsyncResult(self, task_id: str) -> AbortableAsyncResult:  # type: ignore[override]  # noqa: N802
+    def AsyncResult(self, task_id: str) -> AbortableAsyncResult:  # noqa: N802
         return AbortableAsyncResult(task_id, app=self.app, task_name=self.name)
 
     def is_aborted(self, **kwargs: Any) -> bool:

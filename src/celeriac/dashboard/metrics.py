@@ -92,7 +92,7 @@ def _bound(bound: float) -> str:
 
 def registry_for(data: "DashboardData", tracker: "EventTracker") -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DashboardCollector(data, tracker))  # type: ignore[arg-type]
+    registry.register(DashboardCollector(data, tracker))
     return registry
 
 

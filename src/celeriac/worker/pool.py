@@ -209,7 +209,7 @@ class ProcessPool(Pool):
         gc.freeze()
 
     def _start(self, index: int, owner: str) -> PoolSlot:
-        shared = self._ctx.RawValue(SharedSlot)  # type: ignore[attr-defined]
+        shared = self._ctx.RawValue(SharedSlot)
         signals.worker_before_create_process.send(sender=self.worker)
         process = self._ctx.Process(target=self._child_main, args=(owner, shared),
                                     name=f"ForkPoolWorker-{index + 1}", daemon=False)

@@ -51,7 +51,7 @@ try:
     import pika
     import pika.exceptions
 except ImportError:  # pragma: no cover - only without the amqp extra
-    pika = None  # type: ignore[assignment]
+    pika = None
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ try:
     import pika
     import pika.exceptions
 except ImportError:  # pragma: no cover - only without the amqp extra (AMQPBroker says so)
-    pika = None  # type: ignore[assignment]
+    pika = None
 
 from ...exceptions import OperationalError
 from ...brokers.base import EventChannel, EventSubscription, frame_events, unframe_events

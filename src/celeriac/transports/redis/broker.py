@@ -540,8 +540,8 @@ class RedisBroker(Broker):
     def _server_time(self, key: str) -> tuple[int, int]:
         """TIME of the server that holds `key` (on a cluster each node has its own clock)."""
         if self.cluster:
-            return tuple(self.client.time(target_nodes=self.client.get_node_from_key(key)))  # type: ignore[return-value]
-        return tuple(self.client.time())  # type: ignore[return-value]
+            return tuple(self.client.time(target_nodes=self.client.get_node_from_key(key)))
+        return tuple(self.client.time())
 
     def close(self) -> None:
         if self._link is not None:
