@@ -98,6 +98,32 @@ class HistoryQuery:
             return False
         return not self.search or self.search in record.task_id or self.search in record.args
 
+    def sql(self, table: str, mark: str, one_of: Callable[[int], str], contains: str) -> tuple[str, list[Any]]:
+        """The query as SQL on a history table with COLUMNS, newest first, and its parameters;
+        `mark` is the driver's placeholder, `one_of(n)` a column test against n of them and
+        `contains` a test that the second mark's text is inside the first column's, each in
+        the database's own dialect."""
+        where: list[str] = []
+        params: list[Any] = []
+        wanted = self.wanted_states()
+        if wanted:
+            where.append(f"state {one_of(len(wanted))}")
+            params += wanted
+        for column, value in (("name", self.name), ("worker", self.worker)):
+            if value:
+                where.append(f"{column} = {mark}")
+                params.append(value)
+        for test, moment in ((">=", self.since), ("<", self.until)):
+            if moment is not None:
+                where.append(f"updated {test} {mark}")
+                params.append(moment)
+        if self.search:
+            where.append(f"({contains.format('task_id')} OR {contains.format('args')})")
+            params += [self.search, self.search]
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+               + f" ORDER BY updated DESC LIMIT {mark} OFFSET {mark}")
+        return sql, [*params, self.limit, self.offset]
+
 
 def args_text(args: Any, kwargs: Any) -> str:
     """The arguments as JSON text (what the dashboard shows and searches)."""

@@ -53,30 +53,8 @@ def _row(row: Sequence[Any]) -> TaskRecord:
 
 
 def query(conn: Any, schema: str, q: HistoryQuery) -> list[TaskRecord]:
-    where: list[str] = []
-    params: list[Any] = []
-    wanted = q.wanted_states()
-    if wanted:
-        where.append("state = ANY(%s)")
-        params.append(list(wanted))
-    for column in ("name", "worker"):
-        value = getattr(q, column)
-        if value:
-            where.append(f"{column} = %s")
-            params.append(value)
-    if q.since is not None:
-        where.append("updated >= %s")
-        params.append(q.since)
-    if q.until is not None:
-        where.append("updated < %s")
-        params.append(q.until)
-    if q.search:
-        where.append("(strpos(task_id, %s) > 0 OR strpos(args, %s) > 0)")
-        params += [q.search, q.search]
-    sql = (f"SELECT {', '.join(COLUMNS)} FROM {schema}.history"
-           + (f" WHERE {' AND '.join(where)}" if where else "")
-           + " ORDER BY updated DESC LIMIT %s OFFSET %s")
-    return [_row(r) for r in conn.execute(sql, (*params, q.limit, q.offset)).fetchall()]
+    sql, params = q.sql(f"{schema}.history", "%s", lambda n: f"IN ({', '.join(['%s'] * n)})", "strpos({}, %s) > 0")
+    return [_row(r) for r in conn.execute(sql, params).fetchall()]
 
 
 def one(conn: Any, schema: str, task_id: str) -> TaskRecord | None:

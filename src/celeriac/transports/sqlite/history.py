@@ -83,30 +83,8 @@ def _row(row: Sequence[Any]) -> TaskRecord:
 
 
 def query(conn: sqlite3.Connection, q: HistoryQuery) -> list[TaskRecord]:
-    where: list[str] = []
-    params: list[Any] = []
-    wanted = q.wanted_states()
-    if wanted:
-        where.append(f"state IN ({','.join('?' * len(wanted))})")
-        params += wanted
-    for column in ("name", "worker"):
-        value = getattr(q, column)
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if q.since is not None:
-        where.append("updated >= ?")
-        params.append(q.since)
-    if q.until is not None:
-        where.append("updated < ?")
-        params.append(q.until)
-    if q.search:
-        where.append("(instr(task_id, ?) > 0 OR instr(args, ?) > 0)")
-        params += [q.search, q.search]
-    sql = (f"SELECT {', '.join(COLUMNS)} FROM celeriac_history"
-           + (f" WHERE {' AND '.join(where)}" if where else "")
-           + " ORDER BY updated DESC LIMIT ? OFFSET ?")
-    return [_row(r) for r in conn.execute(sql, (*params, q.limit, q.offset))]
+    sql, params = q.sql("celeriac_history", "?", lambda n: f"IN ({','.join('?' * n)})", "instr({}, ?) > 0")
+    return [_row(r) for r in conn.execute(sql, params)]
 
 
 def one(conn: sqlite3.Connection, task_id: str) -> TaskRecord | None:
