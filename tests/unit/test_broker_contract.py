@@ -261,7 +261,8 @@ def test_requeue_owner_of_unknown_owner_is_zero(broker: Broker) -> None:
 
 
 def test_recover_gives_back_only_messages_of_expired_workers(broker: Broker) -> None:
-    broker.heartbeat("dead", ttl=0.2, info={"pid": 1})
+    # 2 s: long enough that a loaded machine still lists it after the two fetches below.
+    broker.heartbeat("dead", ttl=2.0, info={"pid": 1})
     broker.heartbeat("live", ttl=60, info={"pid": 2})
     pub(broker, "q", b"held-by-dead", b"held-by-live")
     [d_dead] = broker.fetch(["q"], "dead", "dead-0", 1, timeout=0)
@@ -285,14 +286,16 @@ def test_recover_gives_back_only_messages_of_expired_workers(broker: Broker) -> 
 
 
 def test_heartbeat_renews_the_lease(broker: Broker) -> None:
-    broker.heartbeat("w1", ttl=0.2)
+    # A 1 s lease renewed every 0.2 s for three leases (shorter ones could lapse on a loaded
+    # machine between a renewal and the check that follows it).
+    broker.heartbeat("w1", ttl=1.0)
     pub(broker, "q", b"a")
     fetch_all(broker, ["q"], worker="w1")
-    deadline = time.monotonic() + 0.6
-    while time.monotonic() < deadline:  # renew well within the ttl, for three ttls
-        broker.heartbeat("w1", ttl=0.2, info={"n": 1})
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        broker.heartbeat("w1", ttl=1.0, info={"n": 1})
         assert broker.recover() == 0
-        time.sleep(0.05)
+        time.sleep(0.2)
     assert broker.live_workers() == {"w1": {"n": 1}}
     assert sizes(broker, "q")["reserved"] == 1
 
