@@ -95,59 +95,54 @@ def test_canvas_group_chain_and_chord(tasks: Any, start_worker: Any) -> None:
     run(tasks, body)
 
 
-def _waited_to_run() -> float:
-    """Seconds this thread has spent runnable but not running (the OS ran other processes):
-    from /proc/thread-self/schedstat, 0.0 where the kernel does not report it."""
+def _thread_times() -> tuple[float, float]:
+    """(seconds this thread has run on a CPU, seconds it has spent runnable but not running
+    because the OS ran other processes), from /proc/thread-self/schedstat; where the kernel
+    does not report it, the CPU time from time.thread_time() and 0.0 waited."""
     try:
         with open("/proc/thread-self/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
+            ran, waited = f.read().split()[:2]
+        return int(ran) / 1e9, int(waited) / 1e9
+    except (OSError, ValueError):
+        return time.thread_time(), 0.0
 
 
 def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any) -> None:
     """A 10 ms ticker on the same loop while 1,000 tasks are sent and awaited concurrently:
-    no tick comes more than 50 ms late, and no thread is started for any call.
+    the loop's thread never sits in a blocking call, and no thread is started for any call.
 
-    A tick's lateness counts every moment the loop's thread ran something else or sat in a
-    blocking call; the time the kernel kept this runnable thread off the CPU (other
-    processes: the worker, the servers, a busy CI machine) is taken out, as it says nothing
-    about the client. Both figures are in the failure message. The objects the test process
-    already holds (pytest, every library the suite imported) are frozen out of the garbage
-    collector (gc.freeze, as long-running servers do): a full collection of that heap takes
-    up to 80 ms here and is the test harness's, not the client's. The collector still runs
-    over everything the calls allocate; its pauses are not a blocking call either (a loaded
-    machine saw one of 122 ms), so a tick's lateness is also taken down by the collector's
-    time in that tick - by the larger of the two, never both, so an overlap is not taken out
-    twice."""
+    A tick's lateness is made of three things: the loop's thread computing (the client's
+    callbacks and the garbage collector), the thread waiting for a CPU the OS gave to other
+    processes (the worker, the servers, a busy CI machine), and the thread asleep in a call
+    that is not the loop's own wait - a blocking socket read, a lock, a sleep. Only the last is
+    a stall in the sense that matters (an async client that blocks its loop), and it does not
+    depend on how fast or how shared the machine is, so it is what is held down: a tick's
+    lateness less its computing and its waiting for a CPU stays under 15 ms. That figure leaves
+    out up to the tick's own 10 ms of legitimate waiting, and the kernel counts CPU time in 4 ms
+    ticks, so what it surely catches is a blocking call of 30 ms or more (a 30 ms time.sleep()
+    on the loop failed it in each of eight runs). Computing is held under a bound of its own
+    (250 ms in one tick: room for a 4x throttled CPU, far below handling 1,000 replies in one
+    pass of the loop).
+    All three figures are in the failure message."""
     start_worker("-c", "2")
     import gc
-    gc_pauses: list[float] = []
-    gc_started = [0.0]
-
-    def on_gc(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            gc_started[0] = time.perf_counter()
-        else:
-            gc_pauses.append(time.perf_counter() - gc_started[0])
-
-    def collecting() -> float:
-        return sum(gc_pauses)
-
-    gc.callbacks.append(on_gc)
-    late = {"raw": 0.0, "client": 0.0}
+    worst = {"late": 0.0, "blocked": 0.0, "computing": 0.0}
     most_threads = [0]
 
     async def ticker(stop: asyncio.Event) -> None:
-        last, waited, collected = time.perf_counter(), _waited_to_run(), collecting()
+        last = time.perf_counter()
+        ran, waited = _thread_times()
         while not stop.is_set():
             await asyncio.sleep(0.01)
-            now, now_waited, now_collected = time.perf_counter(), _waited_to_run(), collecting()
-            not_the_client = max(now_waited - waited, now_collected - collected)
-            late["raw"] = max(late["raw"], now - last - 0.01)
-            late["client"] = max(late["client"], now - last - 0.01 - not_the_client)
+            now = time.perf_counter()
+            now_ran, now_waited = _thread_times()
+            late = now - last - 0.01
+            computing = now_ran - ran
+            worst["late"] = max(worst["late"], late)
+            worst["computing"] = max(worst["computing"], computing)
+            worst["blocked"] = max(worst["blocked"], late - computing - (now_waited - waited))
             most_threads[0] = max(most_threads[0], threading.active_count())
-            last, waited, collected = now, now_waited, now_collected
+            last, ran, waited = now, now_ran, now_waited
 
     async def one(i: int) -> int:
         result = await tasks.add.adelay(i, 1)
@@ -170,17 +165,17 @@ def test_loop_never_stalls_and_no_thread_per_call(tasks: Any, start_worker: Any)
         stop.set()
         await tick
         assert values == [i + 1 for i in range(1000)]
-        assert late["client"] < 0.05, (f"the event loop stalled for {late['client'] * 1000:.0f} ms "
-                                       f"({late['raw'] * 1000:.0f} ms with what the OS ran and gc; "
-                                       f"longest gc pause {max(gc_pauses, default=0) * 1000:.0f} ms)")
+        figures = (f"worst tick: {worst['late'] * 1000:.0f} ms late, {worst['blocked'] * 1000:.1f} ms of it "
+                   f"in a blocking call; most computing in one tick {worst['computing'] * 1000:.0f} ms")
+        assert worst["blocked"] < 0.015, f"the event loop's thread blocked: {figures}"
+        assert worst["computing"] < 0.25, f"the event loop computed too long in one go: {figures}"
         assert threading.active_count() == before
 
-    gc.freeze()
+    gc.freeze()  # pytest's and the suite's own heap is not the client's to collect
     try:
         run(tasks, body)
     finally:
         gc.unfreeze()
-        gc.callbacks.remove(on_gc)
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)
