@@ -337,17 +337,19 @@ class MessageTemplate:
     """Messages that differ from `msg` only in task id, group index, argument reprs (unless
     `fixed_reprs`) and root id (when `msg`'s root is itself): built by filling those values
     into `msg`'s packed form, cut once around them, instead of encoding every header again.
-    `make()` gives what `build_task_message` + `pack` would, for JSON bodies."""
+    `make()` gives what `build_task_message` + `pack` would, for JSON bodies. With `lone`,
+    the messages are lone calls (no group index) each stamped with the time it is made."""
 
-    def __init__(self, msg: TaskMessage, embed: Any, fixed_reprs: tuple[bool, bool] = (False, False)) -> None:
+    def __init__(self, msg: TaskMessage, embed: Any, fixed_reprs: tuple[bool, bool] = (False, False), *,
+                 lone: bool = False) -> None:
         headers, properties = dict(msg.headers), dict(msg.properties)
-        slots = ["id", "group_index"]
+        slots = ["id", SENT_HEADER if lone else "group_index"]
         if headers.get("root_id") == headers.get("id"):
             slots.append("root_id")
         slots += [name for name, fixed in zip(("argsrepr", "kwargsrepr"), fixed_reprs, strict=True) if not fixed]
         headers.update({name: _SLOT.format(name) for name in slots})
         properties["correlation_id"] = _SLOT.format("id")
-        self.slots, self._embed_tail = tuple(slots), f",{_json_text(embed)}]"
+        self.slots, self._embed_tail, self._lone = tuple(slots), f",{_json_text(embed)}]", lone
         self._root, self._args, self._kwargs = "root_id" in slots, "argsrepr" in slots, "kwargsrepr" in slots
         self.fields = (msg.headers, msg.properties, msg.content_type, msg.content_encoding)
         cut_headers, cut_properties = _cut(_json_text(headers), slots), _cut(_json_text(properties), ["id"])
@@ -355,17 +357,23 @@ class MessageTemplate:
         self.usable = cut_headers is not None and cut_properties is not None
         headers_format, order = cut_headers or ("", ("id", "group_index"))
         self._headers_format, self._properties_format = headers_format, (cut_properties or ("",))[0]
-        # The values of make(), (id, index, root, argsrepr, kwargsrepr), in the order the text wants them.
+        # The values of make(), (id, index, root, argsrepr, kwargsrepr, sent), in the order the text wants them.
         self._headers_values = operator.itemgetter(*(_VALUE_INDEX[name] for name in order))
         self._tail = f",{_json_text(msg.content_type)},{_json_text(msg.content_encoding)}]"
 
-    def make(self, task_id: str, group_index: int, args: tuple[Any, ...],
+    def make(self, task_id: str, group_index: int | None, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> tuple[TaskMessage, bytes]:
-        """The message of one call and its packed bytes."""
+        """The message of one call and its packed bytes (`group_index` None for a lone call)."""
         template, properties, ctype, cenc = self.fields
         encoded_id = encode_string(task_id)
-        headers = {**template, "id": task_id, "group_index": group_index}
-        args_json = kwargs_json = ""
+        headers = {**template, "id": task_id}
+        index_text = sent_text = args_json = kwargs_json = ""
+        if self._lone:
+            headers[SENT_HEADER] = sent = round(time.time(), 3)
+            sent_text = repr(sent)  # as the JSON encoder writes a float
+        else:
+            headers["group_index"] = group_index
+            index_text = str(int(group_index or 0))
         if self._root:
             headers["root_id"] = task_id
         if self._args:
@@ -379,14 +387,14 @@ class MessageTemplate:
             body = (_json_text([args, kwargs])[:-1] + self._embed_tail).encode("utf-8")
         except Exception as exc:  # as build_task_message reports it
             raise EncodeError(f"cannot serialize with json: {exc}") from exc
-        values = (encoded_id, str(int(group_index)), encoded_id, args_json, kwargs_json)
+        values = (encoded_id, index_text, encoded_id, args_json, kwargs_json, sent_text)
         headers_json = self._headers_format % self._headers_values(values)
         meta = f"[{headers_json},{self._properties_format % encoded_id}{self._tail}"
         return (TaskMessage(headers, props, body, ctype, cenc, headers_json),
                 meta.encode("utf-8") + b"\n" + body)
 
 
-_VALUE_INDEX = {"id": 0, "group_index": 1, "root_id": 2, "argsrepr": 3, "kwargsrepr": 4}
+_VALUE_INDEX = {"id": 0, "group_index": 1, "root_id": 2, "argsrepr": 3, "kwargsrepr": 4, SENT_HEADER: 5}
 
 
 encode_string: Callable[[str], str] = json.encoder.encode_basestring  # a str as JSON text, quotes included

@@ -194,11 +194,16 @@ class Task(Generic[P, R]):
         if self.app.conf._data["task_always_eager"]:
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               headers=headers, ignore_result=ignore_result, **options)
-        result = self.app.send_task(
-            self.name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
-            expires=expires if expires is not None else self.expires,
-            priority=priority, queue=queue, link=link, link_error=link_error, headers=headers,
-            ignore_result=ignore_result, serializer=serializer, _task=self, **options)
+        if (not options and task_id is None and countdown is None and eta is None and expires is None
+                and priority is None and queue is None and link is None and link_error is None
+                and headers is None and ignore_result is None and serializer is None):
+            result = self.app.send_plain(self, args, kwargs)  # the usual call: from a template
+        else:
+            result = self.app.send_task(
+                self.name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
+                expires=expires if expires is not None else self.expires,
+                priority=priority, queue=queue, link=link, link_error=link_error, headers=headers,
+                ignore_result=ignore_result, serializer=serializer, _task=self, **options)
         if type(self).AsyncResult is not Task.AsyncResult:  # a task type with its own result class
             return self.AsyncResult(result.id)
         return result

@@ -81,17 +81,18 @@ def test_long_task_on_live_worker_is_not_redelivered(tasks: Any, start_worker: A
 
 def test_delayed_task_survives_worker_restart_and_runs_once(tasks: Any, start_worker: Any, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
+    first = start_worker("-c", "1")  # up before the task is sent: a slow start cannot eat its countdown
     sent = time.time()
-    result = tasks.record.apply_async((str(trace), "delayed"), countdown=4)
-    first = start_worker("-c", "1")
+    result = tasks.record.apply_async((str(trace), "delayed"), countdown=6)
     time.sleep(1)  # the worker is up while the task waits in the broker
     first.kill(signal.SIGKILL)
     first.proc.wait(10)
+    assert time.time() < sent + 6, "the machine stalled past the countdown: the test shows nothing"
     assert not trace.exists()
     second = start_worker("-c", "2")
-    assert result.get(timeout=20) == "delayed"
+    assert result.get(timeout=30) == "delayed"
     ran_at = float(trace.read_text().split()[1])
-    assert ran_at >= sent + 4
+    assert ran_at >= sent + 6
     time.sleep(1)
     assert len(trace.read_text().splitlines()) == 1  # once
     assert second.proc.poll() is None

@@ -103,6 +103,7 @@ class Celeriac(Sending):
         self._control: "Control | None" = None
         self._events: Any = None
         self._sent_events: Any = None
+        self._plain_plans: dict[tuple[Any, ...], Any] = {}  # app/plain.py: templates of plain calls
         self.finalized = False
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")

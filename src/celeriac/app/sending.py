@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, UTC
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import protocol, signals
+from ..aio.capture import current as captured_call
 from ..brokers import Outgoing, safe_url
 from .._options import check_call_options
 from ..exceptions import OperationalError
@@ -24,6 +25,7 @@ from ..result import AsyncResult as ResultHandle
 from ..task import Context, current_task_and_request
 from ..task import Task as BaseTask
 from ..unique import UNIQUE_HEADER, unique_hold
+from . import plain
 
 if TYPE_CHECKING:
     from . import Celeriac, TaskRegistry
@@ -40,6 +42,7 @@ class Sending:
         tasks: TaskRegistry
         _broker: Broker | None
         _sent_events: Any
+        _plain_plans: dict[tuple[Any, ...], Any]
 
         @property
         def broker(self) -> Broker: ...
@@ -116,6 +119,11 @@ class Sending:
         result.ignored = bool(msg.headers.get("ignore_result"))  # as Celery: get() returns None at once
         return result
 
+    def send_plain(self, task: BaseTask[Any, Any], args: Any, kwargs: Any) -> ResultHandle[Any]:
+        """`task` called with arguments and no options (what `delay()` does): as `send_task`,
+        from a template of the task's previous such message when it may be (app/plain.py)."""
+        return plain.send_plain(self, task, args, kwargs)
+
     async def asend_task(self, name: str, args: Any = None, kwargs: Any = None,
                          **options: Any) -> ResultHandle[Any]:
         """`send_task()` for asyncio code: never blocks the event loop (docs/asyncio.md)."""
@@ -189,8 +197,7 @@ class Sending:
     def publish(self, messages: Sequence[Outgoing], what: str = "messages", *, sent_events: bool = True) -> None:
         """Publish with the publish retry policy; a clear OperationalError when the broker is gone.
         With `task_send_sent_event`, a task-sent event per message (unless `sent_events` is False)."""
-        from ..aio.capture import current as capture
-        box = capture()
+        box = captured_call()
         if box is not None:  # an asyncio call (aapply_async): it publishes these on its own client
             box.add(messages, what, sent_events)
             return

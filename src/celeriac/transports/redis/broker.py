@@ -51,7 +51,6 @@ class RedisBroker(Broker):
         self._registered: set[str] = set()  # queues this process has put in the `queues` set
         self._register_again = 0.0
         self._publish = Script(self.client, lua.PUBLISH)
-        self._kombu_push = Script(self.client, lua.KOMBU_PUSH)
         self._fetch = Script(self.client, lua.FETCH)
         self._ack = Script(self.client, lua.ACK)
         self._release = Script(self.client, lua.RELEASE)
@@ -87,10 +86,14 @@ class RedisBroker(Broker):
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         native, kombu = self._split_wire(messages)
-        if len(kombu) == 1 and self._link is not None:  # the push and the wake-up in one script call
+        if len(kombu) == 1 and self._link is not None:  # the push and the wake-up in one write
+            # Three plain commands in one write cost Redis ~20 µs less than the same three run by a
+            # script (measured: EVALSHA's own overhead is most of a single push); all three replies
+            # are read, so a returned publish still means Redis has the message.
             queue, key, envelope = kombu[0]
-            guarded(self.url, "publish", functools.partial(self._link.script, self._kombu_push, [envelope],
-                                                           [key, self.keys.signal(queue)]))
+            signal = self.keys.signal(queue)
+            guarded(self.url, "publish", functools.partial(self._link.pipeline, [
+                ("LPUSH", key, envelope), ("LPUSH", signal, 1), ("LTRIM", signal, 0, 63)]))
         elif kombu:
             guarded(self.url, "publish", lambda: self._pipeline(self.kombu_commands(kombu)))
         for keys, args in self.publish_calls(native):
@@ -162,10 +165,10 @@ class RedisBroker(Broker):
         """The commands that put kombu envelopes on kombu's lists and wake idle celeriac
         workers (shared with the asyncio client): one LPUSH per list with all its envelopes
         (the same order as one LPUSH each), in chunks. Many messages are sent as one MULTI/EXEC,
-        so a connection lost half-way leaves nothing to push twice on the retry (a single
-        message from the synchronous client goes by the KOMBU_PUSH script instead: one reply;
-        the asyncio client pipelines it, its push first - a wake-up lost with the connection
-        only costs a worker the `celery_wire_poll_interval` it looks at kombu's lists after)."""
+        so a connection lost half-way leaves nothing to push twice on the retry; a single one
+        goes as its three commands pipelined without MULTI, its push first (as the asyncio
+        client sends it): a wake-up lost with the connection only costs a worker the
+        `celery_wire_poll_interval` it looks at kombu's lists after."""
         by_key: dict[str, list[bytes]] = {}
         for _queue, key, envelope in items:
             by_key.setdefault(key, []).append(envelope)

@@ -73,16 +73,6 @@ end
 
 # KEYS: a publish block (6 keys) per queue. ARGV: (block number, priority, eta_ms or 0,
 # payload) per message. A delayed message rings too: a waiting worker learns its due time.
-# One message onto kombu's list of a queue shared with Celery, and the wake-up of celeriac's
-# idle workers on it: KEYS = kombu's list, the queue's signal list; ARGV = the envelope. One
-# call and one reply where the three commands cost three (a single delay() is the hot path).
-KOMBU_PUSH = """
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LPUSH', KEYS[2], 1)
-redis.call('LTRIM', KEYS[2], 0, 63)
-return 1
-"""
-
 PUBLISH = COMMON + PUSH + """
 local qs, counts = {}, {}
 for i = 1, #ARGV, 4 do
