@@ -41,11 +41,12 @@ from urllib.parse import unquote, urlsplit
 
 from ... import protocol
 from ...exceptions import ImproperlyConfigured, OperationalError
+from .dead_letters import DEAD_TYPE, DeadLetters
 from .events import EVENT_BYTES, EVENT_EXCHANGE, EVENT_PREFETCH, EVENT_TYPE, AMQPEventChannel  # noqa: F401
 from .wire import (DELAY_EXCHANGE, DELAY_LEVELS, DELAY_QUEUE, DELAY_UNIT, DELIVER_EXCHANGE,  # noqa: F401
                         DEAD_QUEUE, DELIVERY_COUNT, QUORUM_HIGH, REDELIVERIES, _FLOAT_TAG, Declare, SharedQueues,
-                        _amqp_table, eta_of, route_plan, wire_fields)
-from ...brokers.base import Broker, DeadLetter, Delivery, EventChannel, Outgoing, clamp_priority
+                        _amqp_table, eta_of, route_plan, task_headers as _task_headers, wire_fields)
+from ...brokers.base import Broker, Delivery, EventChannel, Outgoing, clamp_priority
 
 try:
     import pika
@@ -55,7 +56,6 @@ except ImportError:  # pragma: no cover - only without the amqp extra
 
 T = TypeVar("T")
 
-DEAD_TYPE = "application/x-celeriac-packed"  # a dead letter moved by a worker, with its reason
 
 
 @dataclass
@@ -77,7 +77,7 @@ class _Link:
     buffer: collections.deque[tuple[Any, Any, bytes]] = field(default_factory=collections.deque)
 
 
-class AMQPBroker(Broker):
+class AMQPBroker(DeadLetters, Broker):
     schemes = ("amqp", "amqps", "pyamqp")
     tracks_workers = False
 
@@ -507,63 +507,6 @@ class AMQPBroker(Broker):
 
         return self._guard("queue sizes", sizes)
 
-    def _drain_dead(self, link: _Link, limit: int | None) -> list[tuple[Any, Any, bytes]]:
-        self._declare(link, DEAD_QUEUE)
-        got: list[tuple[Any, Any, bytes]] = []
-        while limit is None or len(got) < limit:
-            method, props, body = link.confirm.basic_get(DEAD_QUEUE, auto_ack=False)
-            if method is None:
-                break
-            got.append((method, props, body))
-        return got
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        def read(link: _Link) -> list[DeadLetter]:
-            got = self._drain_dead(link, limit)
-            out = [self._dead_letter_of(props, body) for _method, props, body in got]
-            if got:
-                link.confirm.basic_nack(got[-1][0].delivery_tag, multiple=True, requeue=True)
-            return list(reversed(out))
-
-        return self._guard("read dead letters", read)
-
-    def _dead_letter_of(self, props: Any, body: bytes) -> DeadLetter:
-        headers = props.headers or {}
-        if props.content_type == DEAD_TYPE:  # moved here by a worker (dead_letter above)
-            return DeadLetter(str(props.message_id), str(headers.get("x-celeriac-queue", "")), body,
-                              str(headers.get("x-celeriac-reason", "")), float(props.timestamp or 0),
-                              int(headers.get("x-celeriac-deliveries") or 0))
-        # Dead-lettered by RabbitMQ itself: a quorum queue's delivery limit. The task message as it
-        # was sent, with RabbitMQ's account of the trip in x-death.
-        death = (headers.get("x-death") or [{}])[0]
-        queue = self.wire.logical(_text(death.get("queue")))
-        at = death.get("time")
-        limit = self.wire.delivery_limit
-        deliveries = (limit or 0) + 1 + int(headers.get(REDELIVERIES) or 0)
-        reason = (f"delivered {deliveries} times without finishing (task_max_deliveries={limit}; dead-lettered by "
-                  f"RabbitMQ's x-delivery-limit on quorum queue {queue!r}, the worker could not): it probably "
-                  "kills its worker process") if _text(death.get("reason")) == "delivery_limit" else \
-            f"dead-lettered by RabbitMQ ({_text(death.get('reason'))}) from queue {queue!r}"
-        return DeadLetter(_dead_id(props), queue, self._packed(_task_headers(headers), props, body, "", queue),
-                          reason, at.timestamp() if hasattr(at, "timestamp") else 0.0, deliveries)
-
-    def requeue_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        def requeue(link: _Link) -> int:
-            got = self._drain_dead(link, None)
-            moved = 0
-            for method, props, body in got:
-                if ids is None or _dead_id(props) in ids:
-                    letter = self._dead_letter_of(props, body)
-                    self._publish_confirmed(link, Outgoing(letter.queue or "celery", letter.payload,
-                                                           int(props.priority or 0)))
-                    link.confirm.basic_ack(method.delivery_tag)
-                    moved += 1
-                else:
-                    link.confirm.basic_nack(method.delivery_tag, requeue=True)
-            return moved
-
-        return self._guard("requeue dead letters", requeue)
-
     # --- events ---
 
     def event_channel(self) -> EventChannel | None:
@@ -578,29 +521,6 @@ class AMQPBroker(Broker):
         for key, link in list(self._links.items()):
             if key[0] == os.getpid():
                 self._drop(link)
-
-
-# Headers that RabbitMQ (dead-lettering: x-death, x-first-death-*, x-last-death-*; quorum
-# queues: x-delivery-count) or this
-# transport (x-celeriac-*: crash count, dead-letter reason) put on one trip of a message.
-# They describe that trip, not the task, so a delivery never turns them into task headers:
-# a message built again from a task's request (a retry, a rate-limit deferral, an ETA
-# re-delay) would carry the old x-death, and RabbitMQ's dead-letter cycle detection silently
-# drops a message that expires out of a delay level its x-death already names.
-_TRIP_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-celeriac-", DELIVERY_COUNT)
-
-
-def _task_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (headers or {}).items() if not k.startswith(_TRIP_HEADER_PREFIXES)}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
-
-
-def _dead_id(props: Any) -> str:
-    """A dead letter's id: the one a worker gave it, or (dead-lettered by RabbitMQ) its task id."""
-    return str(props.message_id or _text((props.headers or {}).get("id")))
 
 
 def _from_amqp_table(value: Any) -> Any:

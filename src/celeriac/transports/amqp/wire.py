@@ -278,3 +278,17 @@ def eta_of(headers: dict[str, Any] | None) -> float | None:
         return protocol.iso_to_epoch(text) if isinstance(text, str) else None
     except ValueError:
         return None
+
+
+# Headers that RabbitMQ (dead-lettering: x-death, x-first-death-*, x-last-death-*; quorum
+# queues: x-delivery-count) or this
+# transport (x-celeriac-*: crash count, dead-letter reason) put on one trip of a message.
+# They describe that trip, not the task, so a delivery never turns them into task headers:
+# a message built again from a task's request (a retry, a rate-limit deferral, an ETA
+# re-delay) would carry the old x-death, and RabbitMQ's dead-letter cycle detection silently
+# drops a message that expires out of a delay level its x-death already names.
+_TRIP_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", "x-celeriac-", DELIVERY_COUNT)
+
+
+def task_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (headers or {}).items() if not k.startswith(_TRIP_HEADER_PREFIXES)}
