@@ -380,7 +380,7 @@ class MessageTemplate:
             headers["argsrepr"] = text = _saferepr(args)
             args_json = encode_string(text)
         if self._kwargs:
-            headers["kwargsrepr"] = text = _saferepr(kwargs)
+            headers["kwargsrepr"] = text = _saferepr(kwargs) if kwargs else "{}"
             kwargs_json = encode_string(text)
         props = {**properties, "correlation_id": task_id, "delivery_info": dict(properties["delivery_info"])}
         try:  # [args, kwargs] as JSON, then the embed every member shares, encoded once

@@ -55,7 +55,7 @@ class _TaskList(Signature):
     @property
     def tasks(self) -> list[Signature]:
         found = self["kwargs"]["tasks"]
-        if any(not isinstance(s, Signature) for s in found):
+        if not all(map(isinstance, found, itertools.repeat(Signature))):  # a C loop: big groups ask often
             found[:] = _sigs(found, self._app)
         return found  # type: ignore[no-any-return]
 
@@ -299,11 +299,11 @@ class group(_TaskList):  # noqa: N801 - Celery's name
             self.options["task_id"] = _id
         group_id = self.options.setdefault("task_id", protocol.new_id())
         members = self._members()
-        unset = [m for m in members if type(m) is Signature and not m.options.get("task_id")]
+        unset = [m for m in members if type(m) is Signature and not m["options"].get("task_id")]
         for member, task_id in zip(unset, protocol.new_ids(len(unset)), strict=True):  # ids made in one go
-            member.options["task_id"] = task_id
+            member["options"]["task_id"] = task_id
         from ..result import AsyncResult
-        return GroupResult(group_id, [AsyncResult(m.options["task_id"], app=m.app, task_name=m["task"])
+        return GroupResult(group_id, [AsyncResult(m["options"]["task_id"], app=m._app or m.app, task_name=m["task"])
                                       if type(m) is Signature else _member_result(m, m.freeze())
                                       for m in members], app=self.app)
 
