@@ -212,8 +212,10 @@ class Consumer:
             self.slot.tag = b""
             # Only after a full batch: a short one says the queue was running dry, and a claim
             # that finds nothing would only delay the batch's commit (and its results).
+            # Every slot of a worker has an async runner (for `async def` tasks); only while one
+            # of those runs does it fetch as usual (its outcomes are written from the loop's thread).
             full = completed and len(deliveries) >= self.prefetch and not (
-                self.stopping or self._fetch_failed or self.async_runner is not None)
+                self.stopping or self._fetch_failed or (self.async_runner is not None and self.async_runner.in_flight))
             if full and not batch.due() and _claims_now(self.app.broker):
                 self._carried = batch  # written with the next batches' outcomes (see _fetch)
             else:

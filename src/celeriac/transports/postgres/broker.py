@@ -58,6 +58,15 @@ def publish_statement(schema: str, messages: Sequence[Outgoing]) -> tuple[str, t
     each queue so that idle workers wake. One statement: one round trip in autocommit. The
     payloads travel in binary (%b): a 10,000-message group is 2-3 times faster than as text."""
     now = time.time()
+    if len(messages) == 1:  # delay(): plain parameters cost the client a third less than arrays
+        m = messages[0]
+        if m.eta is None or m.eta <= now:
+            return (f"WITH r AS (INSERT INTO {schema}.messages (queue, priority, payload) "
+                    "VALUES (%s, %s::smallint, %b)) SELECT pg_notify(%s, %s)",
+                    (m.queue, clamp_priority(m.priority), m.payload, f"{schema}_q", m.queue))
+        return (f"WITH d AS (INSERT INTO {schema}.delayed (eta, queue, priority, payload) "
+                "VALUES (%s::float8, %s, %s::smallint, %b)) SELECT pg_notify(%s, %s)",
+                (m.eta, m.queue, clamp_priority(m.priority), m.payload, f"{schema}_q", m.queue))
     ready = [(m.queue, clamp_priority(m.priority), m.payload) for m in messages if m.eta is None or m.eta <= now]
     delayed = [(m.eta, m.queue, clamp_priority(m.priority), m.payload) for m in messages
                if m.eta is not None and m.eta > now]
@@ -164,7 +173,9 @@ class PostgresBroker(Broker):
     # --- outcomes ---
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        if deliveries:
+        if len(deliveries) == 1:
+            self.db.run(f"DELETE FROM {self.s}.messages WHERE id = %s", (int(deliveries[0].tag),))
+        elif deliveries:
             self.db.run(f"DELETE FROM {self.s}.messages WHERE id = ANY(%s)", ([int(d.tag) for d in deliveries],))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
