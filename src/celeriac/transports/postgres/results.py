@@ -48,8 +48,8 @@ class PostgresResultStore(ResultStore):
                   f"OR r.status NOT IN ({_READY_SQL}))")
         self._store_sql = (
             f"WITH u AS (INSERT INTO {self.s}.results AS r (task_id, status, meta, expires) "
-            f"SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::float8[]) {upsert} "
-            "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p")
+            f"SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::float8[]) {upsert} "
+            "SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p")  # arrays in binary: see history._insert
         # One final result (a round trip's): plain parameters cost the worker less than arrays.
         self._store_one_sql = (
             f"WITH u AS (INSERT INTO {self.s}.results AS r (task_id, status, meta, expires) "
