@@ -108,6 +108,9 @@ class PostgresBroker(Broker):
     def publish(self, messages: Sequence[Outgoing]) -> None:
         if messages:
             self.db.run(*publish_statement(self.s, messages))
+            # Whose results this process may read in that order (readahead.py).
+            self.db.read_ahead().note_sent(m.message.task_id for m in messages
+                                           if m.message is not None and not m.message.headers.get("ignore_result"))
 
     # --- fetch ---
 

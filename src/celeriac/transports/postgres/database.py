@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ...exceptions import ImproperlyConfigured, OperationalError
+from .readahead import ReadAhead
 
 try:
     import psycopg
@@ -103,6 +104,7 @@ class PostgresDatabase:
         self._migrated = False  # the tables are at this code's version (a forked child inherits it)
         self._schema_lock = threading.Lock()
         self._wakeups: dict[int, Wakeups] = {}
+        self._read_ahead: dict[int, ReadAhead] = {}
         self._vacuum_thread: threading.Thread | None = None
         self._vacuum_warned = False
 
@@ -384,6 +386,15 @@ class PostgresDatabase:
                 found = self._wakeups.get(pid)
                 if found is None:
                     found = self._wakeups[pid] = Wakeups(self)
+        return found
+
+    def read_ahead(self) -> "ReadAhead":
+        """This process's sent ids and results read ahead (readahead.py): per process, as a
+        forked child reads no results its parent sent."""
+        pid = os.getpid()
+        found = self._read_ahead.get(pid)
+        if found is None:
+            found = self._read_ahead.setdefault(pid, ReadAhead())
         return found
 
     def close_thread(self) -> None:

@@ -92,6 +92,25 @@ class PostgresResultStore(ResultStore):
             "AND (expires IS NULL OR expires >= %s)", (ids, time.time())).fetchall())
         return [(str(t), bytes(m)) for t, m in rows]
 
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        ahead = self.db.read_ahead()
+        kept = ahead.take(task_id)
+        if kept is not None:
+            return self.decode(kept)
+        ids = ahead.ids_to_read(task_id)
+        if len(ids) == 1:
+            rows = self._fetch(ids)
+            found = self.decode(rows[0][1]) if rows else None
+            if found is not None and found.get("status") in states.READY_STATES:
+                ahead.read([(task_id, b"")], task_id)  # read: no longer one to read ahead
+            return found
+        several: list[tuple[str, str, bytes]] = self.db.read(lambda c: c.execute(
+            f"SELECT task_id, status, meta FROM {self.s}.results WHERE task_id = ANY(%b::text[]) "
+            "AND (expires IS NULL OR expires >= %s)", (ids, time.time())).fetchall())
+        ahead.read([(str(t), bytes(m)) for t, status, m in several if status in states.READY_STATES], task_id)
+        mine = [bytes(m) for t, _status, m in several if t == task_id]
+        return self.decode(mine[0]) if mine else None
+
     def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not task_ids:
             return {}
@@ -254,6 +273,7 @@ class PostgresResultStore(ResultStore):
 
     def forget(self, task_ids: Sequence[str]) -> None:
         ids = as_id_list(task_ids)
+        self.db.read_ahead().forget(ids)
         self.db.write(lambda c: c.execute(f"DELETE FROM {self.s}.results WHERE task_id = ANY(%s)", (ids,)))
 
     def cleanup(self) -> int:
