@@ -526,3 +526,21 @@ def test_claim_at_commit_outside_a_transaction_is_declined(broker: Broker) -> No
     pub(broker, "q", b"a")
     assert broker.claim_at_commit(["q"], "w1", "w1/a", 1) is None
     assert broker.queue_sizes(["q"])["q"]["ready"] == 1
+
+
+def test_claim_now_leases_at_once_or_declines(broker: Broker) -> None:
+    """broker.claim_now is a fetch that never waits (a busy slot's next batch), and is declined
+    inside a transaction, where the claim would wait for that transaction's commit."""
+    pub(broker, "q", b"a", b"b", b"c")
+    got = broker.claim_now(["q"], "w1", "w1/a", 2)
+    if got is None:
+        pytest.skip(f"{type(broker).__name__} claims only through fetch()")
+    assert [(d.payload, d.owner, d.deliveries) for d in got] == [(b"a", "w1/a", 1), (b"b", "w1/a", 1)]
+    assert broker.queue_sizes(["q"])["q"] == {"ready": 1, "reserved": 2, "delayed": 0}
+    with broker.transaction():
+        assert broker.claim_now(["q"], "w1", "w1/a", 2) is None
+    started = time.monotonic()
+    assert [d.payload for d in broker.claim_now(["q"], "w1", "w1/a", 2) or []] == [b"c"]
+    assert broker.claim_now(["q"], "w1", "w1/a", 2) == []  # an empty queue answers at once
+    assert time.monotonic() - started < 1.0
+    assert broker.requeue_owner("w1/a", None) == 3  # ... all leased to that owner

@@ -126,3 +126,39 @@ def test_finish_is_the_one_exit(app: Celeriac, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(Consumer, "finish", spy)
     _deliver(app, consumer, count=3)
     assert sorted(seen) == ["Ran", "Undecodable", "Unregistered"]
+
+
+def test_a_busy_slot_writes_several_batches_in_one_commit_on_postgres(request: pytest.FixtureRequest,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the broker can claim at once (PostgreSQL's claim_now), a full batch finished within
+    FLUSH_AFTER keeps its outcomes for the next commit and claims the next batch; the claim that
+    finds nothing writes them all, before the slot waits."""
+    from helpers import fresh_postgres_url
+
+    from celeriac.worker import batch as batch_module
+    from celeriac.worker.aio import AsyncRunner
+    monkeypatch.setattr(batch_module, "FLUSH_AFTER", 60.0)  # "within FLUSH_AFTER", however slow the machine
+    url = fresh_postgres_url(request)
+    pg = Celeriac("carry", broker=url, backend=url, set_as_current=False)
+
+    @pg.task(name="carry.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    try:
+        sent = [add.delay(i, i) for i in range(6)]
+        runner = AsyncRunner(10)  # as every slot of a worker has (idle here: no async task)
+        consumer = Consumer(pg, worker_id="w", owner="w/0.0", queues=["celery"], prefetch=2, hostname="w@host",
+                            async_runner=runner)
+        runner.bind(consumer)
+        consumer.fetch_timeout = 0.05
+        consumer.handle_batch(pg.broker.fetch(["celery"], "w", "w/0.0", 2, timeout=1.0))
+        assert pg.backend.get(sent[0].id) is None  # finished, not written yet
+        assert pg.broker.queue_sizes(["celery"])["celery"] == {"ready": 4, "reserved": 2, "delayed": 0}
+        while deliveries := consumer._fetch():
+            assert len(deliveries) == 2
+            consumer.handle_batch(deliveries)
+        assert [r.get(timeout=5) for r in sent] == [0, 2, 4, 6, 8, 10]
+        assert pg.broker.queue_sizes(["celery"])["celery"] == {"ready": 0, "reserved": 0, "delayed": 0}
+    finally:
+        pg.close()

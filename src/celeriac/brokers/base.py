@@ -299,6 +299,14 @@ class Broker(ABC):
         cannot (the worker then fetches as usual)."""
         return None
 
+    def claim_now(self, queues: Sequence[str], worker_id: str, owner: str, limit: int) -> list[Delivery] | None:
+        """Claim up to `limit` messages at once, without waiting and without a commit that waits
+        for the disk (a claim lost with the server only makes its messages claimable again), or
+        None where the broker cannot. Where it can, a busy pool slot claims its next batch with
+        this and lets the finished outcomes wait for one commit with later ones (at most
+        worker.batch.FLUSH_AFTER), instead of one commit per prefetch-sized batch."""
+        return None
+
     def housekeeping(self) -> None:
         """Periodic upkeep, run by each worker's supervisor every heartbeat (optional)."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .. import protocol, states
-from ..brokers import Delivery
+from ..brokers import Broker, Delivery
 from ..exceptions import OperationalError, TimeLimitExceeded
 from . import slotinfo
 from .batch import Batch
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..app import Celeriac
-    from ..brokers import Broker
     from ..events import EventDispatcher
     from .aio import AsyncRunner
 
@@ -114,6 +113,10 @@ class Consumer:
         self.history = bool(app.conf.get("task_history", True))  # records ride with the results (celeriac.history)
         self._fetch_failed = False
         self._claimed: list[Delivery] = []  # claimed with the last batch's outcomes (Batch.claim_next)
+        # Outcomes of finished batches not written yet: they wait (at most FLUSH_AFTER) for one
+        # commit with the next batches', which the slot claims with broker.claim_now meanwhile.
+        self._carried: Batch | None = None
+        self._batch: Batch | None = None  # the one being filled, for on_hard_limit
 
     def stop(self) -> None:
         self.stopping = True
@@ -144,6 +147,7 @@ class Consumer:
                 slotinfo.publish_totals(self.slot, dict(self.totals))
         if self._claimed:  # claimed with the last batch, then told to stop: not started, back to the queue
             self.handle_batch(self._claimed)
+        self._flush_carried()
         if self.async_runner is not None:
             self.async_runner.drain()
 
@@ -165,11 +169,33 @@ class Consumer:
             if returned:
                 logger.warning("gave back %d message(s) leased by a fetch whose reply was lost", returned)
             self._fetch_failed = False
+        if self._carried is not None:
+            found = self._claim_now(broker)
+            if found:
+                return found
         return broker.fetch(self.queues, self.worker_id, self.owner, self.prefetch, timeout=self.fetch_timeout,
                             in_flight=in_flight)
 
+    def _claim_now(self, broker: "Broker") -> list[Delivery] | None:
+        """The next batch while earlier outcomes wait to be written; with nothing to claim (or
+        no answer) they are written first: a slot never waits for work holding them."""
+        try:
+            found = broker.claim_now(self.queues, self.worker_id, self.owner, self.prefetch)
+        except OperationalError:
+            self._flush_carried()  # before the next fetch gives back what this slot holds
+            raise
+        if not found:
+            self._flush_carried()
+        return found
+
+    def _flush_carried(self) -> None:
+        carried, self._carried = self._carried, None
+        if carried is not None:
+            carried.flush(lambda: self.stopping)
+
     def handle_batch(self, deliveries: list[Delivery]) -> None:
-        batch = Batch(self.app)
+        batch, self._carried = self._carried or Batch(self.app), None
+        self._batch = batch  # for on_hard_limit: what this slot has not written yet
         completed = False
         try:
             for index, delivery in enumerate(deliveries):
@@ -179,21 +205,30 @@ class Consumer:
                 self.handle(delivery, batch)
                 if self.recycle_limits and self._should_recycle():
                     self.stop()  # the rest of the batch goes back, then this pool process is replaced
-                if batch.due():
+                if batch.due() and index + 1 < len(deliveries):  # the last one: written below
                     batch.flush(lambda: self.stopping)
             completed = True
         finally:
             self.slot.tag = b""
             # Only after a full batch: a short one says the queue was running dry, and a claim
             # that finds nothing would only delay the batch's commit (and its results).
-            if completed and len(deliveries) >= self.prefetch and not (
-                    self.stopping or self._fetch_failed or self.async_runner is not None):
-                batch.claim_next = self._claim_at_commit
-            batch.flush(lambda: self.stopping)
-            self._claimed = batch.claimed
-            # A failed flush that carried a claim may have leased messages whose reply was
-            # lost: the next fetch gives back whatever this slot holds (see _fetch).
-            self._fetch_failed = self._fetch_failed or batch.claim_lost
+            # Every slot of a worker has an async runner (for `async def` tasks); only while one
+            # of those runs does it fetch as usual (its outcomes are written from the loop's thread).
+            full = completed and len(deliveries) >= self.prefetch and not (
+                self.stopping or self._fetch_failed or (self.async_runner is not None and self.async_runner.in_flight))
+            if full and not batch.due() and _claims_now(self.app.broker):
+                self._carried = batch  # written with the next batches' outcomes (see _fetch)
+            else:
+                self._write(batch, claim=full)
+
+    def _write(self, batch: Batch, claim: bool) -> None:
+        if claim:
+            batch.claim_next = self._claim_at_commit
+        batch.flush(lambda: self.stopping)
+        self._claimed = batch.claimed
+        # A failed flush that carried a claim may have leased messages whose reply was
+        # lost: the next fetch gives back whatever this slot holds (see _fetch).
+        self._fetch_failed = self._fetch_failed or batch.claim_lost
 
     def _claim_at_commit(self, broker: "Broker") -> "Callable[[], list[Delivery]] | None":
         return broker.claim_at_commit(self.queues, self.worker_id, self.owner, self.prefetch)
@@ -306,7 +341,9 @@ class Consumer:
         try:
             _after(task, request, tuple(request.args or ()), dict(request.kwargs or {}), outcome)
             self.app.broker.take_over_connections()
-            batch = Batch(self.app)
+            # With the outcomes this slot finished before and has not written yet (the task
+            # thread is stuck in the task, it does not touch them).
+            batch = self._batch if self._batch is not None else Batch(self.app)
             self.finish(job, Ran(outcome, hard), batch)
             batch.flush()
             if self.events is not None:
@@ -316,6 +353,10 @@ class Consumer:
                              task.name, request.id)
         finally:
             os._exit(HARD_LIMIT_EXIT_CODE)
+
+
+def _claims_now(broker: Broker) -> bool:
+    return type(broker).claim_now is not Broker.claim_now
 
 
 def _resident_kib() -> int:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ...exceptions import ImproperlyConfigured, OperationalError
+from .readahead import ReadAhead
 
 try:
     import psycopg
@@ -43,6 +44,7 @@ T = TypeVar("T")
 
 logger = logging.getLogger("celeriac.postgres")
 _VACUUM_LOCK = 0x76616375  # the advisory lock of a worker vacuuming the hot tables ("vacu")
+IDLE_CHECK = 0.5  # seconds: a connection idle longer is checked before use (see _still_usable)
 POLL_FALLBACK = 2.0  # seconds: a waiter re-checks at least this often, notification or not
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 # (database, connection) of a transactional enqueue (app.transaction): that database's
@@ -95,12 +97,14 @@ class PostgresDatabase:
         self._conns: dict[tuple[int, int], psycopg.Connection[Any]] = {}
         self._fast: dict[tuple[int, int], psycopg.Connection[Any]] = {}  # synchronous_commit off
         self._depth: dict[tuple[int, int], int] = {}
+        self._last_use: dict[tuple[int, int], float] = {}  # monotonic; fast connections under (-pid, thread)
         # statements (sql, parameters) waiting for the commit: sent together in one pipeline
         # (and, for a statement whose rows are wanted after the commit, the list they go to)
         self._pending: dict[tuple[int, int], list[tuple[str, Any, list[Any] | None]]] = {}
         self._migrated = False  # the tables are at this code's version (a forked child inherits it)
         self._schema_lock = threading.Lock()
         self._wakeups: dict[int, Wakeups] = {}
+        self._read_ahead: dict[int, ReadAhead] = {}
         self._vacuum_thread: threading.Thread | None = None
         self._vacuum_warned = False
 
@@ -118,11 +122,20 @@ class PostgresDatabase:
     def conn(self) -> "psycopg.Connection[Any]":
         key = (os.getpid(), threading.get_ident())
         conn = self._conns.get(key)
-        if conn is None or not _usable(conn):
+        if conn is None or not self._still_usable(key, conn):
             if conn is not None:
                 self._drop()
             conn = self._conns[key] = self.connect()
         return conn
+
+    def _still_usable(self, key: tuple[int, int], conn: "psycopg.Connection[Any]") -> bool:
+        """_usable(), asked only of a connection idle for a while: the server closes idle
+        connections (a restart, a timeout), not busy ones, and the check costs a system call
+        per statement (a tenth of a result read's CPU). A busy connection that failed anyway
+        fails its statement, which its caller retries as after any lost connection."""
+        now = time.monotonic()
+        last, self._last_use[key] = self._last_use.get(key, 0.0), now
+        return now - last < IDLE_CHECK or _usable(conn)
 
     def _drop(self) -> None:
         """The thread's connection failed: forget it (the next call connects again)."""
@@ -289,7 +302,7 @@ class PostgresDatabase:
     def fast_conn(self) -> "psycopg.Connection[Any]":
         key = (os.getpid(), threading.get_ident())
         conn = self._fast.get(key)
-        if conn is not None and not _usable(conn):
+        if conn is not None and not self._still_usable((-key[0], key[1]), conn):
             self._drop_fast()
             conn = None
         if conn is None:
@@ -373,6 +386,15 @@ class PostgresDatabase:
                 found = self._wakeups.get(pid)
                 if found is None:
                     found = self._wakeups[pid] = Wakeups(self)
+        return found
+
+    def read_ahead(self) -> "ReadAhead":
+        """This process's sent ids and results read ahead (readahead.py): per process, as a
+        forked child reads no results its parent sent."""
+        pid = os.getpid()
+        found = self._read_ahead.get(pid)
+        if found is None:
+            found = self._read_ahead.setdefault(pid, ReadAhead())
         return found
 
     def close_thread(self) -> None:

@@ -16,7 +16,9 @@ _TYPES = {"retries": "int", "received": "float8", "started": "float8", "finished
 
 
 def _insert(schema: str) -> str:
-    arrays = ", ".join(f"%s::{_TYPES.get(c, 'text')}[]" for c in COLUMNS)
+    # In binary (%b): psycopg builds a text array literal in Python, quoting element by element,
+    # which cost a worker 3-4 times more CPU per record than the binary layout.
+    arrays = ", ".join(f"%b::{_TYPES.get(c, 'text')}[]" for c in COLUMNS)
     keep = ("task_id", "received", "started", "args")
     return (
         f"INSERT INTO {schema}.history AS h ({', '.join(COLUMNS)}) SELECT * FROM unnest({arrays}) "
@@ -41,7 +43,7 @@ def write(conn: Any, schema: str, records: Sequence[TaskRecord]) -> None:
     keys = sorted(counts)
     conn.execute(
         f"INSERT INTO {schema}.history_counts AS hc (name, state, n) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[]) "
         "ON CONFLICT (name, state) DO UPDATE SET n = hc.n + excluded.n",
         ([k[0] for k in keys], [k[1] for k in keys], [counts[k] for k in keys]))
 

@@ -43,12 +43,17 @@ class PostgresResultStore(ResultStore):
         self.db = PostgresDatabase.for_url(url, self.options)
         self.s = self.db.schema
         self.history_buffer = HistoryBuffer(self._write_history)
+        upsert = ("ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
+                  f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
+                  f"OR r.status NOT IN ({_READY_SQL}))")
         self._store_sql = (
             f"WITH u AS (INSERT INTO {self.s}.results AS r (task_id, status, meta, expires) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::float8[]) "
-            "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, meta = excluded.meta, "
-            f"expires = excluded.expires WHERE excluded.status IN ({_READY_SQL}) "
-            f"OR r.status NOT IN ({_READY_SQL})) SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p")
+            f"SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::float8[]) {upsert} "
+            "SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p")  # arrays in binary: see history._insert
+        # One final result (a round trip's): plain parameters cost the worker less than arrays.
+        self._store_one_sql = (
+            f"WITH u AS (INSERT INTO {self.s}.results AS r (task_id, status, meta, expires) "
+            f"VALUES (%s, %s, %b, %s::float8) {upsert} SELECT pg_notify(%s, %s)")
 
     def store(self, results: Sequence[StoredResult]) -> None:
         if not results:
@@ -68,7 +73,10 @@ class PostgresResultStore(ResultStore):
         ready = [r.task_id for r in rows if r.status in states.READY_STATES]
 
         # One statement (one round trip): the upsert, and a NOTIFY of the ids that finished.
-        self.db.run(self._store_sql, (*params, self.db.channel("r"), _payloads(ready)))
+        if len(rows) == 1 and ready:
+            self.db.run(self._store_one_sql, (*(p[0] for p in params), self.db.channel("r"), ready[0]))
+        else:
+            self.db.run(self._store_sql, (*params, self.db.channel("r"), _payloads(ready)))
         history = [r.history for r in results if r.history is not None]
         if history:  # written in batches of many tasks (celeriac.history.HistoryBuffer)
             self.history_buffer.add(history)
@@ -77,10 +85,31 @@ class PostgresResultStore(ResultStore):
         self.db.write(lambda c: postgres_history.write(c, self.s, records))
 
     def _fetch(self, task_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        # One id (get(), ready(), a wait): a plain parameter costs the client less than an array.
+        where, ids = ("task_id = %s", task_ids[0]) if len(task_ids) == 1 else ("task_id = ANY(%s)", list(task_ids))
         rows = self.db.read(lambda c: c.execute(
-            f"SELECT task_id, meta FROM {self.s}.results WHERE task_id = ANY(%s) "
-            "AND (expires IS NULL OR expires >= %s)", (list(task_ids), time.time())).fetchall())
+            f"SELECT task_id, meta FROM {self.s}.results WHERE {where} "
+            "AND (expires IS NULL OR expires >= %s)", (ids, time.time())).fetchall())
         return [(str(t), bytes(m)) for t, m in rows]
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        ahead = self.db.read_ahead()
+        kept = ahead.take(task_id)
+        if kept is not None:
+            return self.decode(kept)
+        ids = ahead.ids_to_read(task_id)
+        if len(ids) == 1:
+            rows = self._fetch(ids)
+            found = self.decode(rows[0][1]) if rows else None
+            if found is not None and found.get("status") in states.READY_STATES:
+                ahead.read([(task_id, b"")], task_id)  # read: no longer one to read ahead
+            return found
+        several: list[tuple[str, str, bytes]] = self.db.read(lambda c: c.execute(
+            f"SELECT task_id, status, meta FROM {self.s}.results WHERE task_id = ANY(%b::text[]) "
+            "AND (expires IS NULL OR expires >= %s)", (ids, time.time())).fetchall())
+        ahead.read([(str(t), bytes(m)) for t, status, m in several if status in states.READY_STATES], task_id)
+        mine = [bytes(m) for t, _status, m in several if t == task_id]
+        return self.decode(mine[0]) if mine else None
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not task_ids:
@@ -244,6 +273,7 @@ class PostgresResultStore(ResultStore):
 
     def forget(self, task_ids: Sequence[str]) -> None:
         ids = as_id_list(task_ids)
+        self.db.read_ahead().forget(ids)
         self.db.write(lambda c: c.execute(f"DELETE FROM {self.s}.results WHERE task_id = ANY(%s)", (ids,)))
 
     def cleanup(self) -> int:
