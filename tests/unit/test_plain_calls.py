@@ -22,6 +22,14 @@ def still_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(protocol.time, "time", lambda: 1_900_000_000.25)
 
 
+@pytest.fixture(autouse=True)
+def no_receivers_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receivers another test in this process left connected (tracing's, say) would rightly send
+    every call the whole way: each test here starts with none, and connects its own."""
+    for signal in (signals.before_task_publish, signals.after_task_publish):
+        monkeypatch.setattr(signal, "_receivers", [])
+
+
 @pytest.fixture
 def app() -> Iterator[Celeriac]:
     app = Celeriac("plain", broker="memory://plain-calls", backend="memory://plain-calls")
