@@ -137,9 +137,24 @@ def tasks(app_env: dict[str, str]) -> Iterator[Any]:
     tasks_app.app._reset_connections()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that started workers shows what they logged (the end of it): a task that
+    stayed PENDING says nothing about why, the worker's log usually does."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    workers = getattr(item, "celeriac_workers", None)
+    if report.when == "call" and report.failed and workers:
+        for number, worker in enumerate(workers):
+            tail = worker.output.splitlines()[-150:]
+            report.sections.append((f"worker {number} ({' '.join(worker.cmd[1:])}): last {len(tail)} lines",
+                                    "\n".join(tail)))
+
+
 @pytest.fixture
-def start_worker(app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+def start_worker(app_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     workers: list[WorkerProcess] = []
+    request.node.celeriac_workers = workers  # for pytest_runtest_makereport above
 
     def start(*args: str, ready: bool = True, app: str = "tasks_app",
               env: dict[str, str] | None = None) -> WorkerProcess:
