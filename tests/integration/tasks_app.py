@@ -282,9 +282,10 @@ def spin_marked(path: str) -> None:
 
 # --- rate limits ---
 
-@app.task(rate_limit="20/s", rate_limit_scope="global")
-def limited_global(i: int) -> float:
-    return time.time()
+@app.task(rate_limit="20/s", rate_limit_scope="global", bind=True)
+def limited_global(self: Any, i: int) -> tuple[float, str | None]:
+    """When it started, and the slot it was deferred to (None: it ran at once)."""
+    return time.time(), self.request.eta
 
 
 @app.task(rate_limit="20/s")

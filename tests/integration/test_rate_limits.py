@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -12,29 +13,41 @@ def _spread(starts: list[float]) -> float:
     return max(starts) - min(starts)
 
 
+def _most_in_one_second(times: list[float]) -> int:
+    ordered = sorted(times)
+    return max(sum(1 for t in ordered if s <= t < s + 1.0) for s in ordered)
+
+
 @pytest.mark.timeout(180)
 def test_global_rate_limit_is_shared_by_four_workers(tasks: Any, start_worker: Any, broker_kind: str) -> None:
     for n in range(4):
         start_worker("-c", "1", "-n", f"w{n}@host")
     sent = time.monotonic()
     results = [tasks.limited_global.delay(i) for i in range(200)]
-    starts = [r.get(timeout=120) for r in results]
+    done = [r.get(timeout=120) for r in results]
     elapsed = time.monotonic() - sent
+    starts = [start for start, _ in done]
+    slots = {start: datetime.fromisoformat(eta).timestamp() for start, eta in done if eta}
     assert elapsed >= 9.5, elapsed  # 200 tasks at 20/s: 199 intervals of 50 ms
     assert _spread(starts) >= 9.4, _spread(starts)
     assert elapsed < 30, elapsed  # and not much slower than the rate
-    ordered = sorted(starts)
-    in_any_second = max(sum(1 for t in ordered if s <= t < s + 1.0) for s in ordered)
-    # 20/s, with a little clock jitter. RabbitMQ's delay levels hand a deferred message back
-    # late by a varying amount (one dead-letter hop per set bit of the delay), so starts bunch
-    # up over a second while the long-run rate holds: up to 31 in one second seen on this
-    # 2-core machine under the full suite, and since 2026-12-03 (delay() made faster, so all
-    # 200 reach the workers at once and more of them take long, many-hop deferrals: likely,
-    # not verified) 46 and 47. Documented in docs/workers.md#rate-limits. A real burst (the
-    # limit not applied) would start nearly all 200 within a second.
-    # Elsewhere the reserved slots are exact (50 ms apart); a process may start a few ms after
-    # its slot under load, so a window can catch a few extra starts - never a burst.
-    assert in_any_second <= (60 if broker_kind == "amqp" else 25), in_any_second
+    # The four workers reserved from one schedule: slots 50 ms apart. A slot is the store's
+    # answer plus the deferring worker's clock, so one can land a few ms off, never a second's worth.
+    assert len(slots) >= 190, len(slots)  # all but the first few were over the rate
+    assert _most_in_one_second(list(slots.values())) <= 23, sorted(slots.values())
+    # None ran before its slot (2 ms: the header's rounding and two processes' clock reads).
+    early = [slot - start for start, slot in slots.items() if start < slot - 0.002]
+    assert not early, early
+    # A start is its slot plus the broker's lateness in handing the message back: a few ms on
+    # SQLite, Redis and PostgreSQL when the machine is quiet (measured: median 2-4 ms, max 6-65 ms
+    # with three busy loops beside), 60-75 ms median and up to 0.7 s on RabbitMQ (its delay levels
+    # round up to 100 ms and add a hop per level), plus whatever a loaded machine adds to every
+    # process: late starts share a second with on-time ones (CI has seen 36 on PostgreSQL and 47 on
+    # RabbitMQ). A burst (the limit not applied) would start nearly all 200 in one second.
+    lateness = sorted(start - slot for start, slot in slots.items())
+    bound = 60 if broker_kind == "amqp" else 40
+    busiest = _most_in_one_second(starts)
+    assert busiest <= bound, (busiest, "lateness median", lateness[len(lateness) // 2], "max", lateness[-1])
 
 
 @pytest.mark.timeout(180)

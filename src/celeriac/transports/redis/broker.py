@@ -31,6 +31,7 @@ from .legacy import LegacyLayout
 from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
                              clamp_priority, oldest_of)
 from .publish import PublishLink
+from .waiting import TimelyWait
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -66,6 +67,7 @@ class RedisBroker(Broker):
         # cluster, Sentinel's changing master and `wait_replicas` go through redis-py's clients.
         plain = not self.cluster and replica_wait(self.client) is None and not url.startswith("sentinel")
         self._link = PublishLink(self.client) if plain else None
+        self._waiter = TimelyWait(self.client)  # wakes when a delayed message is due, not on Redis' next tick
         # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
         self.wire = frozenset(self.options.get("celery_wire_queues") or ())
         self.wire_poll = float(self.options.get("celery_wire_poll_interval", 0.1))
@@ -209,8 +211,7 @@ class RedisBroker(Broker):
                 # Publishers push a token per queue; a token left from earlier only costs a re-check.
                 signals = [self._q(q).signal for q in groups[turn % len(groups)]]
                 turn += 1
-                guarded(self.url, "wait for messages",
-                        functools.partial(self.client.blpop, signals, timeout=max(wait, 0.001)))
+                guarded(self.url, "wait for messages", functools.partial(self._waiter.wait, signals, wait))
 
     def _fetch_once(self, groups: list[list[str]], worker_id: str, owner: str,
                     limit: int) -> tuple[list[Delivery], int]:

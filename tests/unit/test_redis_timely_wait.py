@@ -1,0 +1,82 @@
+"""The Redis broker's wait for work ends on time (transports/redis/waiting.py), against a
+private redis-server: Redis ends a blocked BLPOP only on its timer tick (every 100 ms at the
+default hz), so the client keeps the deadline and ends the wait with CLIENT UNBLOCK."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from celeriac.transports.redis.waiting import TimelyWait
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def client(redis_server: Any) -> Iterator[redis.Redis]:
+    if not redis_server.ping():
+        redis_server.start()
+    redis_server.flush()
+    redis_server.command("CONFIG", "RESETSTAT")
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def _unblocks(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_client|unblock", {}).get("calls", 0))
+
+
+def test_a_wait_that_runs_out_is_ended_by_the_client_not_by_redis_timer(client: redis.Redis) -> None:
+    waiter = TimelyWait(client)
+    for _ in range(3):
+        assert waiter.wait(["celeriac-test:signal"], 0.02) is None
+    assert _unblocks(client) == 3  # each wait ended by its own deadline, not Redis' timeout
+    assert not waiter.unblock_refused
+    assert client.ping()  # the pool's connections carry no reply left over
+
+
+def test_a_push_during_the_wait_ends_it_at_once_without_an_unblock(client: redis.Redis) -> None:
+    waiter = TimelyWait(client)
+    pusher = threading.Timer(0.1, lambda: client.lpush("celeriac-test:signal", "token"))
+    pusher.start()
+    started = time.monotonic()
+    assert waiter.wait(["celeriac-test:other", "celeriac-test:signal"], 20) == b"token"
+    assert time.monotonic() - started < 10
+    pusher.join()
+    assert _unblocks(client) == 0
+
+
+def test_a_user_not_allowed_client_unblock_gets_redis_own_timeout(client: redis.Redis, redis_server: Any) -> None:
+    client.execute_command("ACL", "SETUSER", "limited", "on", "nopass", "~*", "&*", "+@all", "-client|unblock")
+    try:
+        host, port = client.connection_pool.connection_kwargs["host"], client.connection_pool.connection_kwargs["port"]
+        limited = redis.Redis(host=host, port=port, username="limited", password="")
+        waiter = TimelyWait(limited)
+        assert waiter.wait(["celeriac-test:signal"], 0.02) is None
+        assert waiter.unblock_refused
+        assert waiter.wait(["celeriac-test:signal"], 0.02) is None  # the plain BLPOP from now on
+        limited.lpush("celeriac-test:signal", "token")
+        assert waiter.wait(["celeriac-test:signal"], 5) == b"token"
+        limited.close()
+    finally:
+        client.execute_command("ACL", "DELUSER", "limited")
+
+
+def test_a_server_stopped_during_the_wait_raises_and_the_next_wait_reconnects(client: redis.Redis,
+                                                                              redis_server: Any) -> None:
+    waiter = TimelyWait(client)
+    stopper = threading.Timer(0.2, redis_server.stop)
+    stopper.start()
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            waiter.wait(["celeriac-test:signal"], 10)
+    finally:
+        stopper.join()
+        redis_server.start()
+    assert waiter.wait(["celeriac-test:signal"], 0.02) is None
