@@ -89,6 +89,7 @@ class ProcessLimiter(Limiter):
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._hard: float = 0.0
+        self._firing = False  # the watchdog is recording the task's end: its outcome is the watchdog's
         self._soft_armed = False
         self._watchdog: threading.Thread | None = None
         signal.signal(signal.SIGALRM, self._alarm)
@@ -111,9 +112,14 @@ class ProcessLimiter(Limiter):
         if self._soft_armed:
             self._soft_armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
-        if self._deadline is not None:
+        if self._watchdog is not None:
             with self._cond:
                 self._deadline = None
+                # The task returned just as its hard limit passed, and the watchdog already
+                # took its end: finishing it here too would write a second outcome into the
+                # batch the watchdog is flushing. Wait: the watchdog ends this process.
+                while self._firing:
+                    self._cond.wait()
 
     def _alarm(self, _signum: int, _frame: Any) -> None:
         if self._soft_armed:
@@ -130,8 +136,13 @@ class ProcessLimiter(Limiter):
                     self._cond.wait(remaining)
                     continue
                 hard = self._hard
-                self._deadline = None
-            self._on_hard_limit(hard)
+                self._deadline, self._firing = None, True
+            try:
+                self._on_hard_limit(hard)  # ends the process, or returns when no task was running
+            finally:
+                with self._cond:
+                    self._firing = False
+                    self._cond.notify_all()
 
 
 class ThreadLimiter(Limiter):
