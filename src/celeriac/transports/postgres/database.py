@@ -18,6 +18,8 @@ Why this exists:
 
 from __future__ import annotations
 
+import base64
+
 import contextlib
 import contextvars
 import logging
@@ -429,6 +431,7 @@ class Waiter:
     def __init__(self, keys: Sequence[str]) -> None:
         self.keys = list(keys)
         self.event = threading.Event()
+        self.value: bytes | None = None  # a result that came inside its notification
 
 
 class Wakeups:
@@ -465,11 +468,27 @@ class Wakeups:
                         if not group:
                             del self.waiters[key]
 
-    def _wake(self, keys: Sequence[str]) -> None:
+    def _wake(self, keys: Sequence[str], values: dict[str, bytes] | None = None) -> None:
         with self.lock:
             for key in keys:
                 for waiter in self.waiters.get(key, ()):
+                    if values and key in values:
+                        waiter.value = values[key]
                     waiter.event.set()
+
+    def _wake_results(self, payload: str) -> None:
+        """Task ids, each maybe followed by "=<base64>": the final result itself."""
+        keys, values, previous = ["r"], {}, ""
+        for token in payload.split(" "):
+            if token.startswith("="):
+                if previous:
+                    with contextlib.suppress(ValueError):
+                        values[previous] = base64.b64decode(token[1:], validate=True)
+                previous = ""  # one value per id
+            elif token:
+                previous = f"r:{token}"
+                keys.append(previous)
+        self._wake(keys, values)
 
     def _wake_all(self) -> None:
         with self.lock:
@@ -495,8 +514,10 @@ class Wakeups:
                 self._wake_all()  # whatever was notified while we were not listening
                 for note in conn.notifies():
                     kind = note.channel[len(prefix):]
-                    payloads = note.payload.split(" ") if kind == "r" else [note.payload]
-                    self._wake([kind] + [f"{kind}:{p}" for p in payloads if p])
+                    if kind == "r":
+                        self._wake_results(note.payload)
+                    else:
+                        self._wake([kind, f"{kind}:{note.payload}"] if note.payload else [kind])
             except psycopg.Error:
                 self._wake_all()
                 time.sleep(backoff)
@@ -506,14 +527,19 @@ class Wakeups:
 
 
 def wait_for(db: PostgresDatabase, keys: Sequence[str], check: Callable[[], T | None], timeout: float,
-             next_due: Callable[[], float | None] | None = None) -> T | None:
+             next_due: Callable[[], float | None] | None = None,
+             delivered: Callable[[bytes], T | None] | None = None) -> T | None:
     """Run `check` until it returns something (not None), waking on notifications for `keys`,
-    at most every POLL_FALLBACK seconds, and when `next_due` (seconds) says a delay ends."""
+    at most every POLL_FALLBACK seconds, and when `next_due` (seconds) says a delay ends.
+    `delivered`: what a value that came inside a notification gives, instead of a `check`."""
     deadline = time.monotonic() + timeout
     with db.wakeups().watching(keys) as waiter:
         while True:
             waiter.event.clear()
-            found = check()
+            value, waiter.value = waiter.value, None
+            found = delivered(value) if value is not None and delivered is not None else None
+            if found is None:
+                found = check()
             if found is not None:
                 return found
             remaining = deadline - time.monotonic()
