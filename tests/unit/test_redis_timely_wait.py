@@ -80,3 +80,13 @@ def test_a_server_stopped_during_the_wait_raises_and_the_next_wait_reconnects(cl
         stopper.join()
         redis_server.start()
     assert waiter.wait(["celeriac-test:signal"], 0.02) is None
+
+
+def test_with_no_second_connection_free_the_wait_still_ends(redis_server: Any, client: redis.Redis) -> None:
+    single = redis.Redis.from_url(redis_server.url, max_connections=1)  # the wait holds the only one
+    waiter = TimelyWait(single)
+    assert waiter.wait(["celeriac-test:signal"], 0.02) is None  # ended by Redis' own timeout instead
+    assert not waiter.unblock_refused  # a busy pool is not a refusal: the next wait tries again
+    single.lpush("celeriac-test:signal", "token")
+    assert waiter.wait(["celeriac-test:signal"], 5) == b"token"
+    single.close()

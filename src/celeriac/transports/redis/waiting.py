@@ -60,6 +60,8 @@ class TimelyWait:
                 node.client_unblock(client_id)  # the BLPOP answers nil now (or already answered)
             except redis.exceptions.ResponseError:
                 self.unblock_refused = True  # not allowed here: wait for Redis' own timeout
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                pass  # no second connection now (max_connections reached): Redis' own timeout ends it
             else:
                 if not conn.can_read(timeout=_READ_AFTER_UNBLOCK):
                     raise redis.exceptions.TimeoutError("Redis did not end a BLPOP after CLIENT UNBLOCK")
