@@ -66,10 +66,16 @@ def test_a_big_result_is_read_from_the_table(app: Celeriac, monkeypatch: pytest.
 
 
 def test_payload_tokens_that_are_not_results_wake_by_id_only() -> None:
-    woken: list[tuple[list[str], dict[str, bytes]]] = []
+    import threading as _threading
+
+    from celeriac.transports.postgres.database import Waiter
+
     fake = Wakeups.__new__(Wakeups)
-    fake._wake = lambda keys, values=None: woken.append((list(keys), dict(values or {})))  # type: ignore[method-assign]
-    fake._wake_results("a =!!not-base64 b =eyJ4IjogMX0= =eyJ5IjogMn0= =  c")
-    keys, values = woken[0]
-    assert keys == ["r", "r:a", "r:b", "r:c"]
-    assert values == {"r:b": b'{"x": 1}'}
+    fake.lock = _threading.Lock()
+    waiters = {name: Waiter([f"r:{name}"]) for name in ("a", "b", "c")}
+    fake.waiters = {f"r:{name}": {w} for name, w in waiters.items()}
+    fake._wake_results("a =!!not-base64 b =eyJ4IjogMX0= =eyJ5IjogMn0= =  c d =eyJ6IjogM30=")
+    assert all(w.event.is_set() for w in waiters.values())
+    assert waiters["a"].value is None  # not base64: read from the table
+    assert waiters["b"].value == b'{"x": 1}'  # one value per id: the second is nobody's
+    assert waiters["c"].value is None

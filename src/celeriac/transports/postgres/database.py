@@ -434,6 +434,15 @@ class Waiter:
         self.value: bytes | None = None  # a result that came inside its notification
 
 
+def _decoded(text: str | None) -> bytes | None:
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None  # not a result after all: the waiter reads the table
+
+
 class Wakeups:
     """The process's listener: a thread with its own connection that LISTENs on the schema's
     channels and sets the events of the waiters whose key ("<kind>:<payload>", or "<kind>"
@@ -468,12 +477,18 @@ class Wakeups:
                         if not group:
                             del self.waiters[key]
 
-    def _wake(self, keys: Sequence[str], values: dict[str, bytes] | None = None) -> None:
+    def _wake(self, keys: Sequence[str], values: dict[str, str] | None = None) -> None:
+        """`values`: key -> a result in base64, decoded only for a key someone here waits on
+        (every process hears every result's notification)."""
         with self.lock:
             for key in keys:
-                for waiter in self.waiters.get(key, ()):
-                    if values and key in values:
-                        waiter.value = values[key]
+                waiting = self.waiters.get(key)
+                if not waiting:
+                    continue
+                value = _decoded(values.get(key)) if values else None
+                for waiter in waiting:
+                    if value is not None:
+                        waiter.value = value
                     waiter.event.set()
 
     def _wake_results(self, payload: str) -> None:
@@ -482,8 +497,7 @@ class Wakeups:
         for token in payload.split(" "):
             if token.startswith("="):
                 if previous:
-                    with contextlib.suppress(ValueError):
-                        values[previous] = base64.b64decode(token[1:], validate=True)
+                    values[previous] = token[1:]
                 previous = ""  # one value per id
             elif token:
                 previous = f"r:{token}"
