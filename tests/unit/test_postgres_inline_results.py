@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac, states
-from celeriac.transports.postgres.database import Wakeups
+from celeriac.transports.postgres.wakeups import Wakeups
 
 from helpers import fresh_postgres_url
 
@@ -68,7 +68,7 @@ def test_a_big_result_is_read_from_the_table(app: Celeriac, monkeypatch: pytest.
 def test_payload_tokens_that_are_not_results_wake_by_id_only() -> None:
     import threading as _threading
 
-    from celeriac.transports.postgres.database import Waiter
+    from celeriac.transports.postgres.wakeups import Waiter
 
     fake = Wakeups.__new__(Wakeups)
     fake.lock = _threading.Lock()
@@ -79,3 +79,22 @@ def test_payload_tokens_that_are_not_results_wake_by_id_only() -> None:
     assert waiters["a"].value is None  # not base64: read from the table
     assert waiters["b"].value == b'{"x": 1}'  # one value per id: the second is nobody's
     assert waiters["c"].value is None
+
+
+def test_a_process_listens_only_on_what_it_waits_for_and_adds_a_kind_later(app: Celeriac) -> None:
+    """A client hears results, not every message; a worker hears its queues, not every result.
+    A kind first needed later is LISTENed (after a poke) before the waiter looks."""
+    from celeriac.transports.postgres.database import PostgresDatabase
+    from celeriac.transports.postgres.wakeups import wait_for
+
+    shared = app.backend.db  # type: ignore[attr-defined]
+    db = PostgresDatabase(shared.conninfo, shared.schema)  # its own listener: no other test's kinds
+    wakeups = db.wakeups()
+    assert wait_for(db, ["r:nothing"], lambda: None, 0.05) is None
+    assert wakeups.listening == {"r", wakeups.own}
+    assert wait_for(db, ["q:lonely"], lambda: None, 0.05) is None  # added while the thread waits
+    assert wakeups.listening == {"r", "q", wakeups.own}
+    with wakeups.watching(["e"]) as waiter:  # a third kind, then a notification of it
+        assert wakeups.listening == {"r", "q", "e", wakeups.own}
+        shared.run("SELECT pg_notify(%s, 'x')", (shared.channel("e"),))
+        assert waiter.event.wait(5)

@@ -12,7 +12,8 @@ import json
 import time
 from typing import Any, Callable, Sequence
 
-from .database import PostgresDatabase, wait_for
+from .database import PostgresDatabase
+from .wakeups import wait_for
 from .state import PostgresEventChannel, PostgresScheduleStore
 from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
                              clamp_priority, oldest_of)

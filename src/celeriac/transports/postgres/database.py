@@ -9,16 +9,12 @@ Why this exists:
   tasks): the broker and the result store on the same URL share this object, so their
   writes join the same transaction on the thread's connection.
 - Waiting (for a message, a result, an event) never busy-polls: one listener connection
-  per process LISTENs on the schema's channels in a thread of its own and wakes the
-  waiters whose key was notified. It always reads, so the server's notification queue is
-  never held back by a connection that stopped reading. Waiters still re-check at least
-  every POLL_FALLBACK seconds, in case a notification was lost while reconnecting.
+  per process LISTENs on the channels it waits on (wakeups.py).
 - The tables live in one schema, created on first use and migrated by version.
 """
 
 from __future__ import annotations
 
-import base64
 
 import contextlib
 import contextvars
@@ -28,7 +24,6 @@ import re
 import select
 import threading
 import time
-from collections import defaultdict
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -42,12 +37,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImproperlyConfigured(
         "PostgreSQL URLs need psycopg 3: pip install 'celeriac[postgres]'") from exc
 
+from .wakeups import Wakeups  # noqa: E402  (after the check above: it imports psycopg)
+
 T = TypeVar("T")
 
 logger = logging.getLogger("celeriac.postgres")
 _VACUUM_LOCK = 0x76616375  # the advisory lock of a worker vacuuming the hot tables ("vacu")
 IDLE_CHECK = 0.5  # seconds: a connection idle longer is checked before use (see _still_usable)
-POLL_FALLBACK = 2.0  # seconds: a waiter re-checks at least this often, notification or not
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 # (database, connection) of a transactional enqueue (app.transaction): that database's
 # writes in this context go through the application's connection, in its transaction.
@@ -423,145 +419,3 @@ def _usable(conn: "psycopg.Connection[Any]") -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-class Waiter:
-    """One waiting thread's wake-up: set when a notification for one of its keys comes."""
-
-    def __init__(self, keys: Sequence[str]) -> None:
-        self.keys = list(keys)
-        self.event = threading.Event()
-        self.value: bytes | None = None  # a result that came inside its notification
-
-
-def _decoded(text: str | None) -> bytes | None:
-    if not text:
-        return None
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        return None  # not a result after all: the waiter reads the table
-
-
-class Wakeups:
-    """The process's listener: a thread with its own connection that LISTENs on the schema's
-    channels and sets the events of the waiters whose key ("<kind>:<payload>", or "<kind>"
-    for any payload) was notified."""
-
-    KINDS = ("q", "r", "e")  # messages (payload: queue), results (task ids), events
-
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-        self.lock = threading.Lock()
-        self.waiters: dict[str, set[Waiter]] = defaultdict(set)
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="celeriac-pg-listen", daemon=True)
-        self.thread.start()
-
-    @contextlib.contextmanager
-    def watching(self, keys: Sequence[str]) -> Iterator[Waiter]:
-        """Register before checking the condition: a notification after that is not missed."""
-        waiter = Waiter(keys)
-        with self.lock:
-            for key in waiter.keys:
-                self.waiters[key].add(waiter)
-        self.ready.wait(1.0)  # the first use in a process: until LISTEN is in place (bounded)
-        try:
-            yield waiter
-        finally:
-            with self.lock:
-                for key in waiter.keys:
-                    group = self.waiters.get(key)
-                    if group is not None:
-                        group.discard(waiter)
-                        if not group:
-                            del self.waiters[key]
-
-    def _wake(self, keys: Sequence[str], values: dict[str, str] | None = None) -> None:
-        """`values`: key -> a result in base64, decoded only for a key someone here waits on
-        (every process hears every result's notification)."""
-        with self.lock:
-            for key in keys:
-                waiting = self.waiters.get(key)
-                if not waiting:
-                    continue
-                value = _decoded(values.get(key)) if values else None
-                for waiter in waiting:
-                    if value is not None:
-                        waiter.value = value
-                    waiter.event.set()
-
-    def _wake_results(self, payload: str) -> None:
-        """Task ids, each maybe followed by "=<base64>": the final result itself."""
-        keys, values, previous = ["r"], {}, ""
-        for token in payload.split(" "):
-            if token.startswith("="):
-                if previous:
-                    values[previous] = token[1:]
-                previous = ""  # one value per id
-            elif token:
-                previous = f"r:{token}"
-                keys.append(previous)
-        self._wake(keys, values)
-
-    def _wake_all(self) -> None:
-        with self.lock:
-            for group in self.waiters.values():
-                for waiter in group:
-                    waiter.event.set()
-
-    def _run(self) -> None:
-        backoff = 0.1
-        prefix = self.db.schema + "_"
-        while True:
-            try:
-                conn = psycopg.connect(self.db.conninfo, autocommit=True, connect_timeout=10)
-            except psycopg.Error:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            try:
-                for kind in self.KINDS:
-                    conn.execute(f"LISTEN {self.db.channel(kind)}")
-                backoff = 0.1
-                self.ready.set()
-                self._wake_all()  # whatever was notified while we were not listening
-                for note in conn.notifies():
-                    kind = note.channel[len(prefix):]
-                    if kind == "r":
-                        self._wake_results(note.payload)
-                    else:
-                        self._wake([kind, f"{kind}:{note.payload}"] if note.payload else [kind])
-            except psycopg.Error:
-                self._wake_all()
-                time.sleep(backoff)
-            finally:
-                with contextlib.suppress(Exception):
-                    conn.close()
-
-
-def wait_for(db: PostgresDatabase, keys: Sequence[str], check: Callable[[], T | None], timeout: float,
-             next_due: Callable[[], float | None] | None = None,
-             delivered: Callable[[bytes], T | None] | None = None) -> T | None:
-    """Run `check` until it returns something (not None), waking on notifications for `keys`,
-    at most every POLL_FALLBACK seconds, and when `next_due` (seconds) says a delay ends.
-    `delivered`: what a value that came inside a notification gives, instead of a `check`."""
-    deadline = time.monotonic() + timeout
-    with db.wakeups().watching(keys) as waiter:
-        while True:
-            waiter.event.clear()
-            value, waiter.value = waiter.value, None
-            found = delivered(value) if value is not None and delivered is not None else None
-            if found is None:
-                found = check()
-            if found is not None:
-                return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            pause = min(remaining, POLL_FALLBACK)
-            if next_due is not None:
-                due = next_due()
-                if due is not None:
-                    pause = min(pause, due + 0.0005)
-            waiter.event.wait(pause)

@@ -11,7 +11,8 @@ import time
 from typing import Any, Sequence
 
 from ... import states
-from .database import PostgresDatabase, wait_for
+from .database import PostgresDatabase
+from .wakeups import wait_for
 from .state import CONTROL_LOCK, REVOKE_LOCK, PostgresEventChannel, PostgresScheduleStore, ordered_append
 from ...brokers.base import EventChannel, Publisher, ScheduleStore
 from ...history import HistoryBuffer, HistoryQuery, TaskRecord

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from .database import PostgresDatabase, wait_for
+from .database import PostgresDatabase
+from .wakeups import wait_for
 from ...brokers.base import EventChannel, EventSubscription, LeaseState, Publisher, ScheduleStore, Tick
 
 # Advisory lock keys: appends to a log that readers follow by sequence number take it, so
