@@ -61,6 +61,7 @@ class Wakeups:
         self.changes = threading.Condition()
         self.kinds: set[str] = set()  # wanted
         self.listening: frozenset[str] = frozenset()  # LISTENed on the thread's connection now
+        self.connected_before = False  # only the first connection is waited for (a restart is polled through)
         self.own = db.channel(f"w{os.getpid()}")  # pokes: "LISTEN on what was added"
         self.thread = threading.Thread(target=self._run, name="celeriac-pg-listen", daemon=True)
         self.thread.start()
@@ -92,6 +93,8 @@ class Wakeups:
             added = not kinds <= self.kinds
             self.kinds |= kinds
             connected = self.own in self.listening
+            if self.connected_before and not connected:
+                return  # reconnecting: it LISTENs on these then, and wakes every waiter
         if added and connected:
             self._poke()  # the thread is in its wait: wake it to LISTEN (else it does at connect)
         with self.changes:
@@ -142,6 +145,7 @@ class Wakeups:
             listening.add(kind)
         with self.changes:
             self.listening = frozenset(listening | {self.own})
+            self.connected_before = True
             self.changes.notify_all()
 
     def _dispatch(self, note: Any, prefix: str) -> None:
