@@ -7,18 +7,23 @@ per SELECT and per pass of the loop), and wakes those that finished. SQLite appe
 publishes the commit, so a check waits (asynchronously, at most 50 ms) until
 `PRAGMA data_version` shows a new commit. Without inotify (not Linux) it polls every 50 ms.
 
-Publishing and reading run inline on the loop's thread, with no thread per call: they are
-short local transactions (tens of microseconds; a batch of 1,000 messages about 5 ms).
-Reads never wait in WAL mode. A write needs the file's write lock, which workers take
-for their claims, acks and results: the client tries it without waiting and, while it is
-taken, sleeps on the loop (asyncio.sleep) and tries again, so the loop is never held by
+Reading runs inline on the loop's thread: short local reads (tens of microseconds) that
+never wait in WAL mode. Publishing runs on one writer thread of the client (not a thread per
+call): a write to a file is a system call the kernel may hold while other processes write
+heavily (dirty-page throttling, a WAL checkpoint's fsync; seen: 15 ms in CI), and the loop
+must not sit in it. A write needs the file's write lock, which workers take for their
+claims, acks and results: the writer tries it without waiting and, while it is taken, the
+batch sleeps on the loop (asyncio.sleep) and tries again, so the loop is never held by
 another process's transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from ... import states
@@ -36,15 +41,23 @@ _CHUNK = 100        # task ids per read while checking (one read per pass of the
 
 
 class AsyncSQLiteBroker(BatchingBroker):
-    """Publishes inline, a batch per transaction. While another process holds the write
-    lock, the batch waits on the loop (asyncio.sleep) and tries again; it never sleeps on
-    the loop's thread."""
+    """Publishes a batch per transaction, on the client's writer thread (module docs). While
+    another process holds the write lock, the batch waits on the loop (asyncio.sleep) and
+    tries again; nothing sleeps on the loop's thread."""
 
     sync: SQLiteBroker
+    _writer: tuple[int, ThreadPoolExecutor] | None = None  # (pid, executor): a forked child makes its own
+
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        if self._writer is None or self._writer[0] != os.getpid():
+            self._writer = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="celeriac-sqlite-write"))
+        return self._writer[1]
 
     async def publish_batch(self, messages: Sequence[Outgoing]) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = functools.partial(self.sync.db.try_write, lambda: self.sync.publish(messages))
         pause, deadline = 0.0002, time.monotonic() + _LOCK_TIMEOUT
-        while not self.sync.db.try_write(lambda: self.sync.publish(messages))[0]:
+        while not (await loop.run_in_executor(self._writer_thread(), attempt))[0]:
             if time.monotonic() > deadline:
                 raise OperationalError(f"the SQLite database {self.sync.path} stayed locked for "
                                        f"{_LOCK_TIMEOUT:.0f}s; another process holds a write transaction open")
