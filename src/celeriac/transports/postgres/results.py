@@ -5,7 +5,6 @@ RabbitMQ broker. Waiting for a result LISTENs: the worker NOTIFYs the ids that f
 from __future__ import annotations
 
 import base64
-
 import json
 import time
 from typing import Any, Sequence
