@@ -27,6 +27,12 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def _port_clash(text: str) -> bool:
+    """A server's start-up failure that a fresh port would avoid."""
+    lowered = text.lower()
+    return "already_used" in lowered or "eaddrinuse" in lowered or "address already in use" in lowered
+
+
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range. Servers here are stopped and
     started again on their port (restart tests); a port from the ephemeral range (bind to 0)
@@ -127,8 +133,22 @@ class RabbitServer:
             found = shutil.which("rabbitmq-server")
             if found is None:
                 missing("rabbitmq-server", "rabbitmq-server")
-        self.port, self.dist_port = free_port(), free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="celeriac-rabbit-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        for attempt in range(3):  # a port taken by another test process between pick and bind: new ports
+            self._configure(consumer_timeout_ms, tls)
+            try:
+                self.start()
+                return
+            except RuntimeError as exc:
+                self.stop()
+                if attempt == 2 or not _port_clash(str(exc)):
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                    raise
+                shutil.rmtree(self.dir / "mnesia", ignore_errors=True)
+
+    def _configure(self, consumer_timeout_ms: int | None, tls: tuple[Path, Path] | None) -> None:
+        self.port, self.dist_port = free_port(), free_port()
         self.node = f"celeriac-test-{os.getpid()}-{self.port}@localhost"
         lines = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users.guest = true"]
         if consumer_timeout_ms is not None:
@@ -151,8 +171,6 @@ class RabbitServer:
                         RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
                         RABBITMQ_PID_FILE=str(self.dir / "pid"))
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
 
     def start(self) -> None:
         self.proc = subprocess.Popen([str(Path(RABBIT_BIN) / "rabbitmq-server")], env=self.env,
@@ -217,12 +235,26 @@ class RabbitCluster:
         cookie = self.dir / ".erlang.cookie"
         cookie.write_text(f"CELERIACTEST{os.getpid()}{random.randrange(10**9)}")
         cookie.chmod(0o400)
+        # Ports are picked free but only taken when a VM binds them: another test process may
+        # take one meanwhile (seen: a node's distribution port). Such a clash gets new ports.
+        for attempt in range(3):
+            try:
+                self._boot(attempt)
+                return
+            except RuntimeError as exc:
+                if attempt == 2 or not _port_clash(str(exc)):
+                    self.close()
+                    raise
+                self._stop_nodes()
+
+    def _boot(self, attempt: int) -> None:
+        self.base = self.dir / f"boot{attempt}"  # a failed boot's data stays out of the way
         self.ports = [free_port() for _ in range(self.SIZE)]
         self.nodes = [f"celeriac-q{i + 1}-{os.getpid()}-{self.ports[i]}@localhost" for i in range(self.SIZE)]
         self.envs: list[dict[str, str]] = []
         for i, (node, port) in enumerate(zip(self.nodes, self.ports, strict=True)):
-            base = self.dir / f"node{i + 1}"
-            base.mkdir()
+            base = self.base / f"node{i + 1}"
+            base.mkdir(parents=True)
             (base / "rabbitmq.conf").write_text(
                 f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n")
             (base / "enabled_plugins").write_text("[].\n")
@@ -236,22 +268,18 @@ class RabbitCluster:
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * self.SIZE
         self.urls = [f"amqp://guest:guest@127.0.0.1:{port}//" for port in self.ports]
         self.url = ";".join(self.urls)  # the failover URL, node 1 first
-        try:
-            for i in range(self.SIZE):  # the VMs boot side by side
-                self._spawn(i)
-            for i in range(self.SIZE):
-                self._wait(i)
-            for i in range(1, self.SIZE):
-                self.ctl(i, "stop_app")
-                self.ctl(i, "join_cluster", self.nodes[0])
-                self.ctl(i, "start_app")
-                self._wait(i)
-        except BaseException:
-            self.close()
-            raise
+        for i in range(self.SIZE):  # the VMs boot side by side
+            self._spawn(i)
+        for i in range(self.SIZE):
+            self._wait(i)
+        for i in range(1, self.SIZE):
+            self.ctl(i, "stop_app")
+            self.ctl(i, "join_cluster", self.nodes[0])
+            self.ctl(i, "start_app")
+            self._wait(i)
 
     def _spawn(self, i: int) -> None:
-        base = self.dir / f"node{i + 1}"
+        base = self.base / f"node{i + 1}"
         self.procs[i] = subprocess.Popen([str(Path(RABBIT_BIN) / "rabbitmq-server")], env=self.envs[i],
                                          stdout=open(base / "server.out", "ab"), stderr=subprocess.STDOUT,
                                          start_new_session=True, cwd=base)  # a crash dump lands there
@@ -263,7 +291,7 @@ class RabbitCluster:
                 return
             proc = self.procs[i]
             if proc is not None and proc.poll() is not None:
-                out = (self.dir / f"node{i + 1}" / "server.out").read_text()[-3000:]
+                out = (self.base / f"node{i + 1}" / "server.out").read_text()[-3000:]
                 raise RuntimeError(f"RabbitMQ node {self.nodes[i]} exited: {out}")
             time.sleep(0.2)
         raise RuntimeError(f"RabbitMQ node {self.nodes[i]} did not accept AMQP connections within {timeout} s")
@@ -315,10 +343,15 @@ class RabbitCluster:
             conn.close()
 
     def close(self) -> None:
-        for proc in self.procs:
+        self._stop_nodes()
+        if not os.environ.get("CELERIAC_KEEP_CLUSTER_LOGS"):  # set it to read the nodes' logs after a run
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop_nodes(self) -> None:
+        for proc in getattr(self, "procs", []):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
+        for proc in getattr(self, "procs", []):
             if proc is None:
                 continue
             try:
@@ -326,8 +359,6 @@ class RabbitCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        if not os.environ.get("CELERIAC_KEEP_CLUSTER_LOGS"):  # set it to read the nodes' logs after a run
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _redis_binaries() -> tuple[str, str]:
@@ -407,7 +438,8 @@ class RedisClusterServer:
             made = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
                                   capture_output=True, timeout=60)
             if made.returncode != 0:
-                raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]!r} {made.stderr[-2000:]!r}")
+                raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]!r} "
+                                   f"{made.stderr[-2000:]!r}")
             deadline = time.monotonic() + 30
             while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
                 if time.monotonic() > deadline:
@@ -469,7 +501,7 @@ class RedisSentinelServers:
         self.url = ";".join(f"sentinel://127.0.0.1:{s.port}" for s in self.sentinels)
 
     def _sentinel_sees_all(self, sentinel: _RedisNode) -> bool:
-        text = sentinel.info("sentinel").get(f"master0", "")
+        text = sentinel.info("sentinel").get("master0", "")
         return "status=ok" in text and "slaves=1" in text and "sentinels=3" in text
 
     def wait_synced(self, timeout: float = 30) -> None:

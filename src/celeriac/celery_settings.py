@@ -32,7 +32,7 @@ class Different:
 
 _EVENTS = "celeriac keeps events in its own event stream (see docs/monitoring.md)"
 _CONTROL = "remote control uses celeriac's own channel on the broker"
-_PROCESS = "run the worker under a process manager (systemd, supervisord, a container) for this"
+_PROCESS = "give it on the command line as Celery does (--logfile, --pidfile, --uid...; see docs/workers.md)"
 _REDIS_OPTION = "set {option!r} in result_backend_transport_options instead"
 _NO_STORE = "celeriac has no {what} result store; results go to SQLite, Redis or memory"
 _SQLALCHEMY = ("an option of Celery's SQLAlchemy store: a db+sqlite:// URL maps to celeriac's SQLite store, "
@@ -115,8 +115,6 @@ UNSUPPORTED: dict[str, str] = {
     "worker_disable_rate_limits": "remove rate_limit from the tasks instead",
     "worker_log_color": "log lines are never colored",
     "worker_task_log_format": "task log lines use worker_log_format",
-    "worker_redirect_stdouts": "print() in a task writes to the worker's stdout",
-    "worker_redirect_stdouts_level": "print() in a task writes to the worker's stdout",
     "worker_pool_restarts": "there is no pool_restart command",
     "worker_autoscaler": "use --autoscale; the autoscaler cannot be replaced",
     "worker_consumer": "the consumer cannot be replaced",

@@ -16,6 +16,8 @@ import click
 from . import __version__, states
 from .app import Celeriac, current_app
 from .brokers import safe_url
+from .cli_service import (ServiceArgs, celery_worker_options, connect, daemon_options, node_name,
+                          purge_queues)
 from .exceptions import CeleriacError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,12 +83,22 @@ def friendly_errors(fn: F) -> F:
 @click.option("--result-backend", help="Result store URL (overrides the app's).")
 @click.option("--config", "config_module", metavar="MODULE", envvar=["CELERIAC_CONFIG_MODULE", "CELERY_CONFIG_MODULE"],
               help="Module to read settings from, over the app's own (app.config_from_object(MODULE)).")
+@click.option("--workdir", metavar="DIR", help="Change to this directory first (before loading the app).")
+@click.option("-q", "--quiet", is_flag=True, help="No start-up banner.")
+@click.option("-C", "--no-color", is_flag=True, help="No colours.")
+@click.option("--skip-checks", is_flag=True, hidden=True)  # Celery's Django check skip: nothing to skip here
 @click.version_option(__version__, prog_name="celeriac")
 @click.pass_context
 def main(ctx: click.Context, app_spec: str | None, broker: str | None, result_backend: str | None,
-         config_module: str | None) -> None:
+         config_module: str | None, workdir: str | None, quiet: bool, no_color: bool, skip_checks: bool) -> None:
     """celeriac: a distributed task queue with Celery's API."""
     ctx.ensure_object(dict)
+    if workdir:
+        try:
+            os.chdir(workdir)
+        except OSError as exc:
+            raise click.BadParameter(f"{workdir}: {exc.strerror}", param_hint="--workdir") from None
+    ctx.obj["quiet"], ctx.obj["color"] = quiet, not no_color
     ctx.obj["config"] = config_module
     ctx.obj["app_spec"] = app_spec
     ctx.obj["broker"] = broker
@@ -149,6 +161,8 @@ _POOL_NAMES = ["process", "prefork", "thread", "threads", "solo", "eventlet", "g
               help="Also send periodic tasks (celeriac beat inside this worker; fine for small set-ups).")
 @click.option("--autoscale", default=None, metavar="MAX,MIN",
               help="Grow the pool up to MAX slots while messages wait, shrink it to MIN when idle.")
+@celery_worker_options
+@daemon_options
 @click.pass_context
 @friendly_errors
 def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str | None, queues: str | None,
@@ -157,18 +171,23 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
            max_memory_per_child: int | None, autoscale: str | None, with_beat: bool, task_events: bool) -> None:
     """Start a worker: `celeriac -A tasks worker --loglevel=info`."""
     from .log import setup_worker_logging
-    from .worker.supervisor import Worker, WorkerOptions, default_hostname
+    from .worker.supervisor import Worker, WorkerOptions
 
     if not ctx.obj.get("app_spec") and not ctx.obj.get("app"):
         raise AppLoadError("the worker needs your app: celeriac -A tasks worker (tasks.py defines `app`)")
+    service = ServiceArgs.of(ctx)
+    service.check("worker")
     app = _app(ctx)
     conf = app.conf
     if time_limit is not None:
         conf.task_time_limit = time_limit
     if soft_time_limit is not None:
         conf.task_soft_time_limit = soft_time_limit
-    setup_worker_logging(loglevel, conf.worker_log_format)
+    node = node_name(hostname)
+    if not service.detach:  # a detached worker sets its logging up once it is the daemon
+        setup_worker_logging(loglevel, conf.worker_log_format, logfile=service.logfile, nodename=node)
     app.import_default_modules()
+    service.import_includes()
     app.finalize()
     if pool in ("eventlet", "gevent"):  # Celery's green pools: named, with what to use instead
         raise AppLoadError(f"-P {pool} is not available in celeriac: write I/O-bound tasks as `async def` "
@@ -179,26 +198,37 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     scale = _autoscale_option(autoscale) if autoscale and pool_name != "solo" else None
     if scale:
         size = scale[1]
-    host = default_hostname()
-    node = (hostname or f"celeriac@{host}").replace("%h", host).replace("%n", host.split(".")[0])
-    node = node if "@" in node else f"celeriac@{node}"
-    queue_list = [q.strip() for q in (queues or conf.task_default_queue).split(",") if q.strip()]
+    queue_list = service.queues([q.strip() for q in (queues or conf.task_default_queue).split(",") if q.strip()])
+    beat_every = float(service.heartbeat_interval or conf.worker_heartbeat_interval)
     options = WorkerOptions(
         concurrency=size, pool="thread" if pool_name == "solo" else pool_name, queues=queue_list,
         hostname=node, prefetch_multiplier=prefetch_multiplier or conf.worker_prefetch_multiplier,
-        shutdown_timeout=float(conf.worker_shutdown_timeout), heartbeat_interval=float(conf.worker_heartbeat_interval),
-        lease_timeout=float(conf.worker_lease_timeout),
+        shutdown_timeout=float(conf.worker_shutdown_timeout), heartbeat_interval=beat_every,
+        # a lease outlives three missed heartbeats, whatever --heartbeat-interval says
+        lease_timeout=max(float(conf.worker_lease_timeout), 3 * beat_every),
         max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
         max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child, autoscale=scale,
-        beat=with_beat, send_events=task_events or bool(conf.worker_send_task_events))
-    app.broker  # noqa: B018 - fail here, with the URL, if the scheme is wrong
-    app.backend  # noqa: B018
+        beat=with_beat, send_events=task_events or bool(conf.worker_send_task_events),
+        heartbeat_events=not service.without_heartbeat)
     if with_beat:  # a bad schedule stops the worker here, with the entry's name, not in a thread later
-        from .beat import load_entries, schedule_store
+        from .beat import load_entries
         load_entries(app)
-        schedule_store(app, str(conf.beat_name or app.main or "celeriac"))
-    print_banner(app, options, pool_name)
-    sys.exit(Worker(app, options).run())
+    connect(app, with_beat)  # a wrong URL fails here, on the terminal, before the banner
+    if not ctx.obj.get("quiet"):
+        print_banner(app, options, pool_name, color=ctx.obj.get("color", True))
+    service.start(node)  # detach, --uid/--gid, --pidfile
+    try:
+        if service.detach:
+            setup_worker_logging(loglevel, conf.worker_log_format, logfile=service.logfile, nodename=node)
+            app._reset_connections()  # the daemon's own, not copies of its parent's
+            connect(app, with_beat)
+        if service.purge:
+            purge_queues(app, queue_list)
+        service.explain_ignored()
+        code = Worker(app, options).run()
+    finally:
+        service.stop()
+    sys.exit(code)
 
 
 def _autoscale_option(value: str) -> tuple[int, int]:
@@ -212,7 +242,7 @@ def _autoscale_option(value: str) -> tuple[int, int]:
     return most, least
 
 
-def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
+def print_banner(app: Celeriac, options: Any, pool_name: str, color: bool = True) -> None:
     title = f"{options.hostname} v{__version__} ({platform.system()}-{platform.release()} " \
             f"{platform.machine()}, Python {platform.python_version()})"
     rows = [
@@ -227,7 +257,7 @@ def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
     lines += ["", " [tasks]"] + [f"   . {name}" for name in names]
     if not names:
         lines.append("   (no tasks registered: does your -A module define any with @app.task?)")
-    if sys.stdout.isatty():  # colours for people; plain text (and no rich import) for log files
+    if color and sys.stdout.isatty():  # colours for people; plain text (and no rich import) for log files
         from rich.console import Console
         from rich.text import Text
 
@@ -249,28 +279,44 @@ def print_banner(app: Celeriac, options: Any, pool_name: str) -> None:
               help="Seconds a standby beat waits for a silent leader before taking over (default 10).")
 @click.option("--max-interval", type=float, default=None, help="Longest sleep between two looks at the schedule.")
 @click.option("-s", "--schedule", "schedule_file", default=None, hidden=True)  # Celery's shelve file: not used
+@click.option("--scheduler", "scheduler_cls", default=None, hidden=True)  # refused by name in ServiceArgs.check
+@daemon_options
 @click.pass_context
 @friendly_errors
 def beat(ctx: click.Context, loglevel: str, list_only: bool, as_json: bool, lease_timeout: float | None,
-         max_interval: float | None, schedule_file: str | None) -> None:
+         max_interval: float | None, schedule_file: str | None, scheduler_cls: str | None) -> None:
     """Send periodic tasks: `celeriac -A tasks beat --loglevel=info`.
 
     Run one, or two or three for redundancy: they share a lease in the broker's store and
     each tick is sent once."""
-    import signal
-
     from .beat import Beat
     from .log import setup_worker_logging
 
     if not ctx.obj.get("app_spec") and not ctx.obj.get("app"):
         raise AppLoadError("beat needs your app: celeriac -A tasks beat (tasks.py sets app.conf.beat_schedule)")
+    service = ServiceArgs.of(ctx)
+    service.scheduler = scheduler_cls
+    service.check("beat")
     app = _app(ctx)
-    setup_worker_logging(loglevel, app.conf.worker_log_format)
+    node = str(app.conf.beat_name or app.main or "celeriac")
+    if not service.detach:
+        setup_worker_logging(loglevel, app.conf.worker_log_format, logfile=service.logfile, nodename=node)
     app.import_default_modules()
-    scheduler = Beat(app, lease_timeout=lease_timeout, max_interval=max_interval)
     if list_only:
-        _print_beat_list(scheduler, as_json)
+        _print_beat_list(Beat(app, lease_timeout=lease_timeout, max_interval=max_interval), as_json)
         return
+    service.start(node)
+    if service.detach:
+        setup_worker_logging(loglevel, app.conf.worker_log_format, logfile=service.logfile, nodename=node)
+    try:
+        _run_beat(app, Beat(app, lease_timeout=lease_timeout, max_interval=max_interval), schedule_file)
+    finally:
+        service.stop()
+
+
+def _run_beat(app: Celeriac, scheduler: Any, schedule_file: str | None) -> None:
+    import signal
+
     if schedule_file:
         logging.getLogger("celeriac.beat").info(
             "--schedule %s ignored: beat keeps its state in the broker's store", schedule_file)

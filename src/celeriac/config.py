@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "worker_heartbeat_interval": 2.0,
     "worker_lease_timeout": 15.0,
     "worker_shutdown_timeout": 60.0,
+    # with --logfile, print() in a task becomes a log record at this level (celeriac.daemon)
+    "worker_redirect_stdouts": True,
+    "worker_redirect_stdouts_level": "WARNING",
     "task_default_rate_limit": None,
     "task_rate_limit_scope": "worker",  # "worker" (Celery's meaning) or "global" (shared by all workers)
     "worker_max_tasks_per_child": None,

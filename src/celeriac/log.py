@@ -31,21 +31,29 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def setup_worker_logging(loglevel: str | int, fmt: str, *, hijack_root: bool | None = None, **_: Any) -> None:
+def setup_worker_logging(loglevel: str | int, fmt: str, *, hijack_root: bool | None = None,
+                         logfile: str | None = None, nodename: str = "", **_: Any) -> None:
     """Configure logging for a worker or beat, as Celery does: a `setup_logging` receiver takes
-    it over entirely; otherwise the root logger gets one handler, and `after_setup_logger` /
+    it over entirely; otherwise the root logger gets one handler (stderr, or `logfile` with
+    Celery's %n/%I keys, see celeriac.daemon), and `after_setup_logger` /
     `after_setup_task_logger` receivers may then adjust the loggers."""
     level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
     if not isinstance(level, int):
         level = logging.INFO
-    options: dict[str, Any] = {"loglevel": level, "logfile": None, "format": fmt, "colorize": False}
+    options: dict[str, Any] = {"loglevel": level, "logfile": logfile, "format": fmt, "colorize": False}
     if signals.setup_logging.send(sender=None, **options):
         return  # the project configures logging itself (e.g. dictConfig(settings.LOGGING))
     if hijack_root is None:  # the setting of the app the command loaded (Celery's worker_hijack_root_logger)
-        from .app import current_app
-        hijack_root = bool(current_app().conf.get("worker_hijack_root_logger", True))
+        hijack_root = bool(_current_conf().get("worker_hijack_root_logger", True))
     root = logging.getLogger()
-    handler = logging.StreamHandler()
+    handler: logging.Handler = logging.StreamHandler()
+    if logfile:
+        from . import daemon
+
+        handler = daemon.log_handler(logfile, nodename)
+        app_conf = _current_conf()
+        if app_conf.get("worker_redirect_stdouts", True):
+            daemon.redirect_pool_stdouts(app_conf.get("worker_redirect_stdouts_level") or "WARNING")
     handler.setFormatter(logging.Formatter(fmt))
     if hijack_root:
         root.handlers[:] = [handler]
@@ -57,3 +65,9 @@ def setup_worker_logging(loglevel: str | int, fmt: str, *, hijack_root: bool | N
     task_logger = logging.getLogger(TASK_LOGGER)
     task_logger.setLevel(level)
     signals.after_setup_task_logger.send(sender=None, logger=task_logger, **options)
+
+
+def _current_conf() -> Any:
+    from .app import current_app
+
+    return current_app().conf

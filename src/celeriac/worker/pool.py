@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from .. import daemon, signals
 from ..exceptions import OperationalError
 from . import slotinfo
 from .consumer import Consumer, PlainSlot
@@ -211,13 +211,14 @@ class ProcessPool(Pool):
     def _start(self, index: int, owner: str) -> PoolSlot:
         shared = self._ctx.RawValue(SharedSlot)
         signals.worker_before_create_process.send(sender=self.worker)
-        process = self._ctx.Process(target=self._child_main, args=(owner, shared),
+        process = self._ctx.Process(target=self._child_main, args=(owner, shared, index + 1),
                                     name=f"ForkPoolWorker-{index + 1}", daemon=False)
         process.start()
         return PoolSlot(index, 0, owner, shared, process=process)
 
-    def _child_main(self, owner: str, shared: Any) -> None:
+    def _child_main(self, owner: str, shared: Any, number: int) -> None:
         _die_with_parent(self.worker.pid)
+        daemon.logfile_in_pool_process(number)  # --logfile with %I: a file of its own
         consumer = self.worker.make_consumer(owner, shared)
         consumer.limiter = ProcessLimiter(consumer.on_hard_limit)
         _child_signals(consumer)

@@ -50,6 +50,7 @@ class WorkerOptions:
     autoscale: tuple[int, int] | None = None  # (max, min) pool slots
     beat: bool = False  # `worker -B`: run the periodic-task scheduler in this process too
     send_events: bool = False  # `-E`: task and worker events
+    heartbeat_events: bool = True  # `--without-heartbeat` turns off worker-heartbeat events (not liveness)
 
 
 class Worker:
@@ -128,7 +129,7 @@ class Worker:
         self._last_beat = time.monotonic()
         if signals.heartbeat_sent.receivers:
             signals.heartbeat_sent.send(sender=self)
-        if self.events.enabled:
+        if self.events.enabled and self.options.heartbeat_events:
             self.worker_event("worker-heartbeat")
 
     def _activity(self) -> dict[str, Any]:
