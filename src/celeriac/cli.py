@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import click
 
-from . import __version__, states
+from . import __version__, daemon, states
 from .app import Celeriac, current_app
 from .brokers import safe_url
 from .cli_service import (ServiceArgs, celery_worker_options, connect, daemon_options, node_name,
@@ -225,6 +225,7 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
         if service.purge:
             purge_queues(app, queue_list)
         service.explain_ignored()
+        daemon.apply_redirect()  # with --logfile, print() in tasks becomes log lines (worker_redirect_stdouts)
         code = Worker(app, options).run()
     finally:
         service.stop()
@@ -582,7 +583,7 @@ if __name__ == "__main__":
     run()
 
 
-from . import cli_remote  # noqa: E402,F401  (inspect and control: registered on `main` by importing them)
+from . import cli_multi, cli_remote  # noqa: E402,F401  (multi, inspect, control: registered on `main` on import)
 
 from .dashboard.cli import register as _register_dashboard  # noqa: E402  (its own module: web deps load lazily)
 

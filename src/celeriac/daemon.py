@@ -42,7 +42,7 @@ def node_format(pattern: str, nodename: str, index: int | None = None) -> str:
 # --- log file ---
 
 _logfile: tuple[str, str] | None = None  # (pattern, node name) of the worker's --logfile
-_redirect_level: str | int | None = None  # print() in pool processes goes to the log at this level
+_redirect_level: str | int | None = None  # with a log file, print() goes to the log at this level
 
 
 def log_handler(pattern: str, nodename: str, index: int | None = None) -> logging.Handler:
@@ -55,19 +55,23 @@ def log_handler(pattern: str, nodename: str, index: int | None = None) -> loggin
     return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
 
 
-def redirect_pool_stdouts(level: str | int | None) -> None:
-    """With a log file: print() in a task goes to the log (Celery's `worker_redirect_stdouts`)."""
+def redirect_stdouts_later(level: str | int | None) -> None:
+    """With a log file: print() in a task will go to the log (Celery's `worker_redirect_stdouts`),
+    from `apply_redirect()` on - once the banner is out."""
     global _redirect_level
     _redirect_level = level
 
 
-def logfile_in_pool_process(index: int) -> None:
-    """In a pool process: a `--logfile` naming `%i`/`%I` gets a file of its own, and print()
-    in a task goes to the log as Celery's `worker_redirect_stdouts` does."""
-    if _logfile is None:
-        return
+def apply_redirect() -> None:
+    """Called by the worker after its banner; pool processes inherit the redirected streams."""
     if _redirect_level is not None:
         redirect_stdouts(_redirect_level)
+
+
+def logfile_in_pool_process(index: int) -> None:
+    """In a pool process: a `--logfile` naming `%i`/`%I` gets a file of its own."""
+    if _logfile is None:
+        return
     pattern, nodename = _logfile
     root = logging.getLogger()
     if "%i" in pattern or "%I" in pattern:

@@ -53,7 +53,7 @@ def setup_worker_logging(loglevel: str | int, fmt: str, *, hijack_root: bool | N
         handler = daemon.log_handler(logfile, nodename)
         app_conf = _current_conf()
         if app_conf.get("worker_redirect_stdouts", True):
-            daemon.redirect_pool_stdouts(app_conf.get("worker_redirect_stdouts_level") or "WARNING")
+            daemon.redirect_stdouts_later(app_conf.get("worker_redirect_stdouts_level") or "WARNING")
     handler.setFormatter(logging.Formatter(fmt))
     if hijack_root:
         root.handlers[:] = [handler]

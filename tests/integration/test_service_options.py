@@ -92,6 +92,16 @@ def test_logfile_per_pool_process_and_pidfile(svc_env: dict[str, str], tmp_path:
     assert not pidfile.exists(), "the pid file is removed when the worker stops"
 
 
+def test_thread_pool_prints_into_the_log_file(svc_env: dict[str, str], tmp_path: Path, tasks: Any,
+                                              request: pytest.FixtureRequest) -> None:
+    log = tmp_path / "w1.log"
+    _worker(tmp_path, svc_env, "-P", "thread", "-c", "2", "--logfile", str(log), request=request)
+    wait_until(lambda: "ready." in _read(log), 30, message="the log file saying ready")
+    from svc_app import shout
+    assert shout.delay("threaded").get(timeout=20) == "threaded"
+    wait_until(lambda: "printed threaded" in _read(log), 10, message="the task's print() in the log file")
+
+
 def test_stale_pidfile_is_replaced(svc_env: dict[str, str], tmp_path: Path, tasks: Any,
                                    request: pytest.FixtureRequest) -> None:
     gone = subprocess.Popen(["true"])
@@ -167,3 +177,60 @@ def test_beat_takes_the_same_service_options(svc_env: dict[str, str], tmp_path: 
     refused = subprocess.run([celeriac_bin(), "-A", "svc_app", "beat", "--scheduler", "myproj.sched:DbScheduler"],
                              cwd=tmp_path, env=svc_env, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "keeps its schedule and last runs" in refused.stderr
+
+
+def _multi(svc_env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([celeriac_bin(), "-A", "svc_app", "multi", *args], cwd=tmp_path, env=svc_env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_multi_starts_stops_restarts_and_kills_named_workers(svc_env: dict[str, str], tmp_path: Path,
+                                                             tasks: Any) -> None:
+    nodes = ["w1", "w2"]
+    opts = ["-l", "INFO", "-c", "1", "-c:w2", "2", f"--pidfile={tmp_path}/run/%n.pid",
+            f"--logfile={tmp_path}/log/%n%I.log"]
+    shown = _multi(svc_env, tmp_path, "show", *nodes, *opts)
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2 and "-n w1@" in lines[0] and "--detach" in lines[0], shown.stdout + shown.stderr
+    assert lines[0].endswith("-c 1") and lines[1].endswith("-c 2"), "-c:w2 2 applies to w2 only"
+
+    def pids() -> list[int | None]:
+        found = []
+        for node in nodes:
+            path = tmp_path / "run" / f"{node}.pid"
+            found.append(int(path.read_text()) if path.exists() else None)
+        return found
+
+    started = _multi(svc_env, tmp_path, "start", *nodes, *opts)
+    assert started.returncode == 0 and started.stdout.count(": OK") == 2, started.stdout + started.stderr
+    first = pids()
+    try:
+        assert all(first) and all(not _gone(p) for p in first if p)
+        again = _multi(svc_env, tmp_path, "start", *nodes, *opts)
+        assert again.stdout.count("already running") == 2, again.stdout
+        from svc_app import shout
+        assert shout.delay("multi").get(timeout=30) == "multi"
+
+        restarted = _multi(svc_env, tmp_path, "restart", *nodes, *opts)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        second = pids()
+        assert all(second) and set(second).isdisjoint(first) and all(_gone(p) for p in first if p)
+
+        killed = _multi(svc_env, tmp_path, "kill", *nodes, *opts)
+        assert "SIGKILL" in killed.stdout
+        wait_until(lambda: all(_gone(p) for p in second if p), 30, message="the killed nodes to be gone")
+        # kill -9 leaves the pid files behind: the next start replaces them
+        assert pids() == second
+        assert _multi(svc_env, tmp_path, "start", *nodes, *opts).returncode == 0
+        third = pids()
+        assert all(third) and set(third).isdisjoint(second)
+
+        stopped = _multi(svc_env, tmp_path, "stopwait", *nodes, f"--pidfile={tmp_path}/run/%n.pid")
+        assert stopped.returncode == 0 and stopped.stdout.count(": OK") == 2, stopped.stdout
+        assert pids() == [None, None] and all(_gone(p) for p in third if p)
+        down = _multi(svc_env, tmp_path, "stop", *nodes, f"--pidfile={tmp_path}/run/%n.pid")
+        assert down.stdout.count("DOWN") == 2
+    finally:
+        for pid in pids():
+            if pid and not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
