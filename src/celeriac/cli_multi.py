@@ -40,6 +40,7 @@ _OWN_FLAGS = {"--nosplash", "--quiet", "-q", "--verbose", "--no-color"}
 class Node:
     name: str  # w1@host
     options: list[tuple[str, str | None]] = field(default_factory=list)
+    workdir: str = "."  # where the worker runs (--workdir): its relative pid file is there
 
     def value(self, option: str, default: str) -> str:
         for opt, val in reversed(self.options):
@@ -49,7 +50,8 @@ class Node:
 
     @property
     def pidfile(self) -> str:
-        return os.path.abspath(daemon.node_format(self.value("--pidfile", "%n.pid"), self.name))
+        path = daemon.node_format(self.value("--pidfile", "%n.pid"), self.name)
+        return os.path.abspath(os.path.join(self.workdir, path))
 
     def pid(self) -> int | None:
         """The pid its pid file names, if that process is alive."""
@@ -160,7 +162,8 @@ def plan(words: list[str], app_spec: str | None) -> Plan:
     for number, short in enumerate(names, start=1):
         full = short if "@" in short else f"{short}@{host}"
         full = full.replace("%h", default_hostname())
-        node = Node(full, list(common))
+        workdir = global_args[global_args.index("--workdir") + 1] if "--workdir" in global_args else "."
+        node = Node(full, list(common), workdir)
         node.options += [(name, val) for selector, name, val in scoped if _selects(selector, full, number)]
         nodes.append(node)
     return Plan(nodes, global_args, sig, quiet)
