@@ -17,6 +17,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 from typing import Any
 
 logger = logging.getLogger("celeriac.daemon")
@@ -94,7 +95,9 @@ def redirect_stdouts(level: str | int = "WARNING") -> None:
 
 
 class LogStream:
-    """A text stream whose complete lines become log records."""
+    """A text stream whose complete lines become log records. What logging itself writes to
+    stderr while handling one (a full disk: logging reports its own failure there) goes to the
+    original stream instead of coming back here forever."""
 
     encoding = "utf-8"
     errors = "replace"
@@ -102,13 +105,23 @@ class LogStream:
     def __init__(self, log: logging.Logger, level: int) -> None:
         self.log, self.level = log, level
         self._partial = ""
+        self._inside = threading.local()
 
     def write(self, text: str) -> int:
+        if getattr(self._inside, "active", False):
+            original = sys.__stderr__
+            if original is not None:
+                original.write(text)
+            return len(text)
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
-        for line in lines:
-            if line.strip():
-                self.log.log(self.level, line.rstrip())
+        self._inside.active = True
+        try:
+            for line in lines:
+                if line.strip():
+                    self.log.log(self.level, line.rstrip())
+        finally:
+            self._inside.active = False
         return len(text)
 
     def writelines(self, lines: Any) -> None:

@@ -81,3 +81,22 @@ def test_privileges_cannot_be_changed_by_a_non_root_user(monkeypatch: pytest.Mon
         daemon.drop_privileges("0", None)
     with pytest.raises(ValueError, match="no such user"):
         daemon.drop_privileges("no-such-user-here", None)
+
+
+def test_log_stream_does_not_loop_when_logging_reports_its_own_failure(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                raise OSError("disk full")
+            except OSError:
+                self.handleError(record)  # logging writes the failure to sys.stderr
+
+    log = logging.getLogger("celeriac.test.broken")
+    log.propagate = False
+    log.addHandler(Broken())
+    stream = daemon.LogStream(log, logging.WARNING)
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr("sys.__stderr__", open(os.devnull, "w"))
+    stream.write("a line\n")  # would recurse until RecursionError without the guard
+    assert stream._partial == ""
