@@ -280,7 +280,7 @@ def print_banner(app: Celeriac, options: Any, pool_name: str, color: bool = True
               help="Seconds a standby beat waits for a silent leader before taking over (default 10).")
 @click.option("--max-interval", type=float, default=None, help="Longest sleep between two looks at the schedule.")
 @click.option("-s", "--schedule", "schedule_file", default=None, hidden=True)  # Celery's shelve file: not used
-@click.option("--scheduler", "scheduler_cls", default=None, hidden=True)  # refused by name in ServiceArgs.check
+@click.option("-S", "--scheduler", "scheduler_cls", default=None, hidden=True)  # refused in ServiceArgs.check
 @daemon_options
 @click.pass_context
 @friendly_errors

@@ -174,7 +174,7 @@ def test_beat_takes_the_same_service_options(svc_env: dict[str, str], tmp_path: 
         assert not pidfile.exists()
     finally:
         beat.stop()
-    refused = subprocess.run([celeriac_bin(), "-A", "svc_app", "beat", "--scheduler", "myproj.sched:DbScheduler"],
+    refused = subprocess.run([celeriac_bin(), "-A", "svc_app", "beat", "-S", "django"],
                              cwd=tmp_path, env=svc_env, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "keeps its schedule and last runs" in refused.stderr
 
