@@ -16,8 +16,8 @@ import click
 from . import __version__, daemon, states
 from .app import Celeriac, current_app
 from .brokers import safe_url
-from .cli_service import (ServiceArgs, celery_worker_options, connect, daemon_options, node_name,
-                          purge_queues)
+from .cli_service import (ServiceArgs, autoscale_option, celery_worker_options, connect, daemon_options,
+                          node_name, purge_queues)
 from .exceptions import CeleriacError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -195,7 +195,7 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
                            "see docs/workers.md#async-def-tasks")
     pool_name = {"prefork": "process", "threads": "thread"}.get(pool or "", pool or conf.worker_pool)
     size = 1 if pool_name == "solo" else (concurrency or conf.worker_concurrency or os.cpu_count() or 1)
-    scale = _autoscale_option(autoscale) if autoscale and pool_name != "solo" else None
+    scale = autoscale_option(autoscale) if autoscale and pool_name != "solo" else None
     if scale:
         size = scale[1]
     queue_list = service.queues([q.strip() for q in (queues or conf.task_default_queue).split(",") if q.strip()])
@@ -230,17 +230,6 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     finally:
         service.stop()
     sys.exit(code)
-
-
-def _autoscale_option(value: str) -> tuple[int, int]:
-    parts = [p.strip() for p in value.split(",")]
-    try:
-        most, least = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: use MAX,MIN, e.g. --autoscale 10,2", param_hint="--autoscale") from None
-    if least < 1 or most < least:
-        raise click.BadParameter(f"{value!r}: need MAX >= MIN >= 1", param_hint="--autoscale")
-    return most, least
 
 
 def print_banner(app: Celeriac, options: Any, pool_name: str, color: bool = True) -> None:
@@ -583,7 +572,19 @@ if __name__ == "__main__":
     run()
 
 
-from . import cli_multi, cli_remote  # noqa: E402,F401  (multi, inspect, control: registered on `main` on import)
+from . import cli_remote  # noqa: E402,F401  (inspect and control: registered on `main` by importing them)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": ["--help"]})
+@click.argument("command", required=False)
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def multi(ctx: click.Context, command: str | None, words: tuple[str, ...]) -> None:
+    """Start, stop and restart several detached workers, as `celery multi` does."""
+    from .cli_multi import run_multi  # loaded only for this command
+
+    run_multi(ctx, command, words)
 
 from .dashboard.cli import register as _register_dashboard  # noqa: E402  (its own module: web deps load lazily)
 

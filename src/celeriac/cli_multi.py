@@ -28,7 +28,6 @@ from typing import Any
 import click
 
 from . import daemon
-from .cli import main
 
 # Celery's multi options that are the whole command's, not a worker's
 _GLOBAL_WITH_VALUE = {"-A": "--app", "--app": "--app", "-b": "--broker", "--broker": "--broker",
@@ -253,13 +252,9 @@ _USAGE = ("celeriac [-A APP] multi start|stop|stopwait|restart|kill|show|names N
           "(NODES: names, or a count)")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                "help_option_names": ["--help"]})
-@click.argument("command", required=False)
-@click.argument("words", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def multi(ctx: click.Context, command: str | None, words: tuple[str, ...]) -> None:
-    """Start, stop and restart several detached workers, as `celery multi` does."""
+def run_multi(ctx: click.Context, command: str | None, words: tuple[str, ...]) -> None:
+    """`celeriac multi COMMAND NODES [OPTIONS]` (the command itself is declared in cli.py, so
+    this module loads only when it runs)."""
     if command in (None, "help"):
         click.echo(_USAGE + "\n\n" + (__doc__ or ""))
         return

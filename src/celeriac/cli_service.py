@@ -122,6 +122,17 @@ class ServiceArgs:
                 logger.info("%s", note)
 
 
+def autoscale_option(value: str) -> tuple[int, int]:
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        most, least = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use MAX,MIN, e.g. --autoscale 10,2", param_hint="--autoscale") from None
+    if least < 1 or most < least:
+        raise click.BadParameter(f"{value!r}: need MAX >= MIN >= 1", param_hint="--autoscale")
+    return most, least
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
