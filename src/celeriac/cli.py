@@ -16,8 +16,8 @@ import click
 from . import __version__, daemon, states
 from .app import Celeriac, current_app
 from .brokers import safe_url
-from .cli_service import (ServiceArgs, autoscale_option, celery_worker_options, connect, daemon_options,
-                          node_name, purge_queues)
+from .cli_service import (ServiceArgs, autoscale_option, celery_worker_options, check_urls, connect,
+                          daemon_options, node_name, purge_queues)
 from .exceptions import CeleriacError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -213,14 +213,16 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     if with_beat:  # a bad schedule stops the worker here, with the entry's name, not in a thread later
         from .beat import load_entries
         load_entries(app)
-    connect(app, with_beat)  # a wrong URL fails here, on the terminal, before the banner
+    if service.detach:  # a wrong URL fails here, on the terminal, before the banner
+        check_urls(app)  # connections are made by the daemon, after the fork
+    else:
+        connect(app, with_beat)
     if not ctx.obj.get("quiet"):
         print_banner(app, options, pool_name, color=ctx.obj.get("color", True))
     service.start(node)  # detach, --uid/--gid, --pidfile
     try:
         if service.detach:
             setup_worker_logging(loglevel, conf.worker_log_format, logfile=service.logfile, nodename=node)
-            app._reset_connections()  # the daemon's own, not copies of its parent's
             connect(app, with_beat)
         if service.purge:
             purge_queues(app, queue_list)

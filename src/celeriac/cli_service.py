@@ -146,6 +146,16 @@ def node_name(hostname: str | None) -> str:
     return node if "@" in node else f"celeriac@{node}"
 
 
+def check_urls(app: "Celeriac") -> None:
+    """A wrong scheme fails here, naming the URL, without connecting: a process about to
+    detach must not fork with connections (or their threads' locks) in hand."""
+    from . import transports
+
+    transports.implementation(app.broker_url, "broker", "broker URL", "or no URL for the embedded SQLite file")
+    transports.implementation(app.result_backend_url, "results", "result backend",
+                              "or none for the embedded SQLite file")
+
+
 def connect(app: "Celeriac", with_beat: bool) -> None:
     """The broker and store made: a wrong scheme fails here, naming the URL."""
     app.broker  # noqa: B018

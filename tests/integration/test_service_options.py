@@ -124,7 +124,11 @@ def test_detach_runs_in_the_background(svc_env: dict[str, str], tmp_path: Path, 
     try:
         assert os.getsid(pid) != os.getsid(0), "the daemon runs in a session of its own"
         from svc_app import shout
-        assert shout.delay("detached").get(timeout=30) == "detached"
+        sent = shout.delay("detached")
+        try:
+            assert sent.get(timeout=30) == "detached"
+        except Exception as exc:
+            raise AssertionError(f"{exc}; the daemon's log:\n{_read(log)}") from None
         wait_until(lambda: "printed detached" in _read(log), 10, message="the task's print() in the log file")
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: _gone(pid), 30, message="the daemon to stop on SIGTERM")
