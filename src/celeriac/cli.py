@@ -171,7 +171,7 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
            max_memory_per_child: int | None, autoscale: str | None, with_beat: bool, task_events: bool) -> None:
     """Start a worker: `celeriac -A tasks worker --loglevel=info`."""
     from .log import setup_worker_logging
-    from .worker.supervisor import Worker, WorkerOptions
+    from .worker.supervisor import WorkerOptions
 
     if not ctx.obj.get("app_spec") and not ctx.obj.get("app"):
         raise AppLoadError("the worker needs your app: celeriac -A tasks worker (tasks.py defines `app`)")
@@ -213,25 +213,33 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     if with_beat:  # a bad schedule stops the worker here, with the entry's name, not in a thread later
         from .beat import load_entries
         load_entries(app)
-    if service.detach:  # a wrong URL fails here, on the terminal, before the banner
-        check_urls(app)  # connections are made by the daemon, after the fork
-    else:
+    if not service.detach:  # a wrong URL fails here, on the terminal, before the banner
         connect(app, with_beat)
+    else:
+        check_urls(app)  # the daemon connects, after the fork
     if not ctx.obj.get("quiet"):
         print_banner(app, options, pool_name, color=ctx.obj.get("color", True))
-    service.start(node)  # detach, --uid/--gid, --pidfile
+    sys.exit(_serve(app, options, service, loglevel))
+
+
+def _serve(app: Celeriac, options: Any, service: ServiceArgs, loglevel: str) -> int:
+    """Detach (--detach), drop privileges, take the pid file, then run the worker until it stops."""
+    from .log import setup_worker_logging
+    from .worker.supervisor import Worker
+
+    service.start(options.hostname)
     try:
         if service.detach:
-            setup_worker_logging(loglevel, conf.worker_log_format, logfile=service.logfile, nodename=node)
-            connect(app, with_beat)
+            setup_worker_logging(loglevel, app.conf.worker_log_format, logfile=service.logfile,
+                                 nodename=options.hostname)
+            connect(app, options.beat)
         if service.purge:
-            purge_queues(app, queue_list)
+            purge_queues(app, options.queues)
         service.explain_ignored()
         daemon.apply_redirect()  # with --logfile, print() in tasks becomes log lines (worker_redirect_stdouts)
-        code = Worker(app, options).run()
+        return Worker(app, options).run()
     finally:
         service.stop()
-    sys.exit(code)
 
 
 def print_banner(app: Celeriac, options: Any, pool_name: str, color: bool = True) -> None:

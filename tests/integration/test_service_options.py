@@ -46,9 +46,17 @@ def svc_env(app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyP
     return dict(app_env, PYTHONPATH=f"{tmp_path}{os.pathsep}{app_env['PYTHONPATH']}")
 
 
+@pytest.fixture(autouse=True)
+def stop_workers(request: pytest.FixtureRequest) -> Any:
+    """Every worker a test here started is stopped after it, passed or failed."""
+    yield
+    for worker in getattr(request.node, "celeriac_workers", []):
+        worker.stop()
+
+
 def _worker(tmp_path: Path, env: dict[str, str], *args: str, request: Any) -> WorkerProcess:
     worker = WorkerProcess(tmp_path, env, "-n", "w1@%h", *args, app="svc_app")
-    request.node.celeriac_workers = getattr(request.node, "celeriac_workers", []) + [worker]
+    request.node.celeriac_workers = getattr(request.node, "celeriac_workers", []) + [worker]  # shown on failure
     return worker
 
 
