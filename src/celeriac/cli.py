@@ -213,10 +213,7 @@ def worker(ctx: click.Context, loglevel: str, concurrency: int | None, pool: str
     if with_beat:  # a bad schedule stops the worker here, with the entry's name, not in a thread later
         from .beat import load_entries
         load_entries(app)
-    if not service.detach:  # a wrong URL fails here, on the terminal, before the banner
-        connect(app, with_beat)
-    else:
-        check_urls(app)  # the daemon connects, after the fork
+    check_urls(app)  # a wrong URL fails here, before the banner; connections come after --detach and --uid
     if not ctx.obj.get("quiet"):
         print_banner(app, options, pool_name, color=ctx.obj.get("color", True))
     sys.exit(_serve(app, options, service, loglevel))
@@ -232,7 +229,7 @@ def _serve(app: Celeriac, options: Any, service: ServiceArgs, loglevel: str) -> 
         if service.detach:
             setup_worker_logging(loglevel, app.conf.worker_log_format, logfile=service.logfile,
                                  nodename=options.hostname)
-            connect(app, options.beat)
+        connect(app, options.beat)  # as the user --uid names: files it makes are that user's
         if service.purge:
             purge_queues(app, options.queues)
         service.explain_ignored()

@@ -58,7 +58,7 @@ class ServiceArgs:
             raise click.UsageError(
                 f"--scheduler {self.scheduler}: celeriac's {command} keeps its schedule and last runs in the "
                 "broker's store (shared by every beat); entries come from app.conf.beat_schedule and "
-                "add_periodic_task - see docs/beat.md")
+                "add_periodic_task - see docs/periodic-tasks.md")
         try:
             daemon.parse_umask(self.umask)
         except ValueError as exc:
@@ -148,7 +148,8 @@ def node_name(hostname: str | None) -> str:
 
 def check_urls(app: "Celeriac") -> None:
     """A wrong scheme fails here, naming the URL, without connecting: a process about to
-    detach must not fork with connections (or their threads' locks) in hand."""
+    detach must not fork with connections (or their threads' locks) in hand, and one about to
+    change user (--uid) must not make the SQLite files as root first."""
     from . import transports
 
     transports.implementation(app.broker_url, "broker", "broker URL", "or no URL for the embedded SQLite file")
