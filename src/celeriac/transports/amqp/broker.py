@@ -46,6 +46,10 @@ from .events import EVENT_BYTES, EVENT_EXCHANGE, EVENT_PREFETCH, EVENT_TYPE, AMQ
 from .wire import (DELAY_EXCHANGE, DELAY_LEVELS, DELAY_QUEUE, DELAY_UNIT, DELIVER_EXCHANGE,  # noqa: F401
                         DEAD_QUEUE, DELIVERY_COUNT, QUORUM_HIGH, REDELIVERIES, _FLOAT_TAG, Declare, SharedQueues,
                         _amqp_table, eta_of, route_plan, task_headers as _task_headers, wire_fields)
+# Imported here, not where the channel is made: pool processes make it from several threads at
+# once, and two threads importing these two modules concurrently once met a half-made module.
+from ...brokers.celery_events import MirroredEventChannel  # Celery's monitors see us too
+from .celery_events import amqp_mirror
 from ...brokers.base import Broker, Delivery, EventChannel, Outgoing, clamp_priority
 
 try:
@@ -513,8 +517,6 @@ class AMQPBroker(DeadLetters, Broker):
         channel = AMQPEventChannel(self, int(self.options.get("events_max_len", 10000)))
         if not self.wire.names:
             return channel
-        from ...brokers.celery_events import MirroredEventChannel  # Celery's monitors see us too
-        from .celery_events import amqp_mirror
         return MirroredEventChannel(channel, amqp_mirror(self))
 
     def close(self) -> None:

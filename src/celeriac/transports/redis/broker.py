@@ -28,6 +28,10 @@ from .topology import is_cluster, is_cluster_url, slot_groups
 from ...exceptions import DecodeError
 from . import scripts as lua
 from .legacy import LegacyLayout
+# Imported here, not where the channel is made: pool processes make it from several threads at
+# once, and two threads importing these two modules concurrently once met a half-made module.
+from ...brokers.celery_events import MirroredEventChannel  # Celery's monitors see us too
+from .celery_events import redis_mirror
 from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
                              clamp_priority, oldest_of)
 from .publish import PublishLink
@@ -398,8 +402,6 @@ class RedisBroker(Broker):
                                     int(self.options.get("events_max_len", 10000)))
         if not self.wire:
             return channel
-        from ...brokers.celery_events import MirroredEventChannel  # Celery's monitors see us too
-        from .celery_events import redis_mirror
         return MirroredEventChannel(channel, redis_mirror(self.client, self.kombu_prefix))
 
     def heartbeat(self, worker_id: str, ttl: float, info: dict[str, Any] | None = None) -> None:
