@@ -32,7 +32,7 @@ from . import daemon
 # Celery's multi options that are the whole command's, not a worker's
 _GLOBAL_WITH_VALUE = {"-A": "--app", "--app": "--app", "-b": "--broker", "--broker": "--broker",
                       "--result-backend": "--result-backend", "--config": "--config", "--workdir": "--workdir"}
-_OWN_FLAGS = {"--nosplash", "--quiet", "-q", "--verbose", "--no-color"}
+_OWN_FLAGS = {"--nosplash", "--quiet", "-q", "--verbose", "--no-color"}  # accepted; the output is always short
 
 
 @dataclass
@@ -59,13 +59,7 @@ class Node:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return pid
+        return pid if daemon.alive(pid) else None
 
 
 @dataclass
@@ -73,7 +67,6 @@ class Plan:
     nodes: list[Node]
     global_args: list[str]  # -A proj, -b URL... before `worker`
     sig: int = signal.SIGTERM  # stop's signal: a trailing -KILL, -9, -INT...
-    quiet: bool = False
 
     def argv(self, node: Node) -> list[str]:
         opts = [o for o in node.options if o[0] not in ("--pidfile", "--logfile", "-f")]
@@ -128,7 +121,6 @@ def _selects(selector: str, node_name: str, number: int) -> bool:
 
 def plan(words: list[str], app_spec: str | None) -> Plan:
     """The nodes and each one's worker options, from `NODES... [OPTIONS]`."""
-    quiet = any(w in ("--quiet", "-q") for w in words)
     words = [w for w in words if w not in _OWN_FLAGS]
     split = next((i for i, w in enumerate(words) if w.startswith("-") and not re.fullmatch(r"-\d+", w)), len(words))
     names, options = words[:split], words[split:]
@@ -165,7 +157,7 @@ def plan(words: list[str], app_spec: str | None) -> Plan:
         node = Node(full, list(common), workdir)
         node.options += [(name, val) for selector, name, val in scoped if _selects(selector, full, number)]
         nodes.append(node)
-    return Plan(nodes, global_args, sig, quiet)
+    return Plan(nodes, global_args, sig)
 
 
 def _is_signal(word: str) -> bool:
@@ -220,23 +212,9 @@ def stop(p: Plan, wait: bool, sig: int | None = None) -> int:
         sent.append((node, pid))
     if wait:
         for node, pid in sent:
-            _wait_for(lambda pid=pid: not _alive(pid), None)  # a warm stop takes what its tasks take
+            _wait_for(lambda pid=pid: not daemon.alive(pid), None)  # a warm stop takes what its tasks take
             click.echo(f"\t> {node.name}: OK")
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a child of ours that ended (not when started detached) is a zombie until reaped
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        return waited == 0
-    except ChildProcessError:
-        return True
 
 
 def _wait_for(condition: Any, timeout: float | None) -> bool:

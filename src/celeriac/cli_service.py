@@ -85,7 +85,7 @@ class ServiceArgs:
         file is the daemon's pid, written as the user it runs as)."""
         if self.detach:
             self.logfile = self.logfile or "%n%I.log"  # a daemon's stderr is /dev/null
-            daemon.detach(None, daemon.parse_umask(self.umask))
+            daemon.detach(daemon.parse_umask(self.umask))
         elif self.umask:
             os.umask(daemon.parse_umask(self.umask) or 0)
         try:

@@ -180,7 +180,7 @@ class Pidfile:
             logger.warning("pid file %s holds %r, not a pid: replacing it", self.path, text[:40])
             _unlink(self.path)
             return
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and alive(pid):
             raise PidfileError(f"pid file {self.path} names process {pid}, which is running: is another "
                                "worker already started with it? Stop it, or give this one another --pidfile")
         logger.warning("pid file %s names process %d, which is gone: replacing it", self.path, pid)
@@ -199,7 +199,8 @@ class Pidfile:
         self.pid = None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except OSError as exc:
@@ -216,18 +217,16 @@ def _unlink(path: str) -> None:
 
 # --- detaching and privileges ---
 
-def detach(workdir: str | None, umask: int | None) -> None:
+def detach(umask: int | None) -> None:
     """Becomes a daemon: returns in a grandchild in a session of its own, with stdin, stdout and
     stderr on /dev/null; the command's own process exits 0. It stays in the current directory
-    unless `workdir` is given (Celery goes to `/`), so relative paths such as the default
-    SQLite file keep meaning what they meant on the command line."""
+    (Celery goes to `/`; the global --workdir moves it before anything else), so relative paths
+    such as the default SQLite file keep meaning what they meant on the command line."""
     if os.fork():
         os._exit(0)
     os.setsid()
     if os.fork():
         os._exit(0)
-    if workdir:
-        os.chdir(workdir)
     if umask is not None:
         os.umask(umask)
     null = os.open(os.devnull, os.O_RDWR)
