@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -145,10 +146,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     workers = getattr(item, "celeriac_workers", None)
     if report.when == "call" and report.failed and workers:
+        _ask_for_stacks(workers)
         for number, worker in enumerate(workers):
-            tail = worker.output.splitlines()[-150:]
+            tail = worker.output.splitlines()[-400:]
             report.sections.append((f"worker {number} ({' '.join(worker.cmd[1:])}): last {len(tail)} lines",
                                     "\n".join(tail)))
+
+
+def _ask_for_stacks(workers: list[WorkerProcess]) -> None:
+    """A worker still running when its test failed shows where each of its threads and pool
+    processes is (SIGUSR1, as Celery's): a hung pool process then says where it hangs."""
+    import signal
+    live = [w for w in workers if w.proc.poll() is None]
+    for worker in live:
+        try:
+            os.kill(worker.proc.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            continue
+    deadline, sizes = time.monotonic() + 3, [-1] * len(live)
+    while time.monotonic() < deadline:  # until every dump has arrived and the output is still
+        now = [len(w.output) for w in live]
+        if now == sizes and all("SIGUSR1: stack of every thread" in w.output for w in live):
+            return
+        sizes = now
+        time.sleep(0.3)
 
 
 @pytest.fixture

@@ -42,12 +42,15 @@ def test_global_rate_limit_is_shared_by_four_workers(tasks: Any, start_worker: A
     # SQLite, Redis and PostgreSQL when the machine is quiet (measured: median 2-4 ms, max 6-65 ms
     # with three busy loops beside), 60-75 ms median and up to 0.7 s on RabbitMQ (its delay levels
     # round up to 100 ms and add a hop per level), plus whatever a loaded machine adds to every
-    # process: late starts share a second with on-time ones (CI has seen 36 on PostgreSQL and 47 on
-    # RabbitMQ). A burst (the limit not applied) would start nearly all 200 in one second.
+    # process: late starts share a second with on-time ones (CI has seen 36 on PostgreSQL, and 66 on
+    # RabbitMQ with a median lateness of 0.14 s and a max of 2.7 s). A burst (the limit not applied)
+    # would start nearly all 200 in one second; the typical start stays near its slot.
     lateness = sorted(start - slot for start, slot in slots.items())
-    bound = 60 if broker_kind == "amqp" else 40
+    median = lateness[len(lateness) // 2]
     busiest = _most_in_one_second(starts)
-    assert busiest <= bound, (busiest, "lateness median", lateness[len(lateness) // 2], "max", lateness[-1])
+    shown = (busiest, "lateness median", median, "max", lateness[-1])
+    assert busiest <= (100 if broker_kind == "amqp" else 60), shown
+    assert median <= (0.5 if broker_kind == "amqp" else 0.25), shown
 
 
 @pytest.mark.timeout(180)

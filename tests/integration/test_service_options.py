@@ -6,6 +6,7 @@ The options do not touch the broker, so these run on the embedded default."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -108,6 +109,29 @@ def test_thread_pool_prints_into_the_log_file(svc_env: dict[str, str], tmp_path:
     from svc_app import shout
     assert shout.delay("threaded").get(timeout=20) == "threaded"
     wait_until(lambda: "printed threaded" in _read(log), 10, message="the task's print() in the log file")
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_sigusr1_shows_every_stack_and_the_worker_goes_on(svc_env: dict[str, str], tmp_path: Path, tasks: Any,
+                                                          request: pytest.FixtureRequest, pool: str) -> None:
+    """Celery's `kill -USR1 <worker>`: where each thread of the worker and of each pool process is,
+    for a worker that looks stuck; a process pool's dumps go to the log file when there is one."""
+    log = tmp_path / "w1.log"
+    worker = _worker(tmp_path, svc_env, "-P", pool, "-c", "2", "--logfile", str(log), request=request)
+    wait_until(lambda: "ready." in _read(log), 30, message="the log file saying ready")
+    running = tasks.slow.delay(30)
+    wait_until(lambda: running.state == "STARTED", 20, message="the slow task started")
+    os.kill(worker.proc.pid, signal.SIGUSR1)
+    # The task's frame (tasks_app.py, in slow) shows in the pool process's (or pool thread's) stack.
+    wait_until(lambda: re.search(r'tasks_app\.py", line \d+ in slow', _read(log)), 10,
+               message="the running task's frame in the stack dump")
+    dump = _read(log)
+    assert "SIGUSR1: stack of every thread of the worker" in dump
+    assert ("Pool process " in dump) == (pool == "process")
+    assert "in run" in dump and "supervisor.py" in dump  # the main process's own stack
+    assert worker.proc.poll() is None, "SIGUSR1 must not end the worker"
+    assert tasks.add.delay(2, 3).get(timeout=20) == 5
+    running.revoke(terminate=True)
 
 
 def test_stale_pidfile_is_replaced(svc_env: dict[str, str], tmp_path: Path, tasks: Any,

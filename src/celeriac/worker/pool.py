@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import daemon, signals
 from ..exceptions import OperationalError
-from . import slotinfo
+from . import slotinfo, stacks
 from .consumer import Consumer, PlainSlot
 from .limits import ProcessLimiter, ThreadLimiter
 
@@ -222,6 +222,7 @@ class ProcessPool(Pool):
         consumer = self.worker.make_consumer(owner, shared)
         consumer.limiter = ProcessLimiter(consumer.on_hard_limit)
         _child_signals(consumer)
+        stacks.install_in_pool_process()
         signals.worker_process_init.send(sender=None)
         options = self.worker.options
         limits = (options.max_tasks_per_child, options.max_memory_per_child)

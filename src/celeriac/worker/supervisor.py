@@ -28,6 +28,7 @@ from .limits import HARD_LIMIT_EXIT_CODE
 from .pool import RECYCLED_EXIT_CODE, PoolSlot, create_pool
 from .remote import ProcessControl, SupervisorControl
 from .revocations import Revocations
+from . import stacks
 
 if TYPE_CHECKING:
     from ..app import Celeriac
@@ -153,6 +154,7 @@ class Worker:
         if self.install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                 signal.signal(sig, self._request_stop)
+            stacks.install_in_supervisor(self.pool.pids)
         try:
             self.heartbeat()  # the lease exists before any slot claims a message
             self.app.broker.upgrade_legacy_layout()  # an earlier version's queued messages, before any fetch
