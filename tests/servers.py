@@ -140,7 +140,7 @@ class RabbitServer:
             try:
                 self.start()
                 return
-            except RuntimeError as exc:
+            except BaseException as exc:  # a test's timeout too: never leave a VM running behind
                 self.stop()
                 if attempt == 2 or not _port_clash(str(exc)):
                     shutil.rmtree(self.dir, ignore_errors=True)
@@ -241,7 +241,7 @@ class RabbitCluster:
             try:
                 self._boot(attempt)
                 return
-            except RuntimeError as exc:
+            except BaseException as exc:  # a test's timeout too: never leave three VMs running behind
                 if attempt == 2 or not _port_clash(str(exc)):
                     self.close()
                     raise

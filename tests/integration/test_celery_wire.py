@@ -97,6 +97,8 @@ def test_celery_client_to_celeriac_worker(wire: dict[str, str], procs: list[Work
         out["state"], out["failed"] = failing.state, failing.failed()
         sent = time.time()
         out["ran_after"] = app.send_task("tasks.now", countdown=2).get(timeout=20) - sent
+        sent = time.time()  # a countdown shorter than RabbitMQ's delay unit (0.1 s): still never early
+        out["short_ran_after"] = app.send_task("tasks.now", countdown=0.06).get(timeout=20) - sent
         chain = (signature("tasks.add", (1, 1)) | signature("tasks.add", (2,))).apply_async()
         out["chain"], out["chain_ids"] = chain.get(timeout=20), [chain.parent.id, chain.id]
         out["parent"] = chain.parent.get(timeout=5)
@@ -105,6 +107,7 @@ def test_celery_client_to_celeriac_worker(wire: dict[str, str], procs: list[Work
     assert out["raised"] == ["builtins", "ValueError", "bad input x", True]
     assert out["state"] == "FAILURE" and out["failed"] is True
     assert out["ran_after"] >= 2.0, out["ran_after"]
+    assert out["short_ran_after"] >= 0.06, out["short_ran_after"]
     assert out["chain"] == 4 and out["parent"] == 2
     for task_id in out["chain_ids"]:  # the celeriac worker ran both steps under the ids Celery handed out
         worker.wait_for(rf"tasks\.add\[{task_id}\] succeeded")

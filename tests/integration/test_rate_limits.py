@@ -69,6 +69,8 @@ def test_rate_limited_task_does_not_block_others(tasks: Any, start_worker: Any) 
     sent = time.monotonic()
     others = [tasks.add.delay(i, i) for i in range(50)]
     assert [r.get(timeout=30) for r in others] == [i + i for i in range(50)]
-    assert time.monotonic() - sent < 3.0  # did not wait behind the limited ones
+    # Did not wait behind the limited ones (5 s of them at 20/s, a wall-clock rate no load changes):
+    # the others pass the 100 deferred messages in front of them (~1 s here, 3.5 s seen on a loaded CI).
+    assert time.monotonic() - sent < 4.5
     assert sum(1 for r in limited if r.ready()) < 100
     assert len([r.get(timeout=60) for r in limited]) == 100

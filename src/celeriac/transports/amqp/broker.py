@@ -360,9 +360,15 @@ class AMQPBroker(DeadLetters, Broker):
 
     def _deferred(self, link: _Link, method: Any, props: Any, delivery: Delivery) -> bool:
         """A message whose `eta` is still ahead (a Celery client sends its countdown that way,
-        straight to the queue) walks the delay levels instead of waiting in a worker's memory."""
+        straight to the queue) walks the delay levels instead of waiting in a worker's memory;
+        one due within a delay unit is held here until its time (another trip through the
+        levels would make it up to a unit late), so it never runs early."""
         eta = eta_of(props.headers)
-        if eta is None or eta <= time.time() + DELAY_UNIT:
+        ahead = eta - time.time() if eta is not None else 0.0
+        if ahead <= 0:
+            return False
+        if ahead <= DELAY_UNIT:
+            link.conn.sleep(ahead)  # pika's sleep: the connection's heartbeats and deliveries go on
             return False
         self._publish_confirmed(link, Outgoing(delivery.queue, delivery.payload, delivery.priority, eta))
         link.consume.basic_ack(method.delivery_tag)
