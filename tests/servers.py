@@ -121,6 +121,11 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# The queues the tests send to (RabbitMQ cannot list its queues over AMQP; a queue not named
+# here keeps what a test left in it).
+TEST_QUEUES = ["celery", "special", "other", "q", "elsewhere", "only-this-one", "x", "y", "updated", "task-queue",
+               "side", "second", "reports", "periodic", "nowhere", "math", "later", "kwq", "first", "fast", "extra",
+               "mine", "from-config", "from-class", "from-object", "from-marker", "from-app", "on-class"]
 RABBIT_BIN = "/usr/lib/rabbitmq/bin"  # Debian's scripts that run as the calling user (no su)
 
 
@@ -194,12 +199,15 @@ class RabbitServer:
             return False
 
     def reset(self) -> None:
-        """Delete the queues tests use, so each test starts empty."""
+        """Delete the queues tests use, so each test starts empty - with their priority queues: a
+        test's task left running at its end goes back to its queue, and a later test's worker
+        took it from there (a 30 s task from `celeriac.priority.celery` kept one busy past its test)."""
         import pika
         conn = pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"))
         try:
             channel = conn.channel()
-            for queue in ["celery", "special", "celeriac.dead", *[f"celeriac.delay.{i}" for i in range(32)]]:
+            for queue in [*TEST_QUEUES, *[f"celeriac.priority.{q}" for q in TEST_QUEUES], "celeriac.dead",
+                          *[f"celeriac.delay.{i}" for i in range(32)]]:
                 channel.queue_delete(queue)
         finally:
             conn.close()

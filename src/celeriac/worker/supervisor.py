@@ -123,6 +123,12 @@ class Worker:
         self._wakeup.set()
 
     def heartbeat(self) -> None:
+        since = time.monotonic() - self._last_beat
+        if self._last_beat and since > self.options.lease_timeout / 2:
+            # Past the lease, other workers count this one dead and hand out what it holds.
+            logger.warning("the lease was renewed %.1fs after the last renewal (lease %.1fs, interval %.1fs): this "
+                           "worker's main loop or machine stalled", since, self.options.lease_timeout,
+                           self.options.heartbeat_interval)
         info = {"hostname": self.options.hostname, "pid": os.getpid(), "pool": self.options.pool,
                 "concurrency": self.options.concurrency, "queues": self.options.queues,
                 **self._activity()}
