@@ -11,7 +11,6 @@ A name that is in neither celeriac nor Celery is most likely misspelled: warned 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 from dataclasses import dataclass
@@ -201,6 +200,7 @@ def settings_warnings(conf: Mapping[str, Any]) -> list[str]:
         elif key not in DEFAULTS:
             if inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value):
                 continue  # code in a settings module (`import os`, a helper function), not a setting
+            import difflib  # only for a misspelt setting: not on every start
             near = difflib.get_close_matches(key, list(DEFAULTS) + list(DIFFERENT) + list(UNSUPPORTED), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             lines.append(f"unknown setting {key!r}: neither celeriac nor Celery has it{hint}; it has no effect")

@@ -69,6 +69,20 @@ def record(path: str, value: str) -> str:
 
 
 @app.task
+def run_until_released(path: str, value: str, release: str, most: float = 60.0) -> str:
+    """Runs (recording its start and end) until the file `release` exists: the test, not a
+    guess of how slow the machine is, decides how long it runs."""
+    with open(path, "a") as f:
+        f.write(f"start {value} {os.getpid()}\n")
+    deadline = time.monotonic() + most
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with open(path, "a") as f:
+        f.write(f"end {value} {os.getpid()}\n")
+    return value
+
+
+@app.task
 def sleep_then_record(path: str, value: str, seconds: float) -> str:
     with open(path, "a") as f:
         f.write(f"start {value} {os.getpid()}\n")

@@ -29,8 +29,8 @@ def test_inspect_two_workers(tasks: Any, start_worker: Any, tmp_path: Path, brok
     inspect = tasks.app.control.inspect(timeout=2.0)
 
     # What is running and waiting, first, while it runs.
-    trace = tmp_path / "trace"
-    long = [tasks.sleep_then_record.delay(str(trace), f"t{i}", 8) for i in range(4)]
+    trace, release = tmp_path / "trace", tmp_path / "release"
+    long = [tasks.run_until_released.delay(str(trace), f"t{i}", str(release)) for i in range(4)]
     wait_until(lambda: (trace.read_text().count("start") if trace.exists() else 0) == 2, 20, message="2 running")
     seen: dict[str, Any] = {}
 
@@ -44,9 +44,9 @@ def test_inspect_two_workers(tasks: Any, start_worker: Any, tmp_path: Path, brok
     active = wait_until(both_running, 30, message="both running tasks in inspect active")
     running = sorted(item["id"] for items in active.values() for item in items)
     assert len(running) == 2 and set(running) <= {r.id for r in long}
-    assert all(item["name"] == "tasks_app.sleep_then_record" for items in active.values() for item in items)
+    assert all(item["name"] == "tasks_app.run_until_released" for items in active.values() for item in items)
     wait_until(lambda: "2 worker(s) replied." in (out := _cli(app_env, "inspect", "active", "--timeout", "2").stdout)
-               and out.count("tasks_app.sleep_then_record") == 2, 30, message="the CLI's table of both tasks")
+               and out.count("tasks_app.run_until_released") == 2, 30, message="the CLI's table of both tasks")
     reserved = inspect.reserved()
     if broker_kind == "amqp":  # RabbitMQ cannot list what a consumer holds
         assert all("error" in value for value in reserved.values())
@@ -68,6 +68,7 @@ def test_inspect_two_workers(tasks: Any, start_worker: Any, tmp_path: Path, brok
     out = _cli(app_env, "inspect", "ping", "--json", "--timeout", "2")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"a@host": {"ok": "pong"}, "b@host": {"ok": "pong"}}
+    release.touch()  # the two running end; the two waiting run and end at once
     for result in long:
         result.get(timeout=30)
 

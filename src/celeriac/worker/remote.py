@@ -19,7 +19,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import protocol
+from .. import protocol, states
 from ..exceptions import CeleriacError, OperationalError
 from . import introspect, slotinfo
 from .command_state import SET_PREFETCH, CommandState
@@ -226,7 +226,18 @@ class SupervisorControl:
                                          time_start=None, worker_pid=None)
             request["eta"], request["priority"] = msg.headers.get("eta"), props.get("priority")
             out.append(request)
-        return out
+        return self._not_finished(out)
+
+    def _not_finished(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Without those that ran meanwhile: a task that just finished leaves its slot before its
+        message is acknowledged (with the batch), and it was never waiting."""
+        if not requests:
+            return requests
+        try:
+            metas = self.app.backend.get_many([r["id"] for r in requests])
+        except OperationalError:
+            return requests
+        return [r for r in requests if (metas.get(r["id"]) or {}).get("status") not in states.READY_STATES]
 
     def do_reserved(self, **_: Any) -> list[dict[str, Any]] | dict[str, str]:
         held = self._held()
