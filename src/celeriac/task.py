@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, NoReturn, ParamSpec, Sequence, TypeVar
 
-from . import states
+from . import protocol, states
 from .exceptions import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
@@ -222,7 +221,7 @@ class Task(Generic[P, R]):
               retries: int = 0, throw: bool | None = None, **options: Any) -> "EagerResult[R]":
         """Run the task in this process, now, with retries and handlers; returns an EagerResult."""
         from .execution import apply_eagerly
-        return apply_eagerly(self, tuple(args or ()), dict(kwargs or {}), task_id=task_id or str(uuid.uuid4()),
+        return apply_eagerly(self, tuple(args or ()), dict(kwargs or {}), task_id=task_id or protocol.new_id(),
                              retries=retries, throw=throw, options=options)
 
     def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult[R]":
@@ -236,7 +235,7 @@ class Task(Generic[P, R]):
         nothing is sent if it rolls back. The id is chosen now, so it can be saved in that
         transaction; it stays PENDING for good if the transaction rolls back."""
         from .contrib.django import on_commit
-        task_id = options.pop("task_id", None) or str(uuid.uuid4())
+        task_id = options.pop("task_id", None) or protocol.new_id()
         on_commit(lambda: self.apply_async(args, kwargs, task_id=task_id, **options), using=using)
         return self.AsyncResult(task_id)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -139,13 +140,20 @@ def test_kombu_envelope_from_the_cached_headers_text_is_the_same(app: Celeriac) 
         assert from_text == protocol.kombu_envelope(decoded, "celery", 0, delivery_tag="tag")
 
 
-def test_new_ids_are_version_4_uuids() -> None:
+def test_new_ids_are_time_ordered_version_7_uuids() -> None:
+    before = time.time_ns() / 1e9  # (this module stills time.time for its messages)
     ids = protocol.new_ids(5000) + [protocol.new_id() for _ in range(100)]
+    after = time.time_ns() / 1e9
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
-    assert protocol.new_ids(0) == []
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        made = int(text.replace("-", "")[:12], 16) / 1000  # the first 48 bits: Unix time in ms
+        assert before - 0.002 <= made <= after + 0.002 + 5000 / 4096 / 1000
+    # in the order they were made (a group's members, then one call after another): an
+    # index on the id takes them at its end
+    assert ids == sorted(ids)
+assert protocol.new_ids(0) == []
 
 
 def test_the_fast_json_text_is_the_encoders_text() -> None:

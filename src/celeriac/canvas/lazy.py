@@ -17,11 +17,10 @@ into JSON, which reads the rest of the generator first.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import signals, states
+from .. import protocol, signals, states
 from ..brokers import Outgoing
 from .signature import _TIMING_OPTIONS, TAIL_OPTIONS, Signature, _as_list, _root_of, merge_options
 
@@ -89,7 +88,7 @@ def send_lazy_chord(ch: "chord", args: Any, kwargs: dict[str, Any] | None,
     if errbacks:
         body.options["link_error"] = _as_list(body.options.get("link_error")) + errbacks
     body_result = body.freeze()
-    group_id = str(lazy.options.get("task_id") or uuid.uuid4())
+    group_id = str(lazy.options.get("task_id") or protocol.new_id())
     running = current_task_and_request()
     request = running[1] if running is not None and not running[1].called_directly else None
     known_children = len(request.children) if request is not None else 0

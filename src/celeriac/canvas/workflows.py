@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 from typing import TYPE_CHECKING, Any, Iterable, Self, cast
 
 from .. import protocol
@@ -321,7 +320,7 @@ class group(_TaskList):  # noqa: N801 - Celery's name
             rest = continuation[:-1]
             return as_chord.messages(app, args, kwargs, {**{k: v for k, v in options.items() if k != "chain"},
                                                          **({"chain": rest} if rest else {})})
-        group_id = opts.pop("task_id", None) or self.options.setdefault("task_id", str(uuid.uuid4()))
+        group_id = opts.pop("task_id", None) or self.options.setdefault("task_id", protocol.new_id())
         for key in ("group_id", "group_index", "chord"):
             opts.pop(key, None)
         return members_messages(app, self._members(), args, kwargs, opts, group_id)  # big groups: bulk.py
@@ -334,7 +333,7 @@ class group(_TaskList):  # noqa: N801 - Celery's name
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> "GroupResult":
         from ..result import GroupResult
-        group_id = self.options.get("task_id") or str(uuid.uuid4())
+        group_id = self.options.get("task_id") or protocol.new_id()
         errbacks = _as_list(self.options.get("link_error")) + _as_list(options.pop("link_error", None))
         members = [m.clone(link_error=errbacks) if errbacks else m for m in self._members()]
         return GroupResult(group_id, [cast(chord, m).header.apply(args, kwargs, **options) if _is_nested_group(m)
@@ -469,7 +468,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         body.freeze()
         self["kwargs"]["body"] = body
         header = self.header
-        group_id = header.options.setdefault("task_id", str(uuid.uuid4()))
+        group_id = header.options.setdefault("task_id", protocol.new_id())
         members = header._members()
         if not members:  # nothing to wait for: the body runs now, with no results
             return body.messages(app, ([],), {}, {k: v for k, v in opts.items() if k in _TIMING_OPTIONS})

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from ...brokers.base import (EventChannel, EventSubscription, LeaseState, Outgoing, Publisher, ScheduleStore, Tick,
                            clamp_priority, safe_url, frame_events, unframe_events)
 from .keys import Keys
+from .publish import pack
 from .topology import cluster_client, is_cluster, is_cluster_url, is_sentinel_url, sentinel_client
 from ...exceptions import ImproperlyConfigured, OperationalError
 
@@ -164,7 +165,7 @@ def pipelined(client: Any, *commands: tuple[Any, ...]) -> list[Any]:
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command(conn.pack_commands(commands))
+        conn.send_packed_command(pack(conn, commands))
         return [conn.read_response() for _ in commands]
     except BaseException:
         conn.disconnect()
