@@ -116,6 +116,27 @@ def test_importing_celeriac_imports_no_client_library() -> None:
     assert out.strip() == "[]"
 
 
+def test_an_app_given_a_url_loads_that_transport_without_connecting() -> None:
+    # The client library is imported where the app is configured, not by the first delay().
+    code = textwrap.dedent("""
+        import sys
+        from celeriac import Celeriac
+        from celeriac.exceptions import ImproperlyConfigured
+        app = Celeriac("warm", broker="redis://127.0.0.1:1/0", backend="amqp://nobody@127.0.0.1:1//")
+        print("redis" in sys.modules, "celeriac.transports.redis.broker" in sys.modules,
+              "pika" in sys.modules, "psycopg" in sys.modules)
+        app.conf.result_backend = "postgresql://u:secret@127.0.0.1:1/db"
+        print("celeriac.transports.postgres.results" in sys.modules)
+        odd = Celeriac("odd", broker="nope://somewhere")  # reported at first use, as before
+        try:
+            odd.broker
+        except ImproperlyConfigured as exc:
+            print("first use:", "nope://" in str(exc))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split("\n")[:3] == ["True True False False", "True", "first use: True"], out.stderr
+
+
 def test_every_declared_implementation_imports() -> None:
     found = transports.discover()
     assert {"sqlite", "redis", "amqp", "postgres", "memory"} <= set(found)

@@ -124,6 +124,8 @@ class Celeriac(Sending):
         "task_queues", "task_max_deliveries"})
 
     def _setting_changed(self, key: str) -> None:
+        if key == "broker_url" or key == "result_backend":
+            _load_transport(self.conf._data[key], "broker" if key == "broker_url" else "results")
         if key in self._TRANSPORT_SETTINGS and getattr(self, "_broker", None) is not None \
                 or key in self._TRANSPORT_SETTINGS and getattr(self, "_backend", None) is not None:
             self._reset_connections()
@@ -493,6 +495,24 @@ class _SharedTask:
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self._task(), item)
+
+
+def _load_transport(url: Any, what: str) -> None:
+    """Import the client library of the transport a broker (`what` "broker") or result store
+    ("results") URL names, without connecting: redis-py alone takes ~0.1 s to import, which
+    the process's first `delay()` would otherwise pay (a web app's first request, say); set
+    with the URL, it is paid where the app is configured. A URL no transport serves, or a
+    missing extra, is reported by the first use, as it would be without this."""
+    from .. import transports
+
+    if not url or not isinstance(url, str):
+        return
+    try:
+        transport = transports.for_url((celery_urls.broker_url if what == "broker" else celery_urls.backend_url)(url))
+        if transport is not None and getattr(transport, what) is not None:
+            transport.load(what)
+    except Exception:  # noqa: BLE001 - reported where the transport is first used
+        logger.debug("the transport of %s was not loaded in advance", safe_url(url), exc_info=True)
 
 
 def _django_installed_apps() -> list[str]:
