@@ -445,7 +445,8 @@ class Events:
 
     def Receiver(self, connection: Any = None, handlers: dict[str, Handler] | None = None,  # noqa: N802
                  **kwargs: Any) -> Receiver:
-        return Receiver(connection, handlers, app=self.app, **kwargs)
+        kwargs.setdefault("app", self.app)  # `app=` given too (as Celery code may) is the same app
+        return Receiver(connection, handlers, **kwargs)
 
     def Dispatcher(self, connection: Any = None, hostname: str | None = None,  # noqa: N802
                    enabled: bool = True, **kwargs: Any) -> EventDispatcher:

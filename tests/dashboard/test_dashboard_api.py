@@ -124,3 +124,59 @@ def test_queue_and_dead_letter_actions(tasks: Any, start_worker: Any, start_dash
     answer = dashboard.post(f"/api/tasks/{slow.id}/revoke", {"terminate": True})
     assert answer.status_code == 200
     assert wait_until(lambda: slow.state == "REVOKED", 20)
+
+
+def test_events_from_E_workers_links_and_revoke(tasks: Any, start_worker: Any, start_dashboard: Any,
+                                                tmp_path: Path) -> None:
+    from celeriac import chord
+
+    dashboard = start_dashboard()  # before the worker: it sees the events from the first one
+    worker = start_worker("-c", "1", "-E", "-n", "ev1@host")
+    ok = [tasks.add.delay(i, 1) for i in range(3)]
+    assert [r.get(timeout=20) for r in ok] == [1, 2, 3]
+    with pytest.raises(ValueError, match="boom"):
+        tasks.fail.delay().get(timeout=20)
+
+    add, on = (("task", "tasks_app.add"), ("worker", "ev1@host")), ("worker", "ev1@host")
+    succeeded = ("flower_events_total", (("task", "tasks_app.add"), ("type", "task-succeeded"), on))
+    metrics = wait_until(lambda: (m := samples(dashboard.http.get("/metrics").text)).get(succeeded) == 3 and m, 20)
+    assert metrics[("flower_events_total", (("task", "tasks_app.fail"), ("type", "task-failed"), on))] == 1
+    assert metrics[("flower_events_total", (("task", "tasks_app.add"), ("type", "task-received"), on))] == 3
+    assert metrics[("flower_task_runtime_seconds_count", add)] == 3
+    assert metrics[("flower_task_runtime_seconds_bucket", (("le", "+Inf"), *add))] == 3
+    assert 0 <= metrics[("flower_task_prefetch_time_seconds", add)] < 20
+    timeline = [step["event"] for step in dashboard.get(f"/api/tasks/{ok[0].id}")["timeline"]]
+    assert timeline == ["task-received", "task-started", "task-succeeded"]  # the events, not the record
+
+    release = tmp_path / "release"
+    running = tasks.run_until_released.delay(str(tmp_path / "log"), "x", str(release))
+    executing = ("flower_worker_number_of_currently_executing_tasks", (on,))
+    wait_until(lambda: samples(dashboard.http.get("/metrics").text).get(executing) == 1, 20)
+    release.touch()
+    assert running.get(timeout=20) == "x"
+
+    # Where a task leads: its chord body, its callbacks, its children.
+    body = chord([tasks.add.s(1, 1), tasks.add.s(2, 2)])(tasks.tsum.s())
+    assert body.get(timeout=30) == 6
+    header = body.parent
+    first = wait_until(lambda: (d := dashboard.http.get(f"/api/tasks/{header.results[0].id}").json()).get("args") and d,
+                       10)
+    assert first["chord"] == body.id and first["group_id"] == header.id
+    follow = tasks.add.s(10).set(task_id="link-0123456789")
+    linked = tasks.add.apply_async((1, 1), link=follow)
+    assert linked.get(timeout=20) == 2
+    assert AsyncResult("link-0123456789", app=tasks.app).get(timeout=20) == 12
+    assert wait_until(lambda: dashboard.get(f"/api/tasks/{linked.id}")["callbacks"], 10) == ["link-0123456789"]
+    spawner = tasks.spawn_group.delay(2)
+    assert spawner.get(timeout=20) == 2
+    children = wait_until(lambda: dashboard.get(f"/api/tasks/{spawner.id}")["children"], 10)
+    assert len(children) == 2 and sorted(AsyncResult(c, app=tasks.app).get(timeout=20) for c in children) == [0, 2]
+
+    # Revoke (not terminate) a task that waits for its countdown: it never runs.
+    later = tasks.add.apply_async((5, 5), countdown=2)
+    answer = dashboard.post(f"/api/tasks/{later.id}/revoke", {})
+    assert answer.status_code == 200, answer.text
+    assert wait_until(lambda: later.state == "REVOKED", 20)
+
+    worker.kill()  # killed without a goodbye: it leaves every metric, the event-made ones too
+    wait_until(lambda: "ev1@host" not in dashboard.http.get("/metrics").text, 30)

@@ -67,6 +67,7 @@ class DashboardData:
                                 parent_id=meta.get("parent_id"), root_id=meta.get("root_id"),
                                 retries=int(meta.get("retries") or 0))
         detail = self._summary(record)
+        detail.update(_workflow_links(record.args))
         failed = detail["state"] in states.EXCEPTION_STATES
         detail.update(result=None if failed else meta.get("result"),
                       exception=_exception_text(meta.get("result")) if failed else None,
@@ -146,6 +147,28 @@ class DashboardData:
                 "lease_expires_in": max(0.0, lease.expires_in)}
 
 
+def _workflow_links(text: str) -> dict[str, Any]:
+    """The tasks this one leads to, from the embed of its message body [args, kwargs, embed]:
+    the chord body it is a header of, and its link / link_error callbacks (ids, when set)."""
+    try:
+        embed = json.loads(text)[2] if text else None
+    except (ValueError, IndexError, TypeError, KeyError):
+        embed = None
+    if not isinstance(embed, dict):
+        return {"chord": None, "callbacks": [], "errbacks": []}
+
+    def task_id(signature: Any) -> str | None:
+        options = signature.get("options") if isinstance(signature, dict) else None
+        found = options.get("task_id") if isinstance(options, dict) else None
+        return found if isinstance(found, str) else None
+
+    def ids(signatures: Any) -> list[str]:
+        return [i for i in map(task_id, signatures if isinstance(signatures, list) else []) if i]
+
+    return {"chord": task_id(embed.get("chord")), "callbacks": ids(embed.get("callbacks")),
+            "errbacks": ids(embed.get("errbacks"))}
+
+
 def _split_args(text: str) -> tuple[Any, Any]:
     if not text:
         return None, None
@@ -173,8 +196,13 @@ def _child_ids(children: Any) -> list[str]:
         if isinstance(item, str):
             found.append(item)
         elif isinstance(item, (list, tuple)) and item:
-            if isinstance(item[0], str) and len(item) == 2:
-                found.append(item[0])
+            head = item[0]
+            if isinstance(head, str) and len(item) == 2:  # [task id, parent]
+                found.append(head)
+            elif (len(item) == 2 and isinstance(head, (list, tuple)) and head and isinstance(head[0], str)
+                  and isinstance(item[1], (list, tuple))):  # a group [[group id, parent], [members]]: its tasks
+                for sub in item[1]:
+                    walk(sub)
             else:
                 for sub in item:
                     walk(sub)

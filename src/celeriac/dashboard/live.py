@@ -45,7 +45,7 @@ class EventTracker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                receiver = self.app.events.Receiver(app=self.app)
+                receiver = self.app.events.Receiver()
                 for event in receiver.itercapture(timeout=None, poll=0.5):
                     self.record(event)
                     if self._stop.is_set():
@@ -60,6 +60,8 @@ class EventTracker:
         uuid = str(event.get("uuid") or "")
         with self.lock:
             self.version += 1
+            if kind == "worker-offline":
+                self._forget_worker(worker)
             if not kind.startswith("task-"):
                 return
             if event.get("name"):
@@ -95,6 +97,16 @@ class EventTracker:
             buckets[-1] += runtime
         if kind in ("task-revoked", "task-rejected", "task-succeeded", "task-failed"):
             self.prefetched.get(worker, set()).discard(uuid)
+
+    def _forget_worker(self, worker: str) -> None:
+        """A worker that said goodbye leaves the event metrics (one killed without a word is
+        left out by the scrape, which shows live workers only)."""
+        for key in [k for k in self.events_total if k[0] == worker]:
+            del self.events_total[key]
+        for table in (self.runtimes, self.prefetch_time):
+            for pair in [k for k in table if k[1] == worker]:
+                del table[pair]
+        self.prefetched.pop(worker, None)
 
     def timeline(self, task_id: str) -> list[dict[str, Any]]:
         with self.lock:

@@ -24,8 +24,9 @@ class DashboardCollector:
         self.data, self.tracker = data, tracker
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._event_metrics()
-        yield from self._worker_metrics()
+        workers = self.data.workers()  # only live ones: a dead worker leaves every metric
+        yield from self._event_metrics({worker["hostname"] for worker in workers})
+        yield from self._worker_metrics(workers)
         yield from self._queue_metrics()
         tasks = CounterMetricFamily("celeriac_tasks", "Tasks recorded in the history, by name and state "
                                     "(counted since the result store began)", labels=["name", "state"])
@@ -33,7 +34,8 @@ class DashboardCollector:
             tasks.add_metric([name, state], n)
         yield tasks
 
-    def _event_metrics(self) -> Iterator[Metric]:
+    def _event_metrics(self, live: set[str]) -> Iterator[Metric]:
+        """Flower's event-made metrics, for the workers that are alive now."""
         t = self.tracker
         events = CounterMetricFamily("flower_events", "Number of events", labels=["worker", "type", "task"])
         runtime = HistogramMetricFamily("flower_task_runtime_seconds", "Task runtime", labels=["task", "worker"])
@@ -44,14 +46,20 @@ class DashboardCollector:
                                        "at a worker", labels=["task", "worker"])
         with t.lock:
             for (worker, kind, task), n in sorted(t.events_total.items()):
-                events.add_metric([worker, kind, task], n)
+                if worker in live:
+                    events.add_metric([worker, kind, task], n)
             for (task, worker), counts in sorted(t.runtimes.items()):
+                if worker not in live:
+                    continue
                 buckets = [(_bound(b), counts[i]) for i, b in enumerate(RUNTIME_BUCKETS)]
                 runtime.add_metric([task, worker], buckets, counts[-1])
             for (task, worker), seconds in sorted(t.prefetch_time.items()):
-                prefetch.add_metric([task, worker], seconds)
+                if worker in live:
+                    prefetch.add_metric([task, worker], seconds)
             per_task: dict[tuple[str, str], int] = {}
             for worker, ids in t.prefetched.items():
+                if worker not in live:
+                    continue
                 for uuid in ids:
                     key = (t._names.get(uuid, ""), worker)
                     per_task[key] = per_task.get(key, 0) + 1
@@ -59,11 +67,11 @@ class DashboardCollector:
                 prefetched.add_metric([task, worker], n)
         yield from (events, runtime, prefetch, prefetched)
 
-    def _worker_metrics(self) -> Iterator[Metric]:
+    def _worker_metrics(self, workers: list[dict[str, Any]]) -> Iterator[Metric]:
         online = GaugeMetricFamily("flower_worker_online", "Worker online status", labels=["worker"])
         executing = GaugeMetricFamily("flower_worker_number_of_currently_executing_tasks",
                                       "Number of tasks currently executing at a worker", labels=["worker"])
-        for worker in self.data.workers():  # only live ones: a dead worker leaves the metrics
+        for worker in workers:
             online.add_metric([worker["hostname"]], 1)
             executing.add_metric([worker["hostname"]], worker["active"])
         yield from (online, executing)
