@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from celeriac import AsyncResult  # noqa: E402
 from dashboard_helpers import DashboardProcess  # noqa: E402
-from helpers import wait_until  # noqa: E402
+from helpers import WorkerProcess, wait_until  # noqa: E402
 
 
 @pytest.fixture
@@ -63,6 +64,8 @@ def test_history_from_before_the_dashboard_and_after_its_restart(tasks: Any, sta
 
     workers = wait_until(lambda: [w for w in dashboard.get("/api/workers")["workers"] if w["processed"] >= 4], 10)
     assert workers[0]["hostname"] == "dash1@host" and workers[0]["pool"] == "process"
+    assert workers[0]["concurrency"] == 2 and "celery" in workers[0]["queues"]
+    assert 0 <= workers[0]["heartbeat_age"] < 30
     metrics = samples(dashboard.http.get("/metrics").text)
     assert metrics[("celeriac_tasks_total", (("name", "tasks_app.add"), ("state", "SUCCESS")))] == 3
     assert metrics[("celeriac_tasks_total", (("name", "tasks_app.fail"), ("state", "FAILURE")))] == 1
@@ -111,7 +114,7 @@ def test_queue_and_dead_letter_actions(tasks: Any, start_worker: Any, start_dash
     rejected = tasks.rejects.delay()
     letters = wait_until(lambda: [d for d in dashboard.get("/api/dead-letters")["dead_letters"]
                                   if d["task_id"] == rejected.id], 20)
-    assert "rejected by the task" in letters[0]["reason"]
+    assert "rejected by the task" in letters[0]["reason"] and letters[0]["deliveries"] == 1
     metrics = samples(dashboard.http.get("/metrics").text)
     assert metrics[("celeriac_dead_letters", (("queue", "celery"),))] >= 1
     answer = dashboard.post("/api/dead-letters/requeue", {"ids": [letters[0]["id"]]})
@@ -180,3 +183,27 @@ def test_events_from_E_workers_links_and_revoke(tasks: Any, start_worker: Any, s
 
     worker.kill()  # killed without a goodbye: it leaves every metric, the event-made ones too
     wait_until(lambda: "ev1@host" not in dashboard.http.get("/metrics").text, 30)
+
+
+def test_periodic_page_shows_the_leading_beat_and_its_ticks(tasks: Any, app_env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    env = dict(app_env, BEAT_TEST_SCHEDULE=json.dumps({"dash-tick": [1, "skip"]}),
+               BEAT_TEST_FILE=str(tmp_path / "ticks.jsonl"), BEAT_TEST_LEASE="2")
+    dashboard = DashboardProcess(tmp_path, env)
+    try:
+        idle = dashboard.get("/api/periodic")
+        assert [e["name"] for e in idle["entries"]] == ["dash-tick"]
+        assert idle["leader"] is None and idle["entries"][0]["last"] is None  # no beat has run yet
+        beat = WorkerProcess(tmp_path, env, command="beat")
+        try:
+            beat.wait_for(r"beat \S+: \d+ entr")
+            page = wait_until(lambda: (p := dashboard.get("/api/periodic"))["leader"] and p["entries"][0]["last"] and p,
+                              20, message="the periodic page naming the leading beat and a tick")
+            assert int(page["leader"].split(":")[1]) == beat.proc.pid
+            entry = page["entries"][0]
+            assert entry["task"] == "tasks_app.record_tick" and entry["schedule"] and entry["missed"] == "skip"
+            assert entry["next"] > entry["last"] and 0 <= entry["due_in"] <= 1.0  # both "YYYY-MM-DD hh:mm:ss"
+        finally:
+            beat.stop()
+    finally:
+        dashboard.stop()
