@@ -54,8 +54,9 @@ def test_commit_delivers_and_rollback_never(tasks: Any, start_worker: Any, order
         with app.transaction(conn):
             conn.execute("INSERT INTO public.orders (item) VALUES ('kept')")
             kept = tasks.add.delay(1, 2)
+            by_name = app.send_task("tasks_app.add", (5, 5))
             assert ready_count(orders) == 0, "a worker could see the task before the commit"
-        assert ready_count(orders) == 1
+        assert ready_count(orders) == 2
         with pytest.raises(RuntimeError):
             with app.transaction(conn):
                 conn.execute("INSERT INTO public.orders (item) VALUES ('gone')")
@@ -67,9 +68,9 @@ def test_commit_delivers_and_rollback_never(tasks: Any, start_worker: Any, order
             outer = tasks.add.apply_async((3, 3), countdown=0.1)
             app.send_task("tasks_app.add", (4, 4))
         conn.rollback()
-    assert order_count(orders) == 1 and ready_count(orders) == 1
+    assert order_count(orders) == 1 and ready_count(orders) == 2
     start_worker("-c", "1")
-    assert kept.get(timeout=20) == 3
+    assert kept.get(timeout=20) == 3 and by_name.get(timeout=20) == 10
     time.sleep(1.0)  # the worker is idle; nothing else may turn up
     assert gone.state == states.PENDING and outer.state == states.PENDING
     assert ready_count(orders) == 0
@@ -223,19 +224,24 @@ def test_errors_name_the_server_never_the_password(postgres_server: Any) -> None
     assert "s3cret-pw" not in str(caught.value) and f"127.0.0.1:{port}" in str(caught.value)
 
 
-def test_result_store_serves_a_redis_broker(tasks: Any, start_worker: Any, redis_server: Any,
-                                            urls: tuple[str, str], app_env: dict[str, str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    if not redis_server.ping():
-        redis_server.start()
-    redis_server.flush()
-    env = dict(app_env, CELERIAC_BROKER_URL=redis_server.url, CELERIAC_RESULT_BACKEND=urls[0])
-    monkeypatch.setenv("CELERIAC_BROKER_URL", redis_server.url)
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_result_store_serves_a_redis_or_rabbitmq_broker(broker: str, tasks: Any, start_worker: Any,
+                                                         request: pytest.FixtureRequest, urls: tuple[str, str],
+                                                         app_env: dict[str, str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    server = request.getfixturevalue("redis_server" if broker == "redis" else "rabbit_server")
+    if not server.ping():
+        server.start()
+    server.flush() if broker == "redis" else server.reset()
+    env = dict(app_env, CELERIAC_BROKER_URL=server.url, CELERIAC_RESULT_BACKEND=urls[0])
+    monkeypatch.setenv("CELERIAC_BROKER_URL", server.url)
     tasks.app._reset_connections()
     start_worker("-c", "1", env=env)
-    assert tasks.add.delay(20, 22).get(timeout=20) == 42
-    with psycopg.connect(urls[0]) as conn:
-        assert conn.execute("SELECT count(*) FROM celeriac.results").fetchone()[0] >= 1
+    result = tasks.add.delay(20, 22)
+    assert result.get(timeout=20) == 42
+    with psycopg.connect(urls[0]) as conn:  # the result is in PostgreSQL, not in the broker's server
+        assert conn.execute("SELECT count(*) FROM celeriac.results WHERE task_id = %s",
+                            (result.id,)).fetchone()[0] == 1
 
 
 # --- a restart of the server under load ---
