@@ -66,6 +66,11 @@ def test_history_from_before_the_dashboard_and_after_its_restart(tasks: Any, sta
     assert workers[0]["hostname"] == "dash1@host" and workers[0]["pool"] == "process"
     assert workers[0]["concurrency"] == 2 and "celery" in workers[0]["queues"]
     assert 0 <= workers[0]["heartbeat_age"] < 30
+    assert [w["hostname"] for w in dashboard.get("/api/workers", params={"hostname": "dash1"})["workers"]] \
+        == ["dash1@host"]
+    assert dashboard.get("/api/workers", params={"queue": "celery"})["total"] == 1
+    assert dashboard.get("/api/workers", params={"hostname": "nobody"}) \
+        == {"workers": [], "limit": 50, "offset": 0, "total": 0, "more": False}
     metrics = samples(dashboard.http.get("/metrics").text)
     assert metrics[("celeriac_tasks_total", (("name", "tasks_app.add"), ("state", "SUCCESS")))] == 3
     assert metrics[("celeriac_tasks_total", (("name", "tasks_app.fail"), ("state", "FAILURE")))] == 1
@@ -105,6 +110,12 @@ def test_queue_and_dead_letter_actions(tasks: Any, start_worker: Any, start_dash
         assert 0 <= ages[("celeriac_queue_oldest_age_seconds", (("queue", "dashq"),))] < 60
     else:  # RabbitMQ cannot tell without taking the message
         assert queues["celery"]["oldest_age"] is None
+    one = dashboard.get("/api/queues", params={"name": "celery"})
+    assert [q["name"] for q in one["queues"]] == ["celery"] and one["total"] == 1
+    first = dashboard.get("/api/queues", params={"limit": 1})
+    assert len(first["queues"]) == 1 and first["more"] and first["total"] >= 2  # celery and special at least
+    second = dashboard.get("/api/queues", params={"limit": 1, "offset": 1})
+    assert second["queues"] != first["queues"]
     answer = dashboard.post("/api/queues/dashq/purge")
     assert answer.status_code == 200 and answer.json()["removed"] == 4
     metrics = samples(dashboard.http.get("/metrics").text)
@@ -115,6 +126,9 @@ def test_queue_and_dead_letter_actions(tasks: Any, start_worker: Any, start_dash
     letters = wait_until(lambda: [d for d in dashboard.get("/api/dead-letters")["dead_letters"]
                                   if d["task_id"] == rejected.id], 20)
     assert "rejected by the task" in letters[0]["reason"] and letters[0]["deliveries"] == 1
+    by_name = dashboard.get("/api/dead-letters", params={"name": "tasks_app.rejects", "queue": "celery"})
+    assert rejected.id in [d["task_id"] for d in by_name["dead_letters"]]
+    assert dashboard.get("/api/dead-letters", params={"name": "tasks_app.add"})["dead_letters"] == []
     metrics = samples(dashboard.http.get("/metrics").text)
     assert metrics[("celeriac_dead_letters", (("queue", "celery"),))] >= 1
     answer = dashboard.post("/api/dead-letters/requeue", {"ids": [letters[0]["id"]]})
@@ -193,6 +207,7 @@ def test_periodic_page_shows_the_leading_beat_and_its_ticks(tasks: Any, app_env:
     try:
         idle = dashboard.get("/api/periodic")
         assert [e["name"] for e in idle["entries"]] == ["dash-tick"]
+        assert dashboard.get("/api/periodic", params={"name": "other"})["entries"] == []
         assert idle["leader"] is None and idle["entries"][0]["last"] is None  # no beat has run yet
         beat = WorkerProcess(tmp_path, env, command="beat")
         try:

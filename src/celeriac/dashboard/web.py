@@ -136,7 +136,11 @@ class Dashboard:
     # --- the JSON API ---
 
     async def api_workers(self, request: Request) -> Response:
-        return _json({"workers": await run_in_threadpool(self.data.workers)})
+        rows = await run_in_threadpool(self.data.workers)
+        hostname, queue = request.query_params.get("hostname"), request.query_params.get("queue")
+        rows = [w for w in rows if (not hostname or hostname in str(w["hostname"]))
+                and (not queue or queue in w["queues"])]
+        return _json(_paged(request, "workers", rows))
 
     async def api_tasks(self, request: Request) -> Response:
         query = _query(request)
@@ -148,14 +152,23 @@ class Dashboard:
         return _json(task) if task is not None else _json({"error": "no such task in the history"}, 404)
 
     async def api_queues(self, request: Request) -> Response:
-        return _json({"queues": await run_in_threadpool(self.data.queues)})
+        rows = await run_in_threadpool(self.data.queues)
+        name = request.query_params.get("name")
+        return _json(_paged(request, "queues", [q for q in rows if not name or q["name"] == name]))
 
     async def api_dead(self, request: Request) -> Response:
-        limit = _int(request.query_params.get("limit"), 200, 10_000)
-        return _json({"dead_letters": await run_in_threadpool(self.data.dead_letters, limit)})
+        p = request.query_params
+        wanted = _int(p.get("offset"), 0, 10_000_000) + _int(p.get("limit"), PAGE_SIZE, 1000)
+        rows = await run_in_threadpool(self.data.dead_letters, min(wanted, 10_000))
+        queue, name = p.get("queue"), p.get("name")
+        rows = [d for d in rows if (not queue or d["queue"] == queue) and (not name or d["name"] == name)]
+        return _json(_paged(request, "dead_letters", rows))
 
     async def api_periodic(self, request: Request) -> Response:
-        return _json(await run_in_threadpool(self.data.periodic))
+        listing = await run_in_threadpool(self.data.periodic)
+        name = request.query_params.get("name")
+        return _json({**listing, **_paged(request, "entries",
+                                          [e for e in listing["entries"] if not name or e["name"] == name])})
 
     async def api_csrf(self, request: Request) -> Response:
         return _json({"token": self.csrf})
@@ -296,6 +309,14 @@ def _float(value: str | None) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+def _paged(request: Request, key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One page of a listing (`limit`, `offset`), under `key`, with the count of all that matched."""
+    limit = _int(request.query_params.get("limit"), PAGE_SIZE, 1000)
+    offset = _int(request.query_params.get("offset"), 0, 10_000_000)
+    return {key: rows[offset:offset + limit], "limit": limit, "offset": offset, "total": len(rows),
+            "more": offset + limit < len(rows)}
 
 
 def _truthy(value: Any) -> bool:
