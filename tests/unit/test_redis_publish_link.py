@@ -87,3 +87,88 @@ def test_a_forked_child_publishes_on_its_own_connection(app: Celeriac) -> None:
     os.waitpid(pid, 0)
     add.delay(2, 2)  # the parent's own connection still works
     assert app.control.queue_sizes(["celery"])["celery"]["ready"] == 3
+
+
+class _Conn:
+    """What ReplySpin reads of a redis-py connection: its socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+
+def test_reply_spin_returns_at_once_when_the_reply_is_there_and_rests_after_late_replies() -> None:
+    import socket
+    import time
+
+    from celeriac.transports.redis.publish import ReplySpin
+
+    ours, server = socket.socketpair()
+    try:
+        spin = ReplySpin(budget_us=20_000)
+        server.sendall(b"+OK\r\n")
+        started = time.perf_counter()
+        spin.wait(_Conn(ours))
+        assert time.perf_counter() - started < 0.015 and spin.misses == 0
+        assert ours.recv(16) == b"+OK\r\n"  # the look only peeked: the reader still gets the reply
+
+        for missed in range(1, ReplySpin.MISSES):  # nothing comes: each look spends its budget
+            started = time.perf_counter()
+            spin.wait(_Conn(ours))
+            assert time.perf_counter() - started >= 0.019 and spin.misses == missed
+        spin.wait(_Conn(ours))
+        assert spin.resting == ReplySpin.REST and spin.misses == 0  # a distant server: stop looking
+        started = time.perf_counter()
+        for _ in range(50):
+            spin.wait(_Conn(ours))
+        assert time.perf_counter() - started < 0.015 and spin.resting == ReplySpin.REST - 50
+    finally:
+        ours.close()
+        server.close()
+
+
+def test_reply_spin_follows_a_new_socket_and_zero_turns_it_off() -> None:
+    import socket
+    import time
+
+    from celeriac.transports.redis.publish import ReplySpin
+
+    first, first_peer = socket.socketpair()
+    second, second_peer = socket.socketpair()
+    try:
+        spin = ReplySpin(budget_us=20_000)
+        first_peer.sendall(b"+OK\r\n")
+        spin.wait(_Conn(first))
+        second_peer.sendall(b"+OK\r\n")  # a reconnect: the look must watch the new socket
+        started = time.perf_counter()
+        spin.wait(_Conn(second))
+        assert time.perf_counter() - started < 0.015 and spin.misses == 0
+
+        off = ReplySpin(budget_us=0)
+        started = time.perf_counter()
+        off.wait(_Conn(first_peer))  # nothing readable there, and no look
+        assert time.perf_counter() - started < 0.015 and off.misses == 0
+        off.wait(_Conn(None))  # not connected yet: nothing to look at
+    finally:
+        for sock in (first, first_peer, second, second_peer):
+            sock.close()
+
+
+def test_publishing_looks_for_replies_and_the_option_turns_it_off(app: Celeriac, redis_server: Any) -> None:
+    add = app.tasks["link.add"]
+    app.conf.celery_wire_queues = []  # both paths: the PUBLISH script, then kombu's list
+    for i in range(100):
+        add.delay(i, i)
+    app.conf.celery_wire_queues = ["celery"]
+    for i in range(100):
+        add.delay(i, i)
+    spin = app.broker._link._local.spin  # type: ignore[attr-defined]
+    assert spin.budget_ns == 100_000  # the default: 100 µs
+    assert app.control.queue_sizes(["celery"])["celery"]["ready"] == 200  # every reply read, none stale
+
+    quiet = Celeriac("link", broker=redis_server.url, backend=redis_server.url,
+                     broker_transport_options={"publish_reply_spin_us": 0})
+    try:
+        quiet.send_task("link.add", (1, 1))
+        assert quiet.broker._link._local.spin.budget_ns == 0  # type: ignore[attr-defined]
+    finally:
+        quiet.close()

@@ -64,7 +64,7 @@ def _sentinel(url: str, options: dict[str, Any], kwargs: dict[str, Any]) -> Any:
     from redis.asyncio.sentinel import Sentinel
     import redis.asyncio as aioredis
     nodes, own, master = sentinel_settings(url, options, kwargs)
-    sentinel = Sentinel(nodes.hosts, sentinel_kwargs=own, username=nodes.username,  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(nodes.hosts, sentinel_kwargs=own, username=nodes.username,  # type: ignore[no-untyped-call, unused-ignore]
                         password=nodes.password, db=nodes.db, **kwargs)
     return sentinel.master_for(master, redis_class=aioredis.Redis)
 

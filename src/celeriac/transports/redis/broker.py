@@ -70,7 +70,8 @@ class RedisBroker(Broker):
         # Publishing on a connection per thread (publish.py) - on one plain server; a
         # cluster, Sentinel's changing master and `wait_replicas` go through redis-py's clients.
         plain = not self.cluster and replica_wait(self.client) is None and not url.startswith("sentinel")
-        self._link = PublishLink(self.client) if plain else None
+        spin_us = float(self.options.get("publish_reply_spin_us", 100))
+        self._link = PublishLink(self.client, spin_us) if plain else None
         self._waiter = TimelyWait(self.client)  # wakes when a delayed message is due, not on Redis' next tick
         # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
         self.wire = frozenset(self.options.get("celery_wire_queues") or ())

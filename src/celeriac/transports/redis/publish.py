@@ -10,11 +10,19 @@ reads every reply before returning: a returned publish means Redis has the messa
 Connection errors are retried like `_redis.Script` retries them (a few attempts, growing
 pauses); any other failure drops the connection, so a half-read reply never leaks into the
 next call.
+
+Waiting for the reply, the thread looks at its socket for a short while before it sleeps in
+the kernel (`ReplySpin`): on a loopback or same-rack server the reply comes back in a few
+tens of microseconds, less than it costs a sleeping thread to be woken (measured on a 2-core
+VM: a loopback round trip of 65-70 µs blocking, 25 µs looking). A server whose replies keep
+coming later than the look's budget (a distant one) turns the looking off for a while, so it
+costs those at most a few budgets per thousand calls.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 import weakref
@@ -40,6 +48,49 @@ def pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
         return [b"".join([_hiredis_pack(command) for command in commands])]
     return conn.pack_commands(commands)  # type: ignore[no-any-return]
 
+class ReplySpin:
+    """How long a publishing thread looks for its reply before it sleeps (see the module docs).
+
+    `budget_us` 0 turns it off. After `MISSES` looks in a row in which the reply came later
+    than the budget, the next `REST` calls do not look (then it tries again)."""
+
+    MISSES = 4
+    REST = 1000
+
+    def __init__(self, budget_us: float) -> None:
+        self.budget_ns = int(budget_us * 1000)
+        self.misses = 0
+        self.resting = 0
+        self._poller: Any = None
+        self._fd = -1
+
+    def wait(self, conn: Any) -> None:
+        """Return once a reply is readable on `conn`'s socket, or the budget is spent; the
+        reply itself is left for redis-py's reader (a zero-timeout poll only looks)."""
+        sock = getattr(conn, "_sock", None)
+        if self.budget_ns <= 0 or sock is None or not hasattr(select, "poll"):
+            return
+        if self.resting:
+            self.resting -= 1
+            return
+        poll = self._poller_for(sock.fileno())
+        deadline = time.perf_counter_ns() + self.budget_ns
+        while not poll(0):
+            if time.perf_counter_ns() >= deadline:
+                self.misses += 1
+                if self.misses >= self.MISSES:
+                    self.misses, self.resting = 0, self.REST
+                return
+        self.misses = 0
+
+    def _poller_for(self, fd: int) -> Callable[[int], list[Any]]:
+        if fd != self._fd:  # a new connection: watch its socket instead
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            self._fd = fd
+        return self._poller.poll  # type: ignore[no-any-return]
+
+
 T = TypeVar("T")
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 
@@ -49,8 +100,9 @@ class PublishLink:
 
     ATTEMPTS = 4
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, spin_us: float = 100) -> None:
         self.pool = client.connection_pool
+        self.spin_us = spin_us
         self._local = threading.local()
         self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # to close them all in close()
 
@@ -61,8 +113,13 @@ class PublishLink:
             pool = self.pool
             conn = pool.connection_class(**pool.connection_kwargs)
             local.conn, local.pid = conn, os.getpid()
+            local.spin = ReplySpin(self.spin_us)
             self._made.add(conn)
         return conn
+
+    def _send(self, conn: Any, commands: Sequence[tuple[Any, ...]]) -> None:
+        conn.send_packed_command(pack(conn, commands))
+        self._local.spin.wait(conn)
 
     def _attempts(self, once: Callable[[Any], T]) -> T:
         delay = 0.02
@@ -89,7 +146,7 @@ class PublishLink:
         wrapped = [("MULTI",), *commands, ("EXEC",)]
 
         def once(conn: Any) -> list[Any]:
-            conn.send_packed_command(pack(conn, wrapped))
+            self._send(conn, wrapped)
             try:
                 replies = [conn.read_response() for _ in wrapped]
             except redis.exceptions.ResponseError:
@@ -107,7 +164,7 @@ class PublishLink:
         """The commands in one write, without MULTI/EXEC (Redis runs them in order, though
         another client's may come between); their replies. An error reply raises it."""
         def once(conn: Any) -> list[Any]:
-            conn.send_packed_command(pack(conn, commands))
+            self._send(conn, commands)
             try:
                 return [conn.read_response() for _ in commands]
             except redis.exceptions.ResponseError:
@@ -120,7 +177,7 @@ class PublishLink:
         """EVALSHA of `script` (loaded first if the server lost its script cache)."""
         def once(conn: Any) -> Any:
             call = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            conn.send_packed_command(pack(conn, [call]))
+            self._send(conn, [call])
             try:
                 return conn.read_response()
             except redis.exceptions.NoScriptError:

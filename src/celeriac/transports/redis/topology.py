@@ -73,7 +73,7 @@ def cluster_client(url: str, kwargs: dict[str, Any]) -> Any:
     nodes = parse_nodes(url, 6379)
     if nodes.db:
         raise ValueError("Redis Cluster has only database 0")
-    startup = [ClusterNode(h, p) for h, p in nodes.hosts]  # type: ignore[no-untyped-call]
+    startup = [ClusterNode(h, p) for h, p in nodes.hosts]  # type: ignore[no-untyped-call, unused-ignore]
     return RedisCluster(startup_nodes=startup, username=nodes.username, password=nodes.password, ssl=nodes.tls,
                         **kwargs)
 
@@ -98,9 +98,9 @@ def sentinel_client(url: str, options: dict[str, Any], kwargs: dict[str, Any]) -
     import redis
     from redis.sentinel import Sentinel
     nodes, own, master = sentinel_settings(url, options, kwargs)
-    sentinel = Sentinel(nodes.hosts, sentinel_kwargs=own, username=nodes.username,  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(nodes.hosts, sentinel_kwargs=own, username=nodes.username,  # type: ignore[no-untyped-call, unused-ignore]
                         password=nodes.password, db=nodes.db, **kwargs)
-    return sentinel.master_for(master, redis_class=redis.Redis)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(master, redis_class=redis.Redis)  # type: ignore[no-untyped-call, unused-ignore]
 
 
 def is_cluster(client: Any) -> bool:
