@@ -290,6 +290,16 @@ def sent_at(data: bytes) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def priority_of(data: bytes) -> int:
+    """The priority (0-9) a packed message was sent with, for putting it back where it was (a
+    requeued dead letter); 0 for bytes that are not a message or carry no priority."""
+    try:
+        value = unpack(data).properties.get("priority")
+    except DecodeError:
+        return 0
+    return max(0, min(9, value)) if type(value) is int else 0
+
+
 # --- kombu's Redis envelope: how Celery's clients and workers store a message in a Redis list ---
 # One JSON object: the body as base64 text, its content type and encoding, the protocol v2
 # headers, and AMQP-like properties (kombu adds a delivery_tag, which its own workers use as

@@ -350,6 +350,28 @@ def test_dead_letter_list_and_requeue(broker: Broker) -> None:
     assert broker.requeue_dead_letters() == 0
 
 
+def test_requeued_dead_letters_keep_the_priority_they_were_sent_with(broker: Broker) -> None:
+    from celeriac import protocol
+
+    def message(name: str, priority: int) -> bytes:
+        return protocol.pack(protocol.build_task_message(str(uuid.uuid4()), name, (), {}, priority=priority,
+                                                         queue="q"))
+
+    sent = {"low": 1, "high": 8, "none": 0}
+    for name, priority in sent.items():
+        pub(broker, "q", message(name, priority), priority=priority)
+    pub(broker, "q", b"not a message at all")
+    taken = fetch_all(broker, ["q"])
+    broker.dead_letter([(d, "failed") for d in taken])
+    high = next(dl for dl in broker.dead_letters() if b'"high"' in dl.payload)
+    assert broker.requeue_dead_letters([high.id]) == 1  # one, by id
+    assert broker.requeue_dead_letters() == 3  # the rest
+    back = fetch_all(broker, ["q"])
+    names = [protocol.unpack(d.payload).task_name if d.payload[:1] == b"[" else "garbage" for d in back]
+    assert names == ["high", "low", "none", "garbage"]  # priority first (higher first), then as they came
+    assert [d.priority for d in back] == [8, 1, 0, 0]
+
+
 def test_dead_letter_keeps_the_delivery_count(broker: Broker) -> None:
     pub(broker, "q", b"p")
     broker.heartbeat("w1", ttl=60)

@@ -166,9 +166,32 @@ def test_publishing_looks_for_replies_and_the_option_turns_it_off(app: Celeriac,
     assert app.control.queue_sizes(["celery"])["celery"]["ready"] == 200  # every reply read, none stale
 
     quiet = Celeriac("link", broker=redis_server.url, backend=redis_server.url,
-                     broker_transport_options={"publish_reply_spin_us": 0})
+                     broker_transport_options={"reply_spin_us": 0})
     try:
         quiet.send_task("link.add", (1, 1))
         assert quiet.broker._link._local.spin.budget_ns == 0  # type: ignore[attr-defined]
     finally:
         quiet.close()
+
+
+def test_pooled_connections_look_for_replies_but_not_for_waiting_commands(redis_server: Any) -> None:
+    from celeriac.transports.redis.client import client_for
+    from celeriac.transports.redis.looking import LookingConnection
+
+    if not redis_server.ping():
+        redis_server.start()
+    client = client_for(redis_server.url, {"reply_spin_us": 50_000})  # 50 ms: a miss would show
+    assert client.connection_pool.connection_class is LookingConnection
+    client.delete("looked")
+    for _ in range(3):  # nothing to pop: each wait ends by its timeout, and is not a look that missed
+        assert client.blpop(["looked"], timeout=0.05) is None
+    conn = client.connection_pool.get_connection()
+    try:
+        assert conn._spin.misses == 0 and conn._spin.resting == 0
+        assert conn._spin.budget_ns == 50_000_000
+    finally:
+        client.connection_pool.release(conn)
+    pipe = client.pipeline(transaction=True)
+    pipe.rpush("looked", 1, 2).lrange("looked", 0, -1).llen("looked")
+    assert pipe.execute() == [2, [b"1", b"2"], 2]  # every reply of a pipeline read, in order
+    assert client.lpop("looked") == b"1"

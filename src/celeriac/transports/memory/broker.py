@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Sequence
 
+from ...protocol import priority_of
 from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, EventSubscription, LeaseState, Outgoing,
                              Publisher, ScheduleStore, Tick, clamp_priority, oldest_of)
 
@@ -281,7 +282,7 @@ class MemoryBroker(Broker):
             chosen = [d for d in self._s.dead if ids is None or d.id in ids]
             self._s.dead = [d for d in self._s.dead if d not in chosen]
             for d in chosen:
-                self._push(d.queue, 0, d.payload)
+                self._push(d.queue, priority_of(d.payload), d.payload)
             self._s.cond.notify_all()
             return len(chosen)
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from .database import PostgresDatabase
 from .wakeups import wait_for
 from .state import PostgresEventChannel, PostgresScheduleStore
+from ...protocol import priority_of
 from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
                              clamp_priority, oldest_of)
 
@@ -323,8 +324,8 @@ class PostgresBroker(Broker):
             rows.sort(key=lambda r: r[0])
             if rows:
                 with conn.cursor() as cur:
-                    cur.executemany(f"INSERT INTO {self.s}.messages (queue, priority, payload) VALUES (%s, 0, %s)",
-                                    [(r[1], r[2]) for r in rows])
+                    cur.executemany(f"INSERT INTO {self.s}.messages (queue, priority, payload) VALUES (%s, %s, %s)",
+                                    [(r[1], priority_of(bytes(r[2])), r[2]) for r in rows])
             self.db.notify(conn, "q", sorted({r[1] for r in rows}))
             return len(rows)
 

@@ -70,7 +70,7 @@ class RedisBroker(Broker):
         # Publishing on a connection per thread (publish.py) - on one plain server; a
         # cluster, Sentinel's changing master and `wait_replicas` go through redis-py's clients.
         plain = not self.cluster and replica_wait(self.client) is None and not url.startswith("sentinel")
-        spin_us = float(self.options.get("publish_reply_spin_us", 100))
+        spin_us = float(self.options.get("reply_spin_us", 100))
         self._link = PublishLink(self.client, spin_us) if plain else None
         self._waiter = TimelyWait(self.client)  # wakes when a delayed message is due, not on Redis' next tick
         # Queues shared with Celery: published to kombu's lists, adopted from them (module docs).
@@ -531,8 +531,23 @@ class RedisBroker(Broker):
             for dead_id in ids:
                 n, _, queue = dead_id.partition("@")
                 by_queue.setdefault(queue, []).append(n)
-        return sum(int(self._run("requeue dead letters", self._requeue_dead, numbers, self._q(queue).block()))
-                   for queue, numbers in by_queue.items())
+        return sum(self._requeue_dead_of(queue, numbers) for queue, numbers in by_queue.items())
+
+    def _requeue_dead_of(self, queue: str, numbers: list[str]) -> int:
+        """Put a queue's dead letters (all of them when `numbers` is empty) back, each at the
+        priority it was sent with (read from its payload here: the script only moves them)."""
+        q = self._q(queue)
+        if not numbers:
+            numbers = [_text(n) for n in guarded(self.url, "read dead letters",
+                                                 functools.partial(self.client.zrange, q.dead, 0, -1))]
+        moved = 0
+        for start in range(0, len(numbers), _CHUNK):
+            chunk = numbers[start:start + _CHUNK]
+            payloads = guarded(self.url, "read dead letters",
+                               functools.partial(self.client.hmget, q.dead_payload, chunk))
+            args = [x for n, p in zip(chunk, payloads, strict=True) for x in (n, protocol.priority_of(p) if p else 0)]
+            moved += int(self._run("requeue dead letters", self._requeue_dead, args, q.block()))
+        return moved
 
     def live_workers(self) -> dict[str, dict[str, Any]]:
         def read() -> dict[str, dict[str, Any]]:

@@ -56,6 +56,10 @@ def client_for(url: str, options: dict[str, Any]) -> Any:
         elif is_sentinel_url(url):
             found = make_client(url, lambda: sentinel_client(url, options, kwargs))
         else:
+            if url.startswith("redis://"):  # plain TCP: its replies are looked for (looking.py)
+                from .looking import LookingConnection
+                kwargs.update(connection_class=LookingConnection,
+                              reply_spin_us=float(options.get("reply_spin_us", 100)))
             found = make_client(url, lambda: redis.Redis.from_url(url, **kwargs))
         replicas = int(options.get("wait_replicas") or 0)
         if replicas > 0:

@@ -11,24 +11,21 @@ Connection errors are retried like `_redis.Script` retries them (a few attempts,
 pauses); any other failure drops the connection, so a half-read reply never leaks into the
 next call.
 
-Waiting for the reply, the thread looks at its socket for a short while before it sleeps in
-the kernel (`ReplySpin`): on a loopback or same-rack server the reply comes back in a few
-tens of microseconds, less than it costs a sleeping thread to be woken (measured on a 2-core
-VM: a loopback round trip of 65-70 µs blocking, 25 µs looking). A server whose replies keep
-coming later than the look's budget (a distant one) turns the looking off for a while, so it
-costs those at most a few budgets per thousand calls.
+Waiting for the reply, the thread looks at its socket for a short while before it sleeps
+(looking.py).
 """
 
 from __future__ import annotations
 
 import os
-import select
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import redis
+
+from .looking import LookingConnection, ReplySpin
 
 if TYPE_CHECKING:
     from .client import Script
@@ -47,49 +44,6 @@ def pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
     if _hiredis_pack is not None:
         return [b"".join([_hiredis_pack(command) for command in commands])]
     return conn.pack_commands(commands)  # type: ignore[no-any-return]
-
-class ReplySpin:
-    """How long a publishing thread looks for its reply before it sleeps (see the module docs).
-
-    `budget_us` 0 turns it off. After `MISSES` looks in a row in which the reply came later
-    than the budget, the next `REST` calls do not look (then it tries again)."""
-
-    MISSES = 4
-    REST = 1000
-
-    def __init__(self, budget_us: float) -> None:
-        self.budget_ns = int(budget_us * 1000)
-        self.misses = 0
-        self.resting = 0
-        self._poller: Any = None
-        self._fd = -1
-
-    def wait(self, conn: Any) -> None:
-        """Return once a reply is readable on `conn`'s socket, or the budget is spent; the
-        reply itself is left for redis-py's reader (a zero-timeout poll only looks)."""
-        sock = getattr(conn, "_sock", None)
-        if self.budget_ns <= 0 or sock is None or not hasattr(select, "poll"):
-            return
-        if self.resting:
-            self.resting -= 1
-            return
-        poll = self._poller_for(sock.fileno())
-        deadline = time.perf_counter_ns() + self.budget_ns
-        while not poll(0):
-            if time.perf_counter_ns() >= deadline:
-                self.misses += 1
-                if self.misses >= self.MISSES:
-                    self.misses, self.resting = 0, self.REST
-                return
-        self.misses = 0
-
-    def _poller_for(self, fd: int) -> Callable[[int], list[Any]]:
-        if fd != self._fd:  # a new connection: watch its socket instead
-            self._poller = select.poll()
-            self._poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-            self._fd = fd
-        return self._poller.poll  # type: ignore[no-any-return]
-
 
 T = TypeVar("T")
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
@@ -119,7 +73,8 @@ class PublishLink:
 
     def _send(self, conn: Any, commands: Sequence[tuple[Any, ...]]) -> None:
         conn.send_packed_command(pack(conn, commands))
-        self._local.spin.wait(conn)
+        if not isinstance(conn, LookingConnection):  # which looks by itself
+            self._local.spin.wait(conn)
 
     def _attempts(self, once: Callable[[Any], T]) -> T:
         delay = 0.02

@@ -285,18 +285,17 @@ end
 return n
 """
 
-# KEYS: a queue block. ARGV: dead id... (none = all of this queue's)
+# KEYS: a queue block. ARGV: dead id, priority, ... (the priority each goes back with)
 REQUEUE_DEAD = COMMON + """
 local q = Q(1)
-local ids = ARGV
-if #ARGV == 0 then ids = redis.call('ZRANGE', q.dead, 0, -1) end
 local n = 0
-for _, dead in ipairs(ids) do
+for i = 1, #ARGV, 2 do
+  local dead = ARGV[i]
   local payload = redis.call('HGET', q.dead_payload, dead)
   if payload then
     local id = redis.call('INCR', q.seq)
     redis.call('HSET', q.payload, id, payload)
-    redis.call('HSET', q.prio, id, 0)
+    redis.call('HSET', q.prio, id, ARGV[i + 1])
     make_ready(q, id)
     n = n + 1
   end

@@ -13,6 +13,7 @@ import time
 from typing import Any, Sequence
 
 from .database import SQLiteDatabase, SQLiteEventChannel, SQLiteScheduleStore, sqlite_path_from_url
+from ...protocol import priority_of
 from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
                              clamp_priority, oldest_of)
 
@@ -261,8 +262,9 @@ class SQLiteBroker(Broker):
         def move(conn: sqlite3.Connection) -> int:
             where, params = ("", ()) if ids is None else (
                 f" WHERE id IN ({','.join('?' * len(ids))})", tuple(int(i) for i in ids))
-            conn.execute("INSERT INTO celeriac_messages(queue, priority, payload) "
-                         f"SELECT queue, 0, payload FROM celeriac_dead{where} ORDER BY id", params)
+            rows = conn.execute(f"SELECT queue, payload FROM celeriac_dead{where} ORDER BY id", params).fetchall()
+            conn.executemany("INSERT INTO celeriac_messages(queue, priority, payload) VALUES (?, ?, ?)",
+                             [(queue, priority_of(payload), payload) for queue, payload in rows])
             return conn.execute(f"DELETE FROM celeriac_dead{where}", params).rowcount
 
         return int(self._write(move))
