@@ -21,6 +21,7 @@ import time
 from typing import Any, Sequence
 
 from ... import protocol
+from .client import reply_text as _text, score_pairs as _pairs
 from .client import (RedisEventChannel, RedisScheduleStore, Script, client_for, close_client, guarded, key_prefix,
                       kombu_prefix, pipelined, replica_wait, transaction)
 from .keys import KOMBU_STEPS, Keys, QueueKeys, kombu_list, kombu_lists, kombu_unacked
@@ -32,9 +33,10 @@ from .legacy import LegacyLayout
 # once, and two threads importing these two modules concurrently once met a half-made module.
 from ...brokers.celery_events import MirroredEventChannel  # Celery's monitors see us too
 from .celery_events import redis_mirror
-from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
+from ...brokers.base import (Broker, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
                              clamp_priority, oldest_of)
 from .publish import PublishLink
+from .dead_letters import DeadLetters
 from .waiting import TimelyWait
 
 logger = logging.getLogger("celeriac.worker")
@@ -43,7 +45,7 @@ _CHUNK = 500  # messages per script call: keeps each call short so Redis stays r
 _BAND = 10**12  # one priority's span of ready-set scores
 
 
-class RedisBroker(Broker):
+class RedisBroker(DeadLetters, Broker):
     schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "sentinel")
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
@@ -502,53 +504,6 @@ class RedisBroker(Broker):
 
         return oldest_of(guarded(self.url, "oldest waiting", read))
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The newest dead letters of every queue. Their ids say the queue: '<number>@<queue>'."""
-        def read() -> list[DeadLetter]:
-            queues = self._known_queues()
-            tops = pipelined(self.client, *(("ZREVRANGE", self._q(q).dead, 0, limit - 1, "WITHSCORES")
-                                             for q in queues)) if queues else []
-            newest = sorted(((float(score), int(n), q) for q, top in zip(queues, tops, strict=True)
-                             for n, score in _pairs(top)), reverse=True)[:limit]
-            out = []
-            for _score, n, queue in newest:
-                payload, info = pipelined(self.client, ("HGET", self._q(queue).dead_payload, n),
-                                          ("HGET", self._q(queue).dead_info, n))
-                meta = json.loads(info) if info else {}
-                out.append(DeadLetter(f"{n}@{queue}", meta.get("queue", queue), payload or b"", meta.get("reason", ""),
-                                      float(meta.get("at", 0)), int(meta.get("deliveries", 0))))
-            return out
-
-        return guarded(self.url, "read dead letters", read)
-
-    def requeue_dead_letters(self, ids: Sequence[str] | None = None) -> int:
-        if ids is not None and not ids:
-            return 0
-        by_queue: dict[str, list[str]] = {}
-        if ids is None:
-            by_queue = {q: [] for q in self._known_queues()}
-        else:
-            for dead_id in ids:
-                n, _, queue = dead_id.partition("@")
-                by_queue.setdefault(queue, []).append(n)
-        return sum(self._requeue_dead_of(queue, numbers) for queue, numbers in by_queue.items())
-
-    def _requeue_dead_of(self, queue: str, numbers: list[str]) -> int:
-        """Put a queue's dead letters (all of them when `numbers` is empty) back, each at the
-        priority it was sent with (read from its payload here: the script only moves them)."""
-        q = self._q(queue)
-        if not numbers:
-            numbers = [_text(n) for n in guarded(self.url, "read dead letters",
-                                                 functools.partial(self.client.zrange, q.dead, 0, -1))]
-        moved = 0
-        for start in range(0, len(numbers), _CHUNK):
-            chunk = numbers[start:start + _CHUNK]
-            payloads = guarded(self.url, "read dead letters",
-                               functools.partial(self.client.hmget, q.dead_payload, chunk))
-            args = [x for n, p in zip(chunk, payloads, strict=True) for x in (n, protocol.priority_of(p) if p else 0)]
-            moved += int(self._run("requeue dead letters", self._requeue_dead, args, q.block()))
-        return moved
-
     def live_workers(self) -> dict[str, dict[str, Any]]:
         def read() -> dict[str, dict[str, Any]]:
             seconds, micros = self._server_time(self.keys.workers)
@@ -593,19 +548,8 @@ def _no_wire_on_cluster(wire: Any) -> list[str]:
     return []
 
 
-def _pairs(reply: Any) -> list[tuple[Any, Any]]:
-    """(member, score) pairs of a raw WITHSCORES reply: flat in RESP2, pairs in RESP3."""
-    if reply and isinstance(reply[0], (list, tuple)):
-        return [(m, s) for m, s in reply]
-    return list(zip(reply[::2], reply[1::2], strict=True))
-
-
 def _epoch(eta: Any) -> float | None:
     try:
         return protocol.iso_to_epoch(eta) if isinstance(eta, str) else None
     except ValueError:
         return None
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

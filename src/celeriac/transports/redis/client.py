@@ -363,8 +363,19 @@ class RedisScheduleStore(ScheduleStore):
         return len(messages)
 
 
-def _text(value: Any) -> str:
+def reply_text(value: Any) -> str:
+    """A reply's bytes (or a number) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_text = reply_text
+
+
+def score_pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """(member, score) pairs of a raw WITHSCORES reply: flat in RESP2, pairs in RESP3."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(m, s) for m, s in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _seq_of(fields: Any) -> int | None:
