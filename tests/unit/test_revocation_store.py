@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 
 
 from celeriac import Celeriac
@@ -48,3 +49,55 @@ def test_worker_view_refreshes_at_most_every_interval(any_store_url: str) -> Non
     assert view.is_revoked("late")
     quick = Revocations(app, interval=0)
     assert quick.is_revoked("late")
+
+
+def test_follow_logs_reads_both_logs_as_the_separate_calls_do(any_store: ResultStore) -> None:
+    assert any_store.follow_logs(0, 0) == (any_store.control_since(0), any_store.revoked_since(0))
+    any_store.control_send({"command": "ping"}, expires_in=60)
+    any_store.revoke(["a"], expires_in=60, signal="SIGTERM")
+    (commands, control_cursor), (revoked, revoke_cursor) = any_store.follow_logs(0, 0)
+    assert [c["command"] for c in commands] == ["ping"] and control_cursor > 0
+    assert revoked == [("a", "SIGTERM")] and revoke_cursor > 0
+    assert any_store.follow_logs(control_cursor, revoke_cursor) == (([], control_cursor), ([], revoke_cursor))
+    any_store.revoke(["b"], expires_in=60)
+    assert any_store.follow_logs(control_cursor, revoke_cursor)[1][0] == [("b", None)]
+    assert any_store.follow_logs(-1, 0)[0] == ([], control_cursor)  # -1: only where the log is now
+
+
+def test_a_pool_slot_reads_control_and_revocations_in_one_call(any_store_url: str) -> None:
+    from types import SimpleNamespace
+
+    from celeriac.worker.remote import ProcessControl
+
+    app = Celeriac("follow", broker="memory://unused", backend=any_store_url, set_as_current=False)
+    store = app.backend
+    calls: list[str] = []
+    for name in ("follow_logs", "control_since", "revoked_since"):
+        real = getattr(store, name)
+        setattr(store, name, lambda *a, _n=name, _f=real: (calls.append(_n), _f(*a))[1])
+    slot = SimpleNamespace(app=app, revocations=Revocations(app, interval=0.05), hostname="w@h", queues=["celery"],
+                           worker_id="w", prefetch=4)
+    control = ProcessControl(slot, 0, 0.05)  # type: ignore[arg-type]
+    store.revoke(["gone"], expires_in=60)
+    store.control_send({"command": "add_consumer", "arguments": {"queue": "extra"}}, expires_in=60)
+    calls.clear()
+    control.refresh()
+    assert calls[:1] == ["follow_logs"]  # one call for both (a store's own calls may follow; Redis has none)
+    assert slot.queues == ["celery", "extra"]
+    calls.clear()
+    assert slot.revocations.is_revoked("gone") and calls == []  # read with the control log: not again
+    wait_until(lambda: (control.refresh(), calls)[1][:1] == ["follow_logs"], 5, message="both due again")
+
+
+def test_redis_follow_logs_after_the_server_lost_its_scripts(redis_server: Any) -> None:
+    if not redis_server.ping():
+        redis_server.start()
+    redis_server.flush()
+    store = create_result_store(redis_server.url)
+    try:
+        store.revoke(["a"], expires_in=60)
+        redis_server.command("SCRIPT", "FLUSH")
+        assert store.follow_logs(0, 0)[1][0] == [("a", None)]  # loaded again by the script call
+        assert store.follow_logs(0, 0)[1][0] == [("a", None)]
+    finally:
+        store.close()

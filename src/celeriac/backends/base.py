@@ -184,6 +184,13 @@ class ResultStore(CeleryBackendAPI, ABC):
     def control_since(self, cursor: int) -> tuple[list[dict[str, Any]], int]:
         """Commands after `cursor` that have not expired, and the new cursor (-1: only the cursor)."""
 
+    def follow_logs(self, control_cursor: int, revoke_cursor: int) -> tuple[
+            tuple[list[dict[str, Any]], int], tuple[list[tuple[str, str | None]], int]]:
+        """`control_since` and `revoked_since` together: what a pool slot reads before it starts a
+        task (every `worker_revoke_sync_interval`). A store over the network answers both in one
+        round trip."""
+        return self.control_since(control_cursor), self.revoked_since(revoke_cursor)
+
     @abstractmethod
     def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
         """Add one worker's reply to a command."""

@@ -85,10 +85,15 @@ class ProcessControl:
         if now - self._last < self.interval:
             return
         self._last = now
+        backend, revocations = self.consumer.app.backend, self.consumer.revocations
         try:
-            commands, self.cursor = self.consumer.app.backend.control_since(self.cursor)
+            if revocations.due(now):  # both logs in one call (one round trip on a networked store)
+                (commands, self.cursor), (revoked, cursor) = backend.follow_logs(self.cursor, revocations.cursor)
+                revocations.take(revoked, cursor, now)
+            else:
+                commands, self.cursor = backend.control_since(self.cursor)
         except OperationalError:
-            return
+            return  # the revocations' own read reports it (the task's revocation check reads them)
         for command in commands:
             if command.get("command") not in PROCESS_COMMANDS or not for_me(command, self.consumer.hostname):
                 continue

@@ -39,19 +39,32 @@ class Revocations:
         self._stamps: dict[tuple[str, str], float] = {}  # (stamp name, JSON value) -> forget after
         self._warned = False
 
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    def due(self, now: float) -> bool:
+        return now - self._last >= self.interval
+
     def refresh(self, force: bool = False) -> list[tuple[str, str | None]]:
         """Read revocations recorded since the last read; returns the new ones."""
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        if not force and not self.due(now):
             return []
         try:
-            new, self._cursor = self.app.backend.revoked_since(self._cursor)
+            new, cursor = self.app.backend.revoked_since(self._cursor)
         except OperationalError as exc:
             if not self._warned:
                 self._warned = True
                 logger.warning("cannot read revocations (%s); tasks start without that check until it "
                                "works again", exc)
             return []
+        return self.take(new, cursor, now)
+
+    def take(self, new: list[tuple[str, str | None]], cursor: int, now: float) -> list[tuple[str, str | None]]:
+        """Keep revocations read (here or with the control log, `ResultStore.follow_logs`) at
+        `now`; returns the new ones."""
+        self._cursor = cursor
         self._warned = False
         self._last = now
         for task_id, signal in new:

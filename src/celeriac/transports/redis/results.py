@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any, Sequence
 
+from redis.exceptions import NoScriptError
+
 from .client import (RedisEventChannel, RedisScheduleStore, Script, client_for, guarded, key_prefix,
                       pipelined)
 from .keys import Keys, celery_chord_size, celery_task_meta
@@ -215,12 +217,25 @@ class RedisResultStore(ResultStore):
             return [], int(last or 0)
         members = guarded(self.url, "read the control log", lambda: self.client.zrangebyscore(
             self.keys.control, f"({cursor}", "+inf"))
-        found = []
-        for raw in members:
-            seq, _, text = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
-            found.append(json.loads(text))
-            cursor = max(cursor, int(seq))
-        return found, cursor
+        return _control_entries(members, cursor)
+
+    def follow_logs(self, control_cursor: int, revoke_cursor: int) -> tuple[
+            tuple[list[dict[str, Any]], int], tuple[list[tuple[str, str | None]], int]]:
+        if self.cluster or control_cursor < 0:  # two hash slots / a cursor to look up first
+            return super().follow_logs(control_cursor, revoke_cursor)
+        revoked = ("EVALSHA", self._revoked_since.sha, 2, self.keys.revoked, self.keys.revoked_exp,
+                   int(time.time() * 1000), revoke_cursor)
+        def read_both() -> list[Any] | None:
+            try:
+                return pipelined(self.client, ("ZRANGEBYSCORE", self.keys.control, f"({control_cursor}", "+inf"),
+                                 revoked)
+            except NoScriptError:  # the server lost its script cache: the script call loads it again
+                return None
+
+        both = guarded(self.url, "read the control log and revocations", read_both)
+        if both is None:
+            return super().follow_logs(control_cursor, revoke_cursor)
+        return _control_entries(both[0], control_cursor), _revocations(both[1], revoke_cursor)
 
     def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
         key = self.keys.reply(reply_id)
@@ -256,12 +271,7 @@ class RedisResultStore(ResultStore):
     def revoked_since(self, cursor: int) -> tuple[list[tuple[str, str | None]], int]:
         args, keys = [int(time.time() * 1000), cursor], [self.keys.revoked, self.keys.revoked_exp]
         members = guarded(self.url, "read revocations", lambda: self._revoked_since(args, keys))
-        found: list[tuple[str, str | None]] = []
-        for raw in members:
-            seq, sig, task_id = (raw.decode() if isinstance(raw, bytes) else str(raw)).split("|", 2)
-            found.append((task_id, sig or None))
-            cursor = max(cursor, int(seq))
-        return found, cursor
+        return _revocations(members, cursor)
 
     def forget(self, task_ids: Sequence[str]) -> None:
         keys = [k for t in as_id_list(task_ids) for k in (self.keys.result(t), self.keys.done(t), self.celery_key(t))]
@@ -294,3 +304,23 @@ class RedisResultStore(ResultStore):
     def trim_history(self) -> int:
         self.history_buffer.flush()
         return self.history.trim(self.history_expires, self.history_max)
+
+
+def _control_entries(members: Sequence[Any], cursor: int) -> tuple[list[dict[str, Any]], int]:
+    """The control log's members ("seq|command JSON") as commands, and the cursor after them."""
+    found = []
+    for raw in members:
+        seq, _, text = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("|")
+        found.append(json.loads(text))
+        cursor = max(cursor, int(seq))
+    return found, cursor
+
+
+def _revocations(members: Sequence[Any], cursor: int) -> tuple[list[tuple[str, str | None]], int]:
+    """The revocation log's members ("seq|signal|task id"), and the cursor after them."""
+    found: list[tuple[str, str | None]] = []
+    for raw in members:
+        seq, sig, task_id = (raw.decode() if isinstance(raw, bytes) else str(raw)).split("|", 2)
+        found.append((task_id, sig or None))
+        cursor = max(cursor, int(seq))
+    return found, cursor
