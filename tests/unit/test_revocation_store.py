@@ -82,7 +82,7 @@ def test_a_pool_slot_reads_control_and_revocations_in_one_call(any_store_url: st
     store.control_send({"command": "add_consumer", "arguments": {"queue": "extra"}}, expires_in=60)
     calls.clear()
     control.refresh()
-    assert calls[:1] == ["follow_logs"]  # one call for both (a store's own calls may follow; Redis has none)
+    assert calls[:1] == ["follow_logs"]  # one call for both (one round trip on Redis and PostgreSQL)
     assert slot.queues == ["celery", "extra"]
     calls.clear()
     assert slot.revocations.is_revoked("gone") and calls == []  # read with the control log: not again

@@ -232,6 +232,20 @@ class PostgresResultStore(ResultStore):
             (cursor, time.time())).fetchall())
         return [json.loads(r[1]) for r in rows], max([cursor] + [int(r[0]) for r in rows])
 
+    def follow_logs(self, control_cursor: int, revoke_cursor: int) -> tuple[
+            tuple[list[dict[str, Any]], int], tuple[list[tuple[str, str | None]], int]]:
+        if control_cursor < 0:
+            return super().follow_logs(control_cursor, revoke_cursor)
+        now = time.time()
+        rows = self.db.read(lambda c: c.execute(  # one round trip for both logs
+            f"SELECT 0, seq, command, NULL FROM {self.s}.control WHERE seq > %s AND expires >= %s "
+            f"UNION ALL SELECT 1, seq, task_id, signal FROM {self.s}.revoked WHERE seq > %s AND expires >= %s "
+            "ORDER BY 1, 2", (control_cursor, now, revoke_cursor, now)).fetchall())
+        control = [r for r in rows if r[0] == 0]
+        revoked = [r for r in rows if r[0] == 1]
+        return (([json.loads(r[2]) for r in control], max([control_cursor] + [int(r[1]) for r in control])),
+                ([(str(r[2]), r[3]) for r in revoked], max([revoke_cursor] + [int(r[1]) for r in revoked])))
+
     def control_reply(self, reply_id: str, reply: dict[str, Any], expires_in: float) -> None:
         self.db.write(lambda c: c.execute(
             f"INSERT INTO {self.s}.replies (reply_id, reply, expires) VALUES (%s, %s, %s)",
