@@ -71,6 +71,7 @@ def test_a_pool_slot_reads_control_and_revocations_in_one_call(any_store_url: st
 
     app = Celeriac("follow", broker="memory://unused", backend=any_store_url, set_as_current=False)
     store = app.backend
+    store.revoked_since(0)  # Redis: the script is loaded by its first call (a first follow_logs falls back to it)
     calls: list[str] = []
     for name in ("follow_logs", "control_since", "revoked_since"):
         real = getattr(store, name)
@@ -82,7 +83,9 @@ def test_a_pool_slot_reads_control_and_revocations_in_one_call(any_store_url: st
     store.control_send({"command": "add_consumer", "arguments": {"queue": "extra"}}, expires_in=60)
     calls.clear()
     control.refresh()
-    assert calls[:1] == ["follow_logs"]  # one call for both (one round trip on Redis and PostgreSQL)
+    assert calls[:1] == ["follow_logs"]  # one call for both
+    if any_store_url.startswith(("redis://", "postgresql://", "postgres://")):
+        assert calls == ["follow_logs"]  # and one round trip: not the two separate reads
     assert slot.queues == ["celery", "extra"]
     calls.clear()
     assert slot.revocations.is_revoked("gone") and calls == []  # read with the control log: not again
