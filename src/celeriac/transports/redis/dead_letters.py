@@ -40,10 +40,10 @@ class DeadLetters:
                                              for q in queues)) if queues else []
             newest = sorted(((float(score), int(n), q) for q, top in zip(queues, tops, strict=True)
                              for n, score in _pairs(top)), reverse=True)[:limit]
+            fields = pipelined(self.client, *(command for _score, n, queue in newest for command in (
+                ("HGET", self._q(queue).dead_payload, n), ("HGET", self._q(queue).dead_info, n)))) if newest else []
             out = []
-            for _score, n, queue in newest:
-                payload, info = pipelined(self.client, ("HGET", self._q(queue).dead_payload, n),
-                                          ("HGET", self._q(queue).dead_info, n))
+            for (_score, n, queue), payload, info in zip(newest, fields[::2], fields[1::2], strict=True):
                 meta = json.loads(info) if info else {}
                 out.append(DeadLetter(f"{n}@{queue}", meta.get("queue", queue), payload or b"", meta.get("reason", ""),
                                       float(meta.get("at", 0)), int(meta.get("deliveries", 0))))
