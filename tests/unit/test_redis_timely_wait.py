@@ -90,3 +90,47 @@ def test_with_no_second_connection_free_the_wait_still_ends(redis_server: Any, c
     single.lpush("celeriac-test:signal", "token")
     assert waiter.wait(["celeriac-test:signal"], 5) == b"token"
     single.close()
+
+
+def test_a_command_sent_behind_the_wait_runs_when_it_ends(client: redis.Redis) -> None:
+    waiter = TimelyWait(client)
+    pusher = threading.Timer(0.1, lambda: client.lpush("celeriac-test:signal", "token"))
+    pusher.start()
+    popped, reply = waiter.wait_then(["celeriac-test:signal"], 20, ("INCR", "celeriac-test:after"))
+    assert (popped, reply) == (b"token", 1)  # the INCR ran once the BLPOP returned, in the same round trip
+    assert waiter.wait_then(["celeriac-test:signal"], 0.02, ("INCR", "celeriac-test:after")) == (None, 2)
+    # An error reply (here: a script Redis does not have) is read whole and answered None.
+    assert waiter.wait_then(["celeriac-test:signal"], 0.02, ("EVALSHA", "0" * 40, 0)) == (None, None)
+    assert client.ping() and _unblocks(client) == 2  # the connections carry no reply left over
+
+
+def _fetch_broker(redis_server: Any) -> Any:
+    from celeriac.brokers import create_broker
+
+    return create_broker(redis_server.url, {"celery_wire_queues": []})
+
+
+def test_a_woken_worker_gets_its_messages_from_the_fetch_sent_with_its_wait(client: redis.Redis,
+                                                                           redis_server: Any) -> None:
+    from celeriac.brokers import Outgoing
+
+    broker, publisher = _fetch_broker(redis_server), _fetch_broker(redis_server)
+    try:
+        broker.fetch(["q"], "w1", "w1-0", 10, timeout=0)  # loads the FETCH script, as a worker's first look does
+        looks = []
+        real = broker._fetch_once
+        broker._fetch_once = lambda *a: (looks.append(1), real(*a))[1]
+        threading.Timer(0.2, lambda: publisher.publish([Outgoing("q", b"m1", 0, None)])).start()
+        got = broker.fetch(["q"], "w1", "w1-0", 10, timeout=20)
+        assert [d.payload for d in got] == [b"m1"]
+        assert looks == [1]  # the first look found nothing; the message came with the wait, not a second look
+
+        # Redis loses its scripts during the wait: the FETCH behind it fails, the next look loads it again.
+        threading.Timer(0.1, lambda: redis_server.command("SCRIPT", "FLUSH")).start()
+        threading.Timer(0.3, lambda: publisher.publish([Outgoing("q", b"m2", 0, None)])).start()
+        looks.clear()
+        got = broker.fetch(["q"], "w1", "w1-0", 10, timeout=20)
+        assert [d.payload for d in got] == [b"m2"] and looks == [1, 1]
+    finally:
+        broker.close()
+        publisher.close()

@@ -202,8 +202,9 @@ class RedisBroker(DeadLetters, Broker):
         self._register(queues)
         groups = self._by_slot(queues)
         turn = 0  # on a cluster, which slot's queues a wait blocks on (each in turn)
+        found: tuple[list[Delivery], int] | None = None  # what the last wait's fetch brought
         while True:
-            got, due_ms = self._fetch_once(groups, worker_id, owner, limit)
+            got, due_ms = found or self._fetch_once(groups, worker_id, owner, limit)
             if got:
                 return got
             remaining = deadline - time.monotonic()
@@ -214,11 +215,27 @@ class RedisBroker(DeadLetters, Broker):
                 wait = min(wait, self.wire_poll)
             if len(groups) > 1:  # BLPOP watches one slot: the others are looked at every 50 ms
                 wait = min(wait, 0.05)
+            found = None
             if wait >= 0.001:
-                # Publishers push a token per queue; a token left from earlier only costs a re-check.
-                signals = [self._q(q).signal for q in groups[turn % len(groups)]]
+                found = self._wait(groups, turn, wait, worker_id, owner, limit)
                 turn += 1
-                guarded(self.url, "wait for messages", functools.partial(self._waiter.wait, signals, wait))
+
+    def _wait(self, groups: list[list[str]], turn: int, seconds: float, worker_id: str, owner: str,
+              limit: int) -> tuple[list[Delivery], int] | None:
+        """Block until a publisher's token comes (or `seconds` pass). On one plain server the
+        fetch is sent behind the BLPOP in the same write: Redis runs it as soon as the BLPOP
+        returns, so a woken worker has its messages without a second round trip. -> that
+        fetch's (deliveries, due ms), or None when it was not sent or not answered."""
+        # Publishers push a token per queue; a token left from earlier only costs a re-check.
+        signals = [self._q(q).signal for q in groups[turn % len(groups)]]
+        if len(groups) > 1 or self._link is None:  # a cluster, Sentinel, wait_replicas: the plain wait
+            guarded(self.url, "wait for messages", functools.partial(self._waiter.wait, signals, seconds))
+            return None
+        keys, args = self._fetch_call(groups[0], worker_id, owner, limit)
+        then = ("EVALSHA", self._fetch.sha, len(keys), *keys, *args)
+        _popped, reply = guarded(self.url, "wait for messages",
+                                 functools.partial(self._waiter.wait_then, signals, seconds, then))
+        return None if reply is None else self._fetched(groups[0], reply, owner)
 
     def _fetch_once(self, groups: list[list[str]], worker_id: str, owner: str,
                     limit: int) -> tuple[list[Delivery], int]:
@@ -230,20 +247,25 @@ class RedisBroker(DeadLetters, Broker):
         due_ms = -1
         for group in self._best_first(groups):
             keys, args = self._fetch_call(group, worker_id, owner, limit - len(got))
-            reply = self._run("fetch", self._fetch, args, keys)
-            if len(reply) > 1:
-                batch = [Delivery(_text(reply[i]), group[int(reply[i + 1]) - 1], reply[i + 4], int(reply[i + 3]),
-                                  int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
-                got += self._defer_early(owner, batch) if self.wire else batch
-                due_ms = 0  # deferred ones may leave room: look again at once
-                if len(got) >= limit:
-                    break
-            elif reply and int(reply[0]) >= 0:
-                due_ms = int(reply[0]) if due_ms < 0 else min(due_ms, int(reply[0]))
+            batch, due = self._fetched(group, self._run("fetch", self._fetch, args, keys), owner)
+            got += batch
+            if due >= 0:
+                due_ms = due if due_ms < 0 else min(due_ms, due)
+            if len(got) >= limit:
+                break
         if len(groups) > 1 and got:
             order = {q: i for i, q in enumerate(q for group in groups for q in group)}
             got.sort(key=lambda d: (-d.priority, int(d.tag), order[d.queue]))
         return got, due_ms
+
+    def _fetched(self, group: list[str], reply: Any, owner: str) -> tuple[list[Delivery], int]:
+        """A FETCH reply: the leased messages (5 fields each), or [ms until a delayed one is due, or -1]."""
+        if len(reply) > 1:
+            batch = [Delivery(_text(reply[i]), group[int(reply[i + 1]) - 1], reply[i + 4], int(reply[i + 3]),
+                              int(reply[i + 2]), owner) for i in range(0, len(reply), 5)]
+            # Deferred ones (a Celery client's future eta) may leave room: look again at once (0).
+            return (self._defer_early(owner, batch) if self.wire else batch), 0
+        return [], int(reply[0]) if reply and int(reply[0]) >= 0 else -1
 
     def _best_first(self, groups: list[list[str]]) -> list[list[str]]:
         if len(groups) == 1:

@@ -46,14 +46,37 @@ class TimelyWait:
         finally:
             pool.release(conn)
 
+    def wait_then(self, keys: Sequence[str], seconds: float, then: tuple[Any, ...]) -> tuple[Any, Any]:
+        """`wait`, with the command `then` sent behind the BLPOP in the same write: Redis runs it
+        when the BLPOP returns (a client's commands run in order). One plain server only.
+        -> (the popped value or None, `then`'s reply, or None when Redis answered it with an
+        error - e.g. a script cache it lost: the caller runs the command its usual way)."""
+        if self.unblock_refused or self.cluster:
+            return self.wait(keys, seconds), None
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            popped = self._timely(self.client, conn, keys, max(seconds, 0.001), then)
+            try:
+                return popped, conn.read_response()
+            except redis.exceptions.ResponseError:
+                return popped, None  # read whole: the connection stays clean
+        except BaseException:
+            conn.disconnect()  # never hand back a connection with a reply still in flight
+            raise
+        finally:
+            pool.release(conn)
+
     def _coarse(self, client: Any, keys: Sequence[str], seconds: float) -> Any:
         reply = client.blpop(list(keys), timeout=seconds)
         return reply[1] if reply else None
 
-    def _timely(self, node: Any, conn: Any, keys: Sequence[str], seconds: float) -> Any:
+    def _timely(self, node: Any, conn: Any, keys: Sequence[str], seconds: float,
+                then: tuple[Any, ...] | None = None) -> Any:
         deadline = time.monotonic() + seconds
         # The id rides with the BLPOP (one round trip); it changes when redis-py reconnects.
-        conn.send_packed_command(conn.pack_commands([("CLIENT", "ID"), ("BLPOP", *keys, _seconds(seconds))]))
+        commands = [("CLIENT", "ID"), ("BLPOP", *keys, _seconds(seconds)), *((then,) if then else ())]
+        conn.send_packed_command(conn.pack_commands(commands))
         client_id = conn.read_response()
         if not conn.can_read(timeout=max(0.0, deadline - time.monotonic())):
             try:
