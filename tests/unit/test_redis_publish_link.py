@@ -104,23 +104,23 @@ def test_reply_spin_returns_at_once_when_the_reply_is_there_and_rests_after_late
 
     ours, server = socket.socketpair()
     try:
-        spin = ReplySpin(budget_us=20_000)
+        spin = ReplySpin(budget_us=200_000)
         server.sendall(b"+OK\r\n")
         started = time.perf_counter()
         spin.wait(_Conn(ours))
-        assert time.perf_counter() - started < 0.015 and spin.misses == 0
+        assert time.perf_counter() - started < 0.1 and spin.misses == 0
         assert ours.recv(16) == b"+OK\r\n"  # the look only peeked: the reader still gets the reply
 
         for missed in range(1, ReplySpin.MISSES):  # nothing comes: each look spends its budget
             started = time.perf_counter()
             spin.wait(_Conn(ours))
-            assert time.perf_counter() - started >= 0.019 and spin.misses == missed
+            assert time.perf_counter() - started >= 0.19 and spin.misses == missed
         spin.wait(_Conn(ours))
         assert spin.resting == ReplySpin.REST and spin.misses == 0  # a distant server: stop looking
         started = time.perf_counter()
         for _ in range(50):
             spin.wait(_Conn(ours))
-        assert time.perf_counter() - started < 0.015 and spin.resting == ReplySpin.REST - 50
+        assert time.perf_counter() - started < 0.1 and spin.resting == ReplySpin.REST - 50
     finally:
         ours.close()
         server.close()
@@ -135,18 +135,18 @@ def test_reply_spin_follows_a_new_socket_and_zero_turns_it_off() -> None:
     first, first_peer = socket.socketpair()
     second, second_peer = socket.socketpair()
     try:
-        spin = ReplySpin(budget_us=20_000)
+        spin = ReplySpin(budget_us=200_000)
         first_peer.sendall(b"+OK\r\n")
         spin.wait(_Conn(first))
         second_peer.sendall(b"+OK\r\n")  # a reconnect: the look must watch the new socket
         started = time.perf_counter()
         spin.wait(_Conn(second))
-        assert time.perf_counter() - started < 0.015 and spin.misses == 0
+        assert time.perf_counter() - started < 0.1 and spin.misses == 0
 
         off = ReplySpin(budget_us=0)
         started = time.perf_counter()
         off.wait(_Conn(first_peer))  # nothing readable there, and no look
-        assert time.perf_counter() - started < 0.015 and off.misses == 0
+        assert time.perf_counter() - started < 0.1 and off.misses == 0
         off.wait(_Conn(None))  # not connected yet: nothing to look at
     finally:
         for sock in (first, first_peer, second, second_peer):

@@ -29,7 +29,7 @@ _WAITING = frozenset({"BLPOP", "BRPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZP
 
 
 class ReplySpin:
-    """How long a publishing thread looks for its reply before it sleeps (see the module docs).
+    """How long a thread that has sent a command looks for its reply before it sleeps (module docs).
 
     `budget_us` 0 turns it off. After `MISSES` looks in a row in which the reply came later
     than the budget, the next `REST` calls do not look (then it tries again)."""
