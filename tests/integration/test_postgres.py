@@ -210,6 +210,61 @@ def test_newer_schema_is_a_clear_error_and_schemas_are_separate(urls: tuple[str,
         create_broker(urls[0], {"postgres_schema": "x; DROP TABLE y"})
 
 
+def test_forward_migration_runs_once_and_keeps_what_is_queued(urls: tuple[str, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release that adds version 2: tables at version 1 holding a message are moved up once,
+    even by four processes' worth of connections starting together, and the message survives.
+    The code that knows only version 1 then refuses the migrated tables."""
+    import threading
+
+    from celeriac.brokers import create_broker
+    from celeriac.brokers.base import Outgoing
+    from celeriac.transports.postgres import schema
+    name = "celeriac_migrating"
+    with psycopg.connect(urls[0], autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    create_broker(urls[0], {"postgres_schema": name}).publish([Outgoing("q", b"queued at v1")])
+    # Each run of the new step adds a row: a migration applied twice would leave two.
+    version_2 = ("CREATE TABLE IF NOT EXISTS {s}.migration_runs (n integer);"
+                 "INSERT INTO {s}.migration_runs VALUES (1);"
+                 "ALTER TABLE {s}.messages ADD COLUMN origin text")
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, version_2])
+    monkeypatch.setattr(schema, "VERSION", 2)
+    found: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def start_up() -> None:
+        try:
+            with psycopg.connect(urls[0], autocommit=True) as conn:
+                start.wait(timeout=10)
+                found.append(schema.migrate(conn, name, "the test server"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_up) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert sorted(found) == [1, 2, 2, 2], "exactly one connection should find version 1"
+    with psycopg.connect(urls[0], autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {name}.migration_runs").fetchone()[0] == 1
+        assert conn.execute(f"SELECT version FROM {name}.schema_version").fetchall() == [(2,)]
+        assert conn.execute(f"SELECT count(*) FROM {name}.messages WHERE origin IS NULL").fetchone()[0] == 1
+    migrated = create_broker(urls[0], {"postgres_schema": name})
+    assert [d.payload for d in migrated.fetch(["q"], "w", "w/0", 10, timeout=0)] == [b"queued at v1"]
+    # This process has checked the schema once and for all; an unpatched one starts afresh.
+    old_code = subprocess.run(
+        [sys.executable, "-c", "import sys; from celeriac.brokers import create_broker; "
+         "from celeriac.brokers.base import Outgoing; "
+         f"create_broker(sys.argv[1], {{'postgres_schema': '{name}'}}).publish([Outgoing('q', b'x')])",
+         urls[0]], capture_output=True, text=True, timeout=60)
+    assert old_code.returncode != 0
+    assert "version 2, newer than this celeriac understands (version 1)" in old_code.stderr
+
+
 def test_errors_name_the_server_never_the_password(postgres_server: Any) -> None:
     from celeriac.backends import create_result_store
     from celeriac.brokers import create_broker
