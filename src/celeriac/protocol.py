@@ -105,6 +105,14 @@ def new_ids(count: int) -> list[str]:
     return ids
 
 
+def delivery_tags(count: int) -> list[str]:
+    """`count` distinct delivery tags for kombu envelopes. kombu only compares a tag (it keys a
+    Celery worker's unacked hash), so a tag need not be a UUID: 96 random bits shared by the
+    call, then a counter - unique across processes, at a tenth of new_ids' cost per tag."""
+    prefix = os.urandom(12).hex() + "-"
+    return [f"{prefix}{i:x}" for i in range(count)]
+
+
 def new_id() -> str:
     """One new task id (a time-ordered version 7 UUID as text; see `new_ids`)."""
     return new_ids(1)[0]

@@ -206,6 +206,11 @@ def test_celeriac_client_to_celery_worker(wire: dict[str, str], celeriac_app: An
     chained = steps.apply_async()
     assert chained.get(timeout=30) == 60
     worker.wait_for(rf"tasks\.mul\[{chained.id}\] succeeded")  # the Celery worker ran the chain's steps
+    # A group goes out in bulk (one template, delivery tags made in one go): each member is
+    # still a message of its own to the Celery worker, acknowledged by its own tag.
+    from celeriac import group
+    members = group(signature("tasks.mul", (i, 2), app=celeriac_app) for i in range(40)).apply_async()
+    assert members.get(timeout=30) == [i * 2 for i in range(40)]
     sent = time.time()
     result = celeriac_app.send_task("tasks.mul", (2, 3), countdown=1.5)
     assert result.get(timeout=30) == 6

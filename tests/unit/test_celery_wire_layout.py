@@ -72,3 +72,11 @@ def test_shared_rabbitmq_queue_keeps_priorities_beside_it() -> None:
 def test_eta_header_as_celery_writes_it() -> None:
     assert eta_of({"eta": b"1970-01-01T00:00:10.500000+00:00"}) == 10.5
     assert eta_of({"eta": "not a date"}) is None and eta_of(None) is None
+
+
+def test_delivery_tags_never_repeat() -> None:
+    """kombu keys a Celery worker's unacknowledged messages by delivery tag: a tag shared by
+    two messages would let one's acknowledgement drop the other's entry."""
+    first, second = protocol.delivery_tags(10_000), protocol.delivery_tags(10_000)
+    assert len(set(first) | set(second)) == 20_000
+    assert all(isinstance(tag, str) and tag for tag in first)

@@ -157,7 +157,8 @@ class RedisBroker(DeadLetters, Broker):
                     native.append(m)
                     continue
             shared.append((m, msg))
-        tags = protocol.new_ids(len(shared)) if shared else []  # kombu's delivery tags, made in one go
+        tags = protocol.delivery_tags(len(shared))
+        lists: dict[str, str] = {}  # kombu's list of each queue, named once per call
         kombu: list[tuple[str, str, bytes]] = []
         for (m, msg), tag in zip(shared, tags, strict=True):
             headers = None
@@ -166,8 +167,10 @@ class RedisBroker(DeadLetters, Broker):
                 # published again with its reserved start, its header still saying the old eta).
                 import datetime as dt
                 headers = {**msg.headers, "eta": protocol.to_iso(dt.datetime.fromtimestamp(m.eta, dt.UTC))}
-            kombu.append((m.queue, kombu_list(self.kombu_prefix, m.queue, 0),
-                          protocol.kombu_envelope(msg, m.queue, 0, headers=headers, delivery_tag=tag)))
+            key = lists.get(m.queue)
+            if key is None:
+                key = lists[m.queue] = kombu_list(self.kombu_prefix, m.queue, 0)
+            kombu.append((m.queue, key, protocol.kombu_envelope(msg, m.queue, 0, headers=headers, delivery_tag=tag)))
         return native, kombu
 
     def kombu_commands(self, items: list[tuple[str, str, bytes]]) -> list[tuple[Any, ...]]:
