@@ -96,6 +96,37 @@ def test_canvas_inside_a_transaction(tasks: Any, start_worker: Any, urls: tuple[
     assert all(r.state == states.PENDING for r in lost.results)
 
 
+def test_big_groups_go_by_copy_in_order_from_clients_and_tasks(tasks: Any, start_worker: Any, urls: tuple[str, str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group of COPY_FROM members or more is written with COPY: in member order (FIFO),
+    waking the workers, from a client and from inside a running task (the worker's batch
+    transaction), with no message lost or doubled."""
+    from celeriac import protocol
+    from celeriac.transports.postgres import broker
+    copies: list[int] = []
+    real_copy = broker.copy_ready
+    monkeypatch.setattr(broker, "copy_ready", lambda conn, schema, messages: (
+        copies.append(len(messages)), real_copy(conn, schema, messages))[1])
+    size = broker.COPY_FROM + 200
+    members = group(tasks.add.s(i, i) for i in range(size)).apply_async()
+    assert copies == [size]
+    with psycopg.connect(urls[0]) as conn:
+        payloads = [bytes(row[0]) for row in conn.execute("SELECT payload FROM celeriac.messages ORDER BY id")]
+    assert [protocol.unpack(p).task_id for p in payloads] == [r.id for r in members.results]
+    start_worker("-c", "2")  # started after the publish: the backlog is there; the next one wakes it
+    assert members.get(timeout=60) == [2 * i for i in range(size)]
+    spawner = tasks.spawn_group.delay(size)
+    assert spawner.get(timeout=30) == size
+    wait_until(lambda: _successes(urls[0]) == 2 * size + 1, 60,
+               message="the group a task sent, run")
+    assert ready_count(urls[0]) == 0
+
+
+def _successes(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM celeriac.results WHERE status = 'SUCCESS'").fetchone()[0])
+
+
 def test_transaction_needs_a_postgres_broker(tmp_path: Path, urls: tuple[str, str]) -> None:
     app = Celeriac("sq", broker=f"sqlite:///{tmp_path / 'b.db'}", set_as_current=False)
     with psycopg.connect(urls[0]) as conn:

@@ -87,6 +87,22 @@ def publish_statement(schema: str, messages: Sequence[Outgoing]) -> tuple[str, t
 
 
 VACUUM_EVERY = 5.0  # seconds between two vacuums of the hot tables by one worker
+# From this many ready messages on, a publish writes them with COPY (binary) instead of one
+# INSERT ... unnest: the server takes a 10,000-member group in about half the time; below,
+# the statement's single round trip in autocommit costs less than a transaction around COPY.
+COPY_FROM = 1000
+
+
+def copy_ready(conn: Any, schema: str, messages: Sequence[Outgoing]) -> None:
+    """Ready messages (no eta) into the messages table by one COPY, in the order given (ids
+    follow it: FIFO), and one NOTIFY per queue; inside the caller's transaction."""
+    with conn.cursor().copy(f"COPY {schema}.messages (queue, priority, payload) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "int2", "bytea"])
+        write_row = copy.write_row
+        for m in messages:
+            write_row((m.queue, clamp_priority(m.priority), m.payload))
+    conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                 (f"{schema}_q", sorted({m.queue for m in messages})))
 
 
 class PostgresBroker(Broker):
@@ -108,8 +124,12 @@ class PostgresBroker(Broker):
     # --- publish ---
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
-        if messages:
+        # An application's connection (app.transaction) may be another driver's: it gets the INSERT.
+        if len(messages) >= COPY_FROM and self.db.enlisted() is None and not any(m.eta for m in messages):
+            self.db.write(lambda conn: copy_ready(conn, self.s, messages))
+        elif messages:
             self.db.run(*publish_statement(self.s, messages))
+        if messages:
             # Whose results this process may read in that order (readahead.py).
             self.db.read_ahead().note_sent(m.message.task_id for m in messages
                                            if m.message is not None and not m.message.headers.get("ignore_result"))

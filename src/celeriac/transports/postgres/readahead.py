@@ -32,11 +32,12 @@ class ReadAhead:
         self.last_asked: str | None = None
 
     def note_sent(self, task_ids: Iterable[str]) -> None:
+        ids = list(task_ids)
         with self.lock:
-            for task_id in task_ids:
-                self.sent[task_id] = self.next
-                self.order[self.next] = task_id
-                self.next += 1
+            places = range(self.next, self.next + len(ids))
+            self.sent.update(zip(ids, places, strict=True))  # a big group's ids in two C loops, not one in Python
+            self.order.update(zip(places, ids, strict=True))
+            self.next += len(ids)
             while self.next - self.oldest > SENT_MAX:
                 dropped = self.order.pop(self.oldest, None)
                 if dropped is not None and self.sent.get(dropped) == self.oldest:
