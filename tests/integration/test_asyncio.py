@@ -253,3 +253,29 @@ def test_redis_waits_beyond_the_connection_pool_are_batched(tasks: Any, start_wo
         run(tasks, body)
     finally:
         tasks.app.conf.result_backend_transport_options = {}
+
+
+@pytest.mark.parametrize("broker_kind", ["postgres"], indirect=True)
+def test_postgres_big_group_goes_by_copy(tasks: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big group from the asyncio client is written with COPY too, in order, and runs."""
+    from celeriac.transports.postgres import aio as pg_aio
+    from celeriac.transports.postgres.broker import COPY_FROM
+    plans: list[int] = []
+    real_plan = pg_aio.copy_plan
+
+    def counting_plan(schema: str, messages: Any) -> Any:
+        plan = real_plan(schema, messages)
+        if plan is not None:
+            plans.append(len(plan[1]))
+        return plan
+
+    monkeypatch.setattr(pg_aio, "copy_plan", counting_plan)
+    size = COPY_FROM + 100
+    start_worker("-c", "2")
+
+    async def body() -> None:
+        members = await group(tasks.add.s(i, i) for i in range(size)).adelay()
+        assert plans == [size]
+        assert await members.aget(timeout=60) == [2 * i for i in range(size)]
+
+    run(tasks, body)

@@ -104,9 +104,9 @@ def test_big_groups_go_by_copy_in_order_from_clients_and_tasks(tasks: Any, start
     from celeriac import protocol
     from celeriac.transports.postgres import broker
     copies: list[int] = []
-    real_copy = broker.copy_ready
-    monkeypatch.setattr(broker, "copy_ready", lambda conn, schema, messages: (
-        copies.append(len(messages)), real_copy(conn, schema, messages))[1])
+    real_copy = broker.copy_messages
+    monkeypatch.setattr(broker, "copy_messages",
+                        lambda conn, plan: (copies.append(len(plan[1])), real_copy(conn, plan))[1])
     size = broker.COPY_FROM + 200
     members = group(tasks.add.s(i, i) for i in range(size)).apply_async()
     assert copies == [size]

@@ -20,7 +20,7 @@ import psycopg
 from ... import states
 from .results import PostgresResultStore
 from ...brokers.base import Outgoing
-from .broker import PostgresBroker, publish_statement
+from .broker import COPY_TYPES, PostgresBroker, copy_plan, publish_statement
 from ...aio.base import AsyncResultStore, BatchingBroker
 
 _RECHECK = 1.0  # seconds: a waiter re-reads its own state at least this often
@@ -69,7 +69,17 @@ class AsyncPostgresBroker(BatchingBroker):
         async with self._conn.lock:
             try:
                 conn = await self._conn.get()
-                await conn.execute(*publish_statement(self.sync.s, messages))
+                plan = copy_plan(self.sync.s, messages)
+                if plan is None:
+                    await conn.execute(*publish_statement(self.sync.s, messages))
+                    return
+                statement, rows, notify = plan
+                async with conn.transaction():
+                    async with conn.cursor().copy(statement) as copy:
+                        copy.set_types(COPY_TYPES)
+                        for row in rows:
+                            await copy.write_row(row)
+                    await conn.execute(*notify)
             except psycopg.Error as exc:
                 raise self._conn.failed(exc) from exc
 

@@ -91,18 +91,29 @@ VACUUM_EVERY = 5.0  # seconds between two vacuums of the hot tables by one worke
 # INSERT ... unnest: the server takes a 10,000-member group in about half the time; below,
 # the statement's single round trip in autocommit costs less than a transaction around COPY.
 COPY_FROM = 1000
+COPY_TYPES = ["text", "int2", "bytea"]
 
 
-def copy_ready(conn: Any, schema: str, messages: Sequence[Outgoing]) -> None:
-    """Ready messages (no eta) into the messages table by one COPY, in the order given (ids
-    follow it: FIFO), and one NOTIFY per queue; inside the caller's transaction."""
-    with conn.cursor().copy(f"COPY {schema}.messages (queue, priority, payload) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["text", "int2", "bytea"])
-        write_row = copy.write_row
-        for m in messages:
-            write_row((m.queue, clamp_priority(m.priority), m.payload))
-    conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                 (f"{schema}_q", sorted({m.queue for m in messages})))
+def copy_plan(schema: str, messages: Sequence[Outgoing]) -> tuple[str, list[tuple[Any, ...]], tuple[str, Any]] | None:
+    """How the sync and asyncio clients COPY `messages` (the COPY statement, its rows in the
+    order given - ids follow it: FIFO - and the NOTIFY of their queues), or None when the
+    batch is small or holds a delayed message (then publish_statement)."""
+    if len(messages) < COPY_FROM or any(m.eta for m in messages):
+        return None
+    rows = [(m.queue, clamp_priority(m.priority), m.payload) for m in messages]
+    notify = ("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+              (f"{schema}_q", sorted({m.queue for m in messages})))
+    return f"COPY {schema}.messages (queue, priority, payload) FROM STDIN (FORMAT BINARY)", rows, notify
+
+
+def copy_messages(conn: Any, plan: tuple[str, list[tuple[Any, ...]], tuple[str, Any]]) -> None:
+    """Run a copy_plan inside the caller's transaction."""
+    statement, rows, notify = plan
+    with conn.cursor().copy(statement) as copy:
+        copy.set_types(COPY_TYPES)
+        for row in rows:
+            copy.write_row(row)
+    conn.execute(*notify)
 
 
 class PostgresBroker(Broker):
@@ -125,8 +136,9 @@ class PostgresBroker(Broker):
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         # An application's connection (app.transaction) may be another driver's: it gets the INSERT.
-        if len(messages) >= COPY_FROM and self.db.enlisted() is None and not any(m.eta for m in messages):
-            self.db.write(lambda conn: copy_ready(conn, self.s, messages))
+        plan = copy_plan(self.s, messages) if self.db.enlisted() is None else None
+        if plan is not None:
+            self.db.write(lambda conn: copy_messages(conn, plan))
         elif messages:
             self.db.run(*publish_statement(self.s, messages))
         if messages:
