@@ -99,8 +99,8 @@ def test_canvas_inside_a_transaction(tasks: Any, start_worker: Any, urls: tuple[
 def test_big_groups_go_by_copy_in_order_from_clients_and_tasks(tasks: Any, start_worker: Any, urls: tuple[str, str],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A group of COPY_FROM members or more is written with COPY: in member order (FIFO),
-    waking the workers, from a client and from inside a running task (the worker's batch
-    transaction), with no message lost or doubled."""
+    waking the workers, from a client and from inside a running task (a worker's pool
+    process), with no message lost or doubled."""
     from celeriac import protocol
     from celeriac.transports.postgres import broker
     copies: list[int] = []
@@ -113,7 +113,7 @@ def test_big_groups_go_by_copy_in_order_from_clients_and_tasks(tasks: Any, start
     with psycopg.connect(urls[0]) as conn:
         payloads = [bytes(row[0]) for row in conn.execute("SELECT payload FROM celeriac.messages ORDER BY id")]
     assert [protocol.unpack(p).task_id for p in payloads] == [r.id for r in members.results]
-    start_worker("-c", "2")  # started after the publish: the backlog is there; the next one wakes it
+    start_worker("-c", "2")  # started after the publish: it finds the backlog waiting
     assert members.get(timeout=60) == [2 * i for i in range(size)]
     spawner = tasks.spawn_group.delay(size)
     assert spawner.get(timeout=30) == size
