@@ -125,6 +125,7 @@ class Beat:
         self.store = schedule_store(app, self.name)
         self.token: int | None = None
         self._renew_at = 0.0
+        self._leased_at = 0.0
         self._last: dict[str, float] = {}
         self._stop = threading.Event()
         self.sent = 0
@@ -183,11 +184,16 @@ class Beat:
             self.token = None
             return False
         if token != self.token:
+            if self.token is not None:  # our own lease lapsed and nobody else took it meanwhile
+                logger.warning("beat %s: lost the lead - its %.0fs lease ran out, %.1fs after it was last renewed "
+                               "(this process or the schedule store stalled); taking it again", self.holder,
+                               self.lease_timeout, now - self._leased_at)
             resent = self.store.recover()
             self._last = self.store.last_ticks()
             logger.info("beat %s: leading (fencing token %d)%s", self.holder, token,
                         f"; re-sent {resent} tick(s) a previous leader had claimed" if resent else "")
         self.token = token
+        self._leased_at = now
         self._renew_at = now + self.lease_timeout / 3
         return True
 

@@ -441,6 +441,27 @@ def test_two_beats_only_one_leads_and_no_tick_goes_twice() -> None:
     assert b1.store.lease_state().holder == "b2"
 
 
+def test_a_leader_whose_lease_lapsed_says_so_when_it_leads_again(app: Celeriac,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    app.conf.beat_schedule = {"e": {"task": "t", "schedule": 1}}
+    beat = Beat(app, holder="stalled", lease_timeout=30)
+    beat.tick(now=T0)
+    first = beat.token
+    assert first is not None
+    store = beat.store
+    holder, token, _expires = store._s.beat_leases[store.name]
+    store._s.beat_leases[store.name] = (holder, token, time.time() - 1)  # it stalled past its lease
+    with caplog.at_level("WARNING", logger="celeriac.beat"):
+        beat.tick(now=T0 + 20)  # past its renewal time: it asks for the lease again and gets a new token
+    assert beat.token is not None and beat.token > first  # ticks fenced with the old token are refused
+    lapsed = [r.getMessage() for r in caplog.records if "lost the lead" in r.getMessage()]
+    assert len(lapsed) == 1 and "stalled" in lapsed[0] and "lease ran out" in lapsed[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="celeriac.beat"):
+        beat.tick(now=T0 + 21)  # a plain renewal keeps the token and says nothing
+    assert beat.token is not None and not any("lost the lead" in r.getMessage() for r in caplog.records)
+
+
 def test_many_beats_interleaved_send_each_tick_once() -> None:
     url = f"memory://beatunit-{uuid.uuid4().hex}"
     spec = {"fast": {"task": "t", "schedule": 2}, "slow": {"task": "t", "schedule": 7}}
