@@ -13,10 +13,11 @@ tasks); `task_history = False` turns recording off.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import protocol
@@ -64,6 +65,7 @@ class TaskRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(TaskRecord))
+_SELECTED = ", ".join(COLUMNS)
 
 
 @dataclass(slots=True)
@@ -98,11 +100,12 @@ class HistoryQuery:
             return False
         return not self.search or self.search in record.task_id or self.search in record.args
 
-    def sql(self, table: str, mark: str, one_of: Callable[[int], str], contains: str) -> tuple[str, list[Any]]:
+    def sql(self, table: str, mark: str, one_of: Callable[[int], str], contains: str,
+            columns: str = _SELECTED) -> tuple[str, list[Any]]:
         """The query as SQL on a history table with COLUMNS, newest first, and its parameters;
         `mark` is the driver's placeholder, `one_of(n)` a column test against n of them and
         `contains` a test that the second mark's text is inside the first column's, each in
-        the database's own dialect."""
+        the database's own dialect. `columns`: what it selects (all of COLUMNS by default)."""
         where: list[str] = []
         params: list[Any] = []
         wanted = self.wanted_states()
@@ -120,9 +123,39 @@ class HistoryQuery:
         if self.search:
             where.append(f"({contains.format('task_id')} OR {contains.format('args')})")
             params += [self.search, self.search]
-        sql = (f"SELECT {', '.join(COLUMNS)} FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql = (f"SELECT {columns} FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
                + f" ORDER BY updated DESC LIMIT {mark} OFFSET {mark}")
         return sql, [*params, self.limit, self.offset]
+
+
+SEARCH_WINDOW = 20_000  # records a search looks through in one step, newest first
+
+
+@dataclass(slots=True)
+class SearchPage:
+    """What one step of a search found, and where the next step goes on."""
+
+    records: list[TaskRecord]
+    older: float | None = None  # `until` for the next step; None: the search reached the oldest record
+
+
+def search_step(page: Callable[[HistoryQuery], list[TaskRecord]], floor: Callable[[HistoryQuery, int], float | None],
+                query: HistoryQuery, scan: int) -> SearchPage:
+    """`query` (a search) among the `scan` newest records its other filters let through (from
+    `query.until` down), so that a search of a big history is done in steps of bounded cost.
+    `page` runs a HistoryQuery; `floor(q, scan)` gives the `updated` of the scan-th newest
+    record q's filters let through without its search (None: fewer than that), or of the
+    scan-th entry of whatever index the store walks for q."""
+    edge = floor(query, scan)
+    if edge is None:
+        return SearchPage(page(query), None)
+    # The records at the edge itself go with the next step: one task, however many share its time.
+    above = math.nextafter(edge, math.inf)
+    if query.until is not None and above >= query.until:  # `scan` records at one instant: step past it
+        return SearchPage(page(replace(query, since=edge)), edge)
+    if query.since is not None and query.since >= above:
+        return SearchPage(page(query), None)  # the window reaches below `since`: this is the last step
+    return SearchPage(page(replace(query, since=above)), above)
 
 
 def args_text(args: Any, kwargs: Any) -> str:

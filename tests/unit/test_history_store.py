@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from celeriac import history
@@ -38,6 +39,15 @@ def test_history_lists_newest_first_with_filters(any_store: Any) -> None:
     assert ids(limit=1, offset=1) == ["b"]
     assert ids(state="SUCCESS", worker="w1") == ["a"]
     assert ids(states=["FAILURE", "SUCCESS"], limit=2) == ["c", "b"]
+
+
+def test_search_text_with_quotes_backslashes_and_non_ascii(any_store: Any) -> None:
+    _record(any_store, "q", "SUCCESS", args='[["say \\"hi\\" to café\\\\bar"],{}]')
+    _record(any_store, "other", "SUCCESS", args='[["hi to cafe"],{}]')
+    ids = lambda text: [r.task_id for r in any_store.task_history(HistoryQuery(search=text))]  # noqa: E731
+    assert ids('\\"hi\\" to café\\\\b') == ["q"]  # as the arguments' JSON text has them
+    assert ids("café") == ["q"]
+    assert ids('hi" to') == []
 
 
 def test_one_record_and_final_state_wins(any_store: Any) -> None:
@@ -85,6 +95,42 @@ def test_one_batch_keeps_each_tasks_records_in_order(any_store: Any) -> None:
     record = any_store.task_record("m")
     assert record is not None and record.state == "RETRY" and record.updated == now - 1
     assert [r.task_id for r in any_store.task_history(HistoryQuery())] == ["m", "a"]
+
+
+def _search_steps(store: Any, query: HistoryQuery, scan: int) -> list[list[str]]:
+    """A search, step after step (each following the last one's `older`), as the dashboard goes."""
+    steps, until = [], query.until
+    while True:
+        page = store.search_history(replace(query, until=until), scan=scan)
+        steps.append([r.task_id for r in page.records])
+        if page.older is None:
+            return steps
+        assert until is None or page.older < until  # every step goes further back
+        until = page.older
+
+
+def test_a_search_goes_through_the_history_in_bounded_steps(any_store: Any) -> None:
+    now = time.time()
+    for i in range(7):  # t6 newest; "k0" in t0, t3, t6; FAILURE for the even ones
+        _record(any_store, f"t{i}", "FAILURE" if i % 2 == 0 else "SUCCESS", updated=now - 10 + i,
+                args=f'[["k{i % 3}"],{{}}]')
+    # Three index entries per step; the last one's instant goes with the next step.
+    assert _search_steps(any_store, HistoryQuery(search="k0"), 3) == [["t6"], ["t3"], [], ["t0"]]
+    assert _search_steps(any_store, HistoryQuery(search="k0", state="FAILURE"), 3) == [["t6"], ["t0"]]
+    assert _search_steps(any_store, HistoryQuery(search="k0", until=now - 5), 3) == [["t3"], [], ["t0"]]
+    assert _search_steps(any_store, HistoryQuery(search="t5"), 100) == [["t5"]]  # by task id too, one step
+    assert _search_steps(any_store, HistoryQuery(search="k0", limit=1), 3) == [["t6"], ["t3"], [], ["t0"]]
+
+
+def test_a_search_step_loses_no_task_that_shares_its_edge_instant(any_store: Any) -> None:
+    now = time.time()
+    for i in range(3):
+        _record(any_store, f"old{i}", "SUCCESS", updated=now - 10 + i)
+    for name in ("x", "y", "z"):  # finished in the same instant
+        _record(any_store, name, "SUCCESS", updated=now - 1)
+    steps = _search_steps(any_store, HistoryQuery(search="[["), 2)
+    found = [task_id for step in steps for task_id in step]
+    assert sorted(found[:3]) == ["x", "y", "z"] and found[3:] == ["old2", "old1", "old0"]
 
 
 def test_history_buffer_writes_on_its_own_thread_and_retries() -> None:

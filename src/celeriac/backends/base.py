@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
 
 from .. import protocol, states
-from ..history import DEFAULT_EXPIRES, DEFAULT_MAX, HistoryQuery, TaskRecord
+from ..history import DEFAULT_EXPIRES, DEFAULT_MAX, SEARCH_WINDOW, HistoryQuery, SearchPage, TaskRecord, search_step
 from ..brokers.base import EventChannel, Publisher, ScheduleStore, safe_url
 from .celery_api import CeleryBackendAPI, as_id_list, group_key
 
@@ -246,6 +246,18 @@ class ResultStore(CeleryBackendAPI, ABC):
     def task_history(self, query: HistoryQuery) -> list[TaskRecord]:
         """A page of task records, newest first (stores that keep no history: none)."""
         return []
+
+    def search_history(self, query: HistoryQuery, scan: int = SEARCH_WINDOW) -> SearchPage:
+        """One step of a search of the history (celeriac.history.search_step): the matches
+        among the `scan` newest records below `query.until` that its other filters let
+        through, and the `until` the next step goes on from (None: nothing older is left)."""
+        return search_step(self.task_history, self._history_floor, query, scan)
+
+    def _history_floor(self, query: HistoryQuery, scan: int) -> float | None:
+        """When the scan-th newest record `query`'s filters (not its search) let through was
+        updated; None when fewer are left. Stores with an index answer this without reading records."""
+        edge = self.task_history(replace(query, search=None, limit=1, offset=scan - 1))
+        return edge[0].updated if edge else None
 
     def task_record(self, task_id: str) -> TaskRecord | None:
         """One task's record, or None when the history does not hold it."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol, states
+from .. import history, protocol, states
 from ..exceptions import DecodeError
 from ..history import HistoryQuery, TaskRecord
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .live import EventTracker
 
 PAGE_SIZE = 50
+SEARCH_BUDGET = 0.25  # seconds a search page reads the history before it answers with what it found
 
 
 class DashboardData:
@@ -42,6 +44,24 @@ class DashboardData:
 
     def tasks(self, query: HistoryQuery) -> list[dict[str, Any]]:
         return [self._summary(r) for r in self.app.backend.task_history(query)]
+
+    def search(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], float | None]:
+        """A page of a search: the history read in steps, newest first, until the page is full
+        or SEARCH_BUDGET is spent, so a search of a million records answers in bounded time.
+        -> its rows and the `until` of the next page (None: the search reached the oldest record)."""
+        deadline = time.monotonic() + SEARCH_BUDGET
+        wanted = query.offset + query.limit
+        found: list[TaskRecord] = []
+        until = query.until
+        while True:
+            step = self.app.backend.search_history(replace(query, until=until, offset=0, limit=wanted - len(found)),
+                                                  history.SEARCH_WINDOW)
+            found += step.records
+            if len(found) >= wanted:
+                return [self._summary(r) for r in found[query.offset:wanted]], found[wanted - 1].updated
+            until = step.older
+            if until is None or time.monotonic() >= deadline:
+                return [self._summary(r) for r in found[query.offset:]], until
 
     def _summary(self, record: TaskRecord) -> dict[str, Any]:
         row = record.as_dict()

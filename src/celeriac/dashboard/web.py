@@ -113,10 +113,20 @@ class Dashboard:
 
     async def tasks_page(self, request: Request) -> Response:
         query = _query(request)
-        rows = await run_in_threadpool(self.data.tasks, query)
-        base = urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "partial")])
-        return await self.page(request, "tasks.html", tasks=rows, query=query, more=len(rows) == query.limit,
+        rows, more, older = await self._tasks(query)
+        # A search pages by time (`until`), the other lists by offset.
+        dropped = ("offset", "partial", "until") if query.search else ("offset", "partial")
+        base = urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in dropped])
+        return await self.page(request, "tasks.html", tasks=rows, query=query, more=more, older=older,
                                base=base, window=request.query_params.get("window", ""))
+
+    async def _tasks(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], bool, float | None]:
+        """(rows, whether more may follow, the `until` of a search's next page)."""
+        if query.search:
+            rows, older = await run_in_threadpool(self.data.search, query)
+            return rows, older is not None, older
+        rows = await run_in_threadpool(self.data.tasks, query)
+        return rows, len(rows) == query.limit, None
 
     async def task_page(self, request: Request) -> Response:
         task = await run_in_threadpool(self.data.task, request.path_params["task_id"])
@@ -144,8 +154,11 @@ class Dashboard:
 
     async def api_tasks(self, request: Request) -> Response:
         query = _query(request)
-        rows = await run_in_threadpool(self.data.tasks, query)
-        return _json({"tasks": rows, "limit": query.limit, "offset": query.offset, "more": len(rows) == query.limit})
+        rows, more, older = await self._tasks(query)
+        answer: dict[str, Any] = {"tasks": rows, "limit": query.limit, "offset": query.offset, "more": more}
+        if query.search:  # the next page of a search: the same query with until=next_until
+            answer["next_until"] = older
+        return _json(answer)
 
     async def api_task(self, request: Request) -> Response:
         task = await run_in_threadpool(self.data.task, request.path_params["task_id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Sequence
 
 from ... import states
@@ -57,6 +58,14 @@ def _row(row: Sequence[Any]) -> TaskRecord:
 def query(conn: Any, schema: str, q: HistoryQuery) -> list[TaskRecord]:
     sql, params = q.sql(f"{schema}.history", "%s", lambda n: f"IN ({', '.join(['%s'] * n)})", "strpos({}, %s) > 0")
     return [_row(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def floor(conn: Any, schema: str, q: HistoryQuery, scan: int) -> float | None:
+    """`updated` of the scan-th newest record q's filters (not its search) let through: read from an index."""
+    sql, params = replace(q, search=None, limit=1, offset=scan - 1).sql(
+        f"{schema}.history", "%s", lambda n: f"IN ({', '.join(['%s'] * n)})", "strpos({}, %s) > 0", "updated")
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else float(row[0])
 
 
 def one(conn: Any, schema: str, task_id: str) -> TaskRecord | None:

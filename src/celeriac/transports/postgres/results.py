@@ -339,6 +339,10 @@ class PostgresResultStore(ResultStore):
         self.history_buffer.flush()
         return self.db.read(lambda c: postgres_history.query(c, self.s, query))
 
+    def _history_floor(self, query: HistoryQuery, scan: int) -> float | None:
+        self.history_buffer.flush()
+        return self.db.read(lambda c: postgres_history.floor(c, self.s, query, scan))
+
     def task_record(self, task_id: str) -> TaskRecord | None:
         self.history_buffer.flush()
         return self.db.read(lambda c: postgres_history.one(c, self.s, task_id))

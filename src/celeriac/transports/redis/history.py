@@ -19,11 +19,11 @@ from typing import Any, Sequence
 from ... import protocol, states
 from .client import guarded, pipelined
 from .keys import Keys
-from ...history import COLUMNS, HistoryQuery, TaskRecord
+from ...history import COLUMNS, SEARCH_WINDOW, HistoryQuery, TaskRecord
 
 _SCAN_CHUNK = 500
 _WRITE_CHUNK = 200  # records per round trip of a history write
-_SCAN_MOST = 20_000  # candidates a filtered or searched page looks at, newest first
+_SCAN_MOST = max(20_000, SEARCH_WINDOW)  # candidates a filtered or searched page looks at, newest first
 
 _ROW = tuple(c for c in COLUMNS if c != "meta")
 _ROW_OF = operator.attrgetter(*_ROW)  # a record's row (a tuple, encoded as a JSON list), in one C call
@@ -101,15 +101,30 @@ class RedisHistory:
         return self.keys.history
 
     def _load(self, ids: Sequence[str]) -> list[TaskRecord]:
-        if not ids:
-            return []
-        rows, metas = pipelined(self.client, ("HMGET", self.rows, *ids), ("HMGET", self.metas, *ids))
+        return self._with_metas(self._rows(ids))
+
+    def _rows(self, ids: Sequence[str], search: str | None = None) -> list[TaskRecord]:
+        """The records of `ids` that exist, without their result meta. With `search`, a row
+        whose stored text does not hold the search text (as the row's JSON writes it: the
+        encoder escapes character by character) cannot match and is not decoded."""
+        rows = self.client.hmget(self.rows, list(ids)) if ids else []
+        needle = protocol._json_text(search)[1:-1].encode("utf-8") if search else None
         out = []
-        for row, meta in zip(rows, metas, strict=True):
+        for row in rows:
             if row is None:  # trimmed while its index entry waits for the next trim
                 continue
-            out.append(TaskRecord(**dict(zip(_ROW, json.loads(row), strict=True)), meta=bytes(meta or b"")))
+            if needle is not None and needle not in (row if isinstance(row, bytes) else row.encode("utf-8")):
+                continue
+            out.append(TaskRecord(**dict(zip(_ROW, json.loads(row), strict=True))))
         return out
+
+    def _with_metas(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """The result metas of these records, read in one go (only for those a page shows)."""
+        if records:
+            metas = self.client.hmget(self.metas, [r.task_id for r in records])
+            for record, meta in zip(records, metas, strict=True):
+                record.meta = bytes(meta or b"")
+        return records
 
     def query(self, q: HistoryQuery) -> list[TaskRecord]:
         def read() -> list[TaskRecord]:
@@ -123,7 +138,7 @@ class RedisHistory:
                 if not ids:
                     break
                 start += len(ids)
-                for record in self._load(ids):
+                for record in self._rows(ids, q.search):
                     if not q.matches(record):
                         continue
                     if skip:
@@ -132,9 +147,18 @@ class RedisHistory:
                     found.append(record)
                     if len(found) == q.limit:
                         break
-            return found
+            return self._with_metas(found)
 
         return guarded(self.url, "read the task history", read)
+
+    def floor(self, q: HistoryQuery, scan: int) -> float | None:
+        """The score of the scan-th entry, newest first, of the index q reads (below q.until):
+        a search step walks at most that many candidates."""
+        top = f"({q.until}" if q.until is not None else "+inf"
+        bottom = repr(q.since) if q.since is not None else "-inf"
+        edge = guarded(self.url, "read the task history", lambda: self.client.zrevrangebyscore(
+            self._index(q), top, bottom, start=scan - 1, num=1, withscores=True))
+        return float(edge[0][1]) if edge else None
 
     def one(self, task_id: str) -> TaskRecord | None:
         found = guarded(self.url, "read a task's history", lambda: self._load([task_id]))

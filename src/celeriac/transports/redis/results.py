@@ -293,6 +293,10 @@ class RedisResultStore(ResultStore):
         self.history_buffer.flush()
         return self.history.query(query)
 
+    def _history_floor(self, query: HistoryQuery, scan: int) -> float | None:
+        self.history_buffer.flush()
+        return self.history.floor(query, scan)
+
     def task_record(self, task_id: str) -> TaskRecord | None:
         self.history_buffer.flush()
         return self.history.one(task_id)

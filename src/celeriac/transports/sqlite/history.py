@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Sequence
 
 from ... import states
@@ -85,6 +86,14 @@ def _row(row: Sequence[Any]) -> TaskRecord:
 def query(conn: sqlite3.Connection, q: HistoryQuery) -> list[TaskRecord]:
     sql, params = q.sql("celeriac_history", "?", lambda n: f"IN ({','.join('?' * n)})", "instr({}, ?) > 0")
     return [_row(r) for r in conn.execute(sql, params)]
+
+
+def floor(conn: sqlite3.Connection, q: HistoryQuery, scan: int) -> float | None:
+    """`updated` of the scan-th newest record q's filters (not its search) let through: read from an index."""
+    sql, params = replace(q, search=None, limit=1, offset=scan - 1).sql(
+        "celeriac_history", "?", lambda n: f"IN ({','.join('?' * n)})", "instr({}, ?) > 0", "updated")
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else float(row[0])
 
 
 def one(conn: sqlite3.Connection, task_id: str) -> TaskRecord | None:

@@ -305,6 +305,10 @@ class SQLiteResultStore(ResultStore):
         self.history_buffer.flush()
         return self.history_db.read(lambda c: sqlite_history.query(c, query))
 
+    def _history_floor(self, query: HistoryQuery, scan: int) -> float | None:
+        self.history_buffer.flush()
+        return self.history_db.read(lambda c: sqlite_history.floor(c, query, scan))
+
     def task_record(self, task_id: str) -> TaskRecord | None:
         self.history_buffer.flush()
         return self.history_db.read(lambda c: sqlite_history.one(c, task_id))
