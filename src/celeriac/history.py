@@ -149,12 +149,10 @@ def search_step(page: Callable[[HistoryQuery], list[TaskRecord]], floor: Callabl
     edge = floor(query, scan)
     if edge is None:
         return SearchPage(page(query), None)
-    # The records at the edge itself go with the next step: one task, however many share its time.
+    # The records of the edge's instant all go to the next step: a step never splits an instant.
     above = math.nextafter(edge, math.inf)
     if query.until is not None and above >= query.until:  # `scan` records at one instant: step past it
         return SearchPage(page(replace(query, since=edge)), edge)
-    if query.since is not None and query.since >= above:
-        return SearchPage(page(query), None)  # the window reaches below `since`: this is the last step
     return SearchPage(page(replace(query, since=above)), above)
 
 
