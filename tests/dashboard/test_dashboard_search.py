@@ -71,6 +71,7 @@ def test_a_search_whose_time_runs_out_answers_with_where_to_go_on(filled: tuple[
     assert requests >= (TOTAL - NEEDLE_AT) // 25  # each page read one step of at most 25 records
     page = client.get("/tasks", params={"search": "needle"}).text
     assert "no match yet" in page and "Search older tasks" in page and "until=" in page
+    assert "older →" not in page  # one way on, not two
 
 
 def test_search_pages_find_every_match_once_newest_first(filled: tuple[TestClient, list[str]],
@@ -89,3 +90,4 @@ def test_search_pages_find_every_match_once_newest_first(filled: tuple[TestClien
     assert client.get("/api/tasks", params={"search": "needle", "state": "FAILURE"}).json()["tasks"] == []
     html = client.get("/tasks", params={"search": "hay-3", "limit": 8}).text
     assert html.count("data-task=") == 8 and "older →" in html and "until=" in html
+    assert "Search older tasks" not in html  # a full page: the pager goes on
