@@ -100,8 +100,13 @@ def test_every_page_and_action_in_a_browser(tasks: Any, start_worker: Any, dashb
     page.click("form.filters button[type=submit]")
     page.wait_for_url("**/tasks?state=FAILURE**")
     assert page.locator("#tasks tbody tr").count() == 1
-    page.fill("input[name=search]", "")
     page.select_option("select[name=state]", "")
+    page.fill("input[name=search]", "alert(1)")  # text in the arguments, typed as a user would
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**search=alert**")
+    assert page.locator("#tasks tbody tr").count() == 1
+    assert page.locator(f"tr[data-task='{evil.id}']").count() == 1
+    page.fill("input[name=search]", "")
     page.fill("input[name=name]", "tasks_app.add")
     page.click("form.filters button[type=submit]")
     page.wait_for_url("**name=tasks_app.add**")
