@@ -554,7 +554,8 @@ class PostgresServer:
     loopback port, default durability (fsync on). As root it runs as the `postgres` system
     user (initdb refuses to run as root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        self.settings = settings or {}  # extra server settings (-c name=value)
         bindir = _postgres_bin()
         if bindir is None:
             missing("postgres", "postgresql")
@@ -581,7 +582,8 @@ class PostgresServer:
         self.proc = subprocess.Popen(
             [*self.user_prefix, str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
-             "-c", "max_connections=300", "-c", "shared_buffers=64MB"],
+             "-c", "max_connections=300", "-c", "shared_buffers=64MB",
+             *[arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -21,6 +21,8 @@ if os.environ.get("EVENTS_TEST_SENT"):  # worker and beat processes send task-se
     app.conf.task_send_sent_event = True
 if os.environ.get("EVENTS_TEST_MAX_LEN"):
     app.conf.broker_transport_options = {"events_max_len": int(os.environ["EVENTS_TEST_MAX_LEN"])}
+if os.environ.get("PG_TEST_CLAIMS_SHARED"):  # test_postgres.py: with and without siblings' shared claims
+    app.conf.broker_transport_options = {"claims_shared": os.environ["PG_TEST_CLAIMS_SHARED"] == "1"}
 # Beat tests (tests/integration/test_beat.py) describe their schedule in the environment:
 # {"entry name": [seconds, "missed policy"]}; every entry records its ticks into BEAT_TEST_FILE.
 if os.environ.get("BEAT_TEST_SCHEDULE"):

@@ -375,3 +375,48 @@ def test_missing_psycopg_names_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == ("ImproperlyConfigured PostgreSQL URLs need psycopg 3: "
                                    "pip install 'celeriac[postgres]'"), done.stdout + done.stderr
+
+
+def _claims(url: str) -> int:
+    """Claim statements the server ran since the last reset (pg_stat_statements)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                           "WHERE query LIKE '%FOR UPDATE SKIP LOCKED%' AND query LIKE '%SET owner =%'").fetchone()
+    return int(row[0])
+
+
+def test_pool_processes_woken_together_claim_once(app_env: dict[str, str], start_worker: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each NOTIFY wakes every idle pool process; one claims, the others see that its claim
+    drained the queue and do not run one of their own (transports/postgres/siblings.py).
+    Counted by the server (pg_stat_statements), against the same worker with each process
+    claiming for itself (broker_transport_options claims_shared=False)."""
+    from servers import PostgresServer
+
+    server = PostgresServer(settings={"shared_preload_libraries": "pg_stat_statements"})
+    try:
+        url = server.url
+        monkeypatch.setenv("CELERIAC_BROKER_URL", url)  # the environment's URLs win over the app's
+        monkeypatch.setenv("CELERIAC_RESULT_BACKEND", url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        client = Celeriac("herd", broker=url, backend=url, set_as_current=False)
+        trips, claims = 100, {}
+        for shared in ("0", "1"):
+            worker = start_worker("-c", "4", env={**app_env, "CELERIAC_BROKER_URL": url,
+                                                  "CELERIAC_RESULT_BACKEND": url, "PG_TEST_CLAIMS_SHARED": shared})
+            for i in range(5):  # warm: every pool process has connected and waits
+                assert client.send_task("tasks_app.add", (i, i)).get(timeout=20) == 2 * i
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SELECT pg_stat_statements_reset()")
+            for i in range(trips):  # one at a time: every task finds the pool idle
+                assert client.send_task("tasks_app.add", (i, 1)).get(timeout=20) == i + 1
+            claims[shared] = _claims(url)
+            worker.stop()  # before the next one, and before its server
+        client.close()
+        # Each claiming: the 4 woken processes claim, plus the woken one's next looks. Shared:
+        # one claims (measured: 4.9 and 2.9 claims a task).
+        assert claims["1"] <= 0.75 * claims["0"], claims
+        assert claims["1"] < 3.5 * trips, claims
+    finally:
+        server.close()

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from .database import PostgresDatabase
+from .siblings import SIBLINGS
 from .wakeups import wait_for
 from .state import PostgresEventChannel, PostgresScheduleStore
 from ...protocol import priority_of
@@ -123,6 +124,8 @@ class PostgresBroker(Broker):
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options)
         self.db = PostgresDatabase.for_url(url, self.options)
+        # A worker's pool processes woken together claim once (siblings.py); False: each claims.
+        self._claims_shared = bool(self.options.get("claims_shared", True))
         s = self.db.schema
         self.s = s
         self._claim_one = _CLAIM_ONE.format(s=s)
@@ -199,13 +202,38 @@ class PostgresBroker(Broker):
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
+        key = SIBLINGS.key(f"{self.db.conninfo}\0{self.s}", queues)
+
         def check() -> list[Delivery] | None:
-            return self._claim(queues, worker_id, owner, limit) or None
+            if not self._claims_shared:
+                return self._claim(queues, worker_id, owner, limit) or None
+            with SIBLINGS.claiming() as turn:
+                return self._claim_noting_drain(queues, worker_id, owner, limit, key if turn else None) or None
+
+        def notified(notified_at: float) -> list[Delivery] | None:
+            # Woken by notifications only: a sibling's claim may have seen their messages (siblings.py).
+            if SIBLINGS.drained_since(key, notified_at):
+                return None
+            with SIBLINGS.claiming() as turn:
+                if turn and SIBLINGS.drained_since(key, notified_at):
+                    return None
+                return self._claim_noting_drain(queues, worker_id, owner, limit, key if turn else None) or None
 
         if timeout <= 0:
             return self._claim(queues, worker_id, owner, limit)
-        found = wait_for(self.db, [f"q:{q}" for q in queues], check, timeout, self._next_due_in)
+        found = wait_for(self.db, [f"q:{q}" for q in queues], check, timeout, self._next_due_in,
+                         notified=notified if self._claims_shared else None)
         return found or []
+
+    def _claim_noting_drain(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
+                            key: int | None) -> list[Delivery]:
+        """A claim; one that found fewer messages than `limit` tells the siblings (with `key`:
+        only while holding the claim turn)."""
+        started = time.monotonic()
+        found = self._claim(queues, worker_id, owner, limit)
+        if key is not None and len(found) < limit:
+            SIBLINGS.mark_drained(key, started)
+        return found
 
     # --- outcomes ---
 

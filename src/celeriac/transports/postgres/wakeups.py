@@ -39,6 +39,7 @@ class Waiter:
         self.keys = list(keys)
         self.event = threading.Event()
         self.value: bytes | None = None  # a result that came inside its notification
+        self.notified_at = 0.0  # monotonic: when the newest notification for it arrived
 
 
 def _decoded(text: str | None) -> bytes | None:
@@ -112,9 +113,11 @@ class Wakeups:
                 if not waiting:
                     continue
                 value = _decoded(values.get(key)) if values else None
+                now = time.monotonic()
                 for waiter in waiting:
                     if value is not None:
                         waiter.value = value
+                    waiter.notified_at = now
                     waiter.event.set()
 
     def _wake_results(self, payload: str) -> None:
@@ -131,9 +134,11 @@ class Wakeups:
         self._wake(keys, values)
 
     def _wake_all(self) -> None:
+        now = time.monotonic()  # what was missed meanwhile was committed before this
         with self.lock:
             for group in self.waiters.values():
                 for waiter in group:
+                    waiter.notified_at = now
                     waiter.event.set()
 
     def _subscribe(self, conn: "psycopg.Connection[Any]", listening: set[str]) -> None:
@@ -190,18 +195,22 @@ class Wakeups:
 
 def wait_for(db: "PostgresDatabase", keys: Sequence[str], check: Callable[[], T | None], timeout: float,
              next_due: Callable[[], float | None] | None = None,
-             delivered: Callable[[bytes], T | None] | None = None) -> T | None:
+             delivered: Callable[[bytes], T | None] | None = None,
+             notified: Callable[[float], T | None] | None = None) -> T | None:
     """Run `check` until it returns something (not None), waking on notifications for `keys`,
     at most every POLL_FALLBACK seconds, and when `next_due` (seconds) says a delay ends.
-    `delivered`: what a value that came inside a notification gives, instead of a `check`."""
+    `delivered`: what a value that came inside a notification gives, instead of a `check`;
+    `notified`: what runs instead of `check` after a wake by notifications only, given the
+    monotonic time the newest of them arrived."""
     deadline = time.monotonic() + timeout
+    notified_at: float | None = None  # None: the first look, or a wake by the clock
     with db.wakeups().watching(keys) as waiter:
         while True:
             waiter.event.clear()
             value, waiter.value = waiter.value, None
             found = delivered(value) if value is not None and delivered is not None else None
             if found is None:
-                found = check()
+                found = check() if notified is None or notified_at is None else notified(notified_at)
             if found is not None:
                 return found
             remaining = deadline - time.monotonic()
@@ -212,4 +221,5 @@ def wait_for(db: "PostgresDatabase", keys: Sequence[str], check: Callable[[], T 
                 due = next_due()
                 if due is not None:
                     pause = min(pause, due + 0.0005)
-            waiter.event.wait(pause)
+            woken = waiter.event.wait(pause)
+            notified_at = waiter.notified_at if woken else None
