@@ -13,8 +13,9 @@ that claim saw those messages (and took them, or they were taken by others). Sib
 together take turns through a lock (a POSIX record lock, which the kernel releases when its
 holder is killed, plus a thread lock for the thread pool), so the second one looks after the
 first one's claim. Every wait is bounded: a sibling that cannot get the lock within
-LOCK_WAIT (a holder's connection may have died silently) claims on its own, as before, and a skipped process still claims on its own timer
-(the consumer's next fetch, within a second). Processes that do not share a fork (the spawn
+LOCK_WAIT (a holder's connection may have died silently) claims on its own, as before, and
+a skipped process still claims on its own timer (the consumer's next fetch, within a
+second). Processes that do not share a fork (the spawn
 start method, other workers) each keep their own state: they claim as before.
 """
 
