@@ -420,3 +420,21 @@ def test_pool_processes_woken_together_claim_once(app_env: dict[str, str], start
         assert claims["1"] < 3.5 * trips, claims
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_an_idle_slot_takes_each_message_at_once(tasks: Any, start_worker: Any, concurrency: str) -> None:
+    """A slot whose last claim found nothing goes back to waiting without looking again, as long
+    as its process heard no notification since (wakeups.quiet_since): a message sent meanwhile
+    must still be taken at once, never on the one-second timer. Sequential round trips, each
+    sent as the worker settles back into waiting, show it."""
+    start_worker("-c", concurrency)
+    assert tasks.add.delay(0, 0).get(timeout=20) == 0
+    slowest = 0.0
+    for i in range(200):
+        started = time.monotonic()
+        assert tasks.add.delay(i, 1).get(timeout=20) == i + 1
+        slowest = max(slowest, time.monotonic() - started)
+        if i % 3 == 0:  # now and then send the next one while the slot is still finishing this one
+            time.sleep(0.0005 * (i % 7))
+    assert slowest < 0.5, f"a round trip took {slowest:.2f} s: a message waited for the timer"

@@ -20,6 +20,8 @@ from ...protocol import priority_of
 from ...brokers.base import (Broker, DeadLetter, Delivery, EventChannel, Outgoing, Publisher, ScheduleStore,
                              clamp_priority, oldest_of)
 
+QUIET_FOR = 1.0  # seconds a process trusts its own empty claim and its listener instead of looking again
+
 # The claimed ids are a MATERIALIZED CTE: evaluated exactly once. As a subquery in FROM, the
 # planner may run the LIMIT ... SKIP LOCKED scan again (a rescan of the join) and claim more
 # rows than the limit - seen under load: a fetch of 3 returned 4.
@@ -126,6 +128,8 @@ class PostgresBroker(Broker):
         self.db = PostgresDatabase.for_url(url, self.options)
         # A worker's pool processes woken together claim once (siblings.py); False: each claims.
         self._claims_shared = bool(self.options.get("claims_shared", True))
+        self._keys: dict[tuple[str, ...], int] = {}
+        self._empty_at: dict[int, float] = {}  # queue-set key -> start of this process's last claim that left none
         s = self.db.schema
         self.s = s
         self._claim_one = _CLAIM_ONE.format(s=s)
@@ -184,8 +188,15 @@ class PostgresBroker(Broker):
         if self.db.enlisted() is not None or not self.db.in_transaction():
             return None
         self._promote_due()  # joins the transaction's pipeline too (a write without rows)
+        started = time.monotonic()  # before the statement runs, at the commit: earlier is the safe side
         rows = self.db.rows_at_commit(*self._claim_statement(queues, worker_id, owner, limit))
-        return lambda: self._deliveries(rows, owner)
+
+        def deliveries() -> list[Delivery]:
+            found = self._deliveries(rows, owner)
+            self._note_claim(self._queue_key(queues), started, len(found) < limit)
+            return found
+
+        return deliveries
 
     def claim_now(self, queues: Sequence[str], worker_id: str, owner: str, limit: int) -> list[Delivery] | None:
         if self.db.in_transaction():
@@ -202,7 +213,7 @@ class PostgresBroker(Broker):
 
     def fetch(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
               timeout: float, in_flight: int = 0) -> list[Delivery]:
-        key = SIBLINGS.key(f"{self.db.conninfo}\0{self.s}", queues)
+        key = self._queue_key(queues)
 
         def check() -> list[Delivery] | None:
             if not self._claims_shared:
@@ -219,11 +230,22 @@ class PostgresBroker(Broker):
                     return None
                 return self._claim_noting_drain(queues, worker_id, owner, limit, key if turn else None) or None
 
+        keys = [f"q:{q}" for q in queues]
+
+        def first_look() -> bool:
+            # This process's last claim left the queues empty, it has listened since and heard
+            # nothing: nothing was committed since that claim's snapshot (a worker's slot comes
+            # back here right after its batch's claim found nothing). At most QUIET_FOR old.
+            empty_at = self._empty_at.get(key)
+            return empty_at is None or time.monotonic() - empty_at > QUIET_FOR or \
+                not self.db.wakeups().quiet_since(keys, empty_at)
+
         if timeout <= 0:
             return self._claim(queues, worker_id, owner, limit)
-        found = wait_for(self.db, [f"q:{q}" for q in queues], check, timeout, self._next_due_in,
-                         notified=notified if self._claims_shared else None)
-        return found or []
+        if not self._claims_shared:
+            return wait_for(self.db, keys, check, timeout, self._next_due_in) or []
+        return wait_for(self.db, keys, check, timeout, self._next_due_in, notified=notified,
+                        first_look=first_look) or []
 
     def _claim_noting_drain(self, queues: Sequence[str], worker_id: str, owner: str, limit: int,
                             key: int | None) -> list[Delivery]:
@@ -231,9 +253,23 @@ class PostgresBroker(Broker):
         only while holding the claim turn)."""
         started = time.monotonic()
         found = self._claim(queues, worker_id, owner, limit)
+        self._note_claim(self._queue_key(queues), started, len(found) < limit)
         if key is not None and len(found) < limit:
             SIBLINGS.mark_drained(key, started)
         return found
+
+    def _queue_key(self, queues: Sequence[str]) -> int:
+        wanted = tuple(queues)
+        key = self._keys.get(wanted)
+        if key is None:
+            key = self._keys[wanted] = SIBLINGS.key(f"{self.db.conninfo}\0{self.s}", queues)
+        return key
+
+    def _note_claim(self, key: int, started: float, emptied: bool) -> None:
+        if emptied:
+            self._empty_at[key] = started
+        else:
+            self._empty_at.pop(key, None)
 
     # --- outcomes ---
 

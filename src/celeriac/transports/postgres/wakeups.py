@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import os
 import threading
 import time
@@ -62,6 +63,10 @@ class Wakeups:
         self.changes = threading.Condition()
         self.kinds: set[str] = set()  # wanted
         self.listening: frozenset[str] = frozenset()  # LISTENed on the thread's connection now
+        # For quiet_since (under self.lock): since when the connection LISTENs on a kind, and
+        # when each queue's newest notification arrived (waited for or not; queues only: few).
+        self.listened_since: dict[str, float] = {}
+        self.heard: dict[str, float] = {}
         self.connected_before = False  # only the first connection is waited for (a restart is polled through)
         self.own = db.channel(f"w{os.getpid()}")  # pokes: "LISTEN on what was added"
         self.thread = threading.Thread(target=self._run, name="celeriac-pg-listen", daemon=True)
@@ -105,9 +110,27 @@ class Wakeups:
         with contextlib.suppress(Exception):  # no connection now: the thread LISTENs when it has one
             self.db.fast_conn().execute("SELECT pg_notify(%s, '')", (self.own,))
 
+    def quiet_since(self, keys: Sequence[str], moment: float) -> bool:
+        """Has this process listened on `keys` (queue keys, "q:<name>") all along since `moment`
+        (monotonic) and heard nothing for them? Then whatever was committed after `moment`
+        is still to be notified here."""
+        with self.lock:
+            for key in keys:
+                kind = key.partition(":")[0]
+                since = self.listened_since.get(kind)
+                if since is None or since >= moment:
+                    return False
+                if self.heard.get(key, -math.inf) >= moment or self.heard.get(kind, -math.inf) >= moment:
+                    return False
+        return True
+
     def _wake(self, keys: Sequence[str], values: dict[str, str] | None = None) -> None:
         """`values`: key -> a result in base64, decoded only for a key someone here waits on."""
         with self.lock:
+            if keys and keys[0] == "q":  # a queue's notification: remembered for quiet_since
+                heard = time.monotonic()
+                for key in keys:
+                    self.heard[key] = heard
             for key in keys:
                 waiting = self.waiters.get(key)
                 if not waiting:
@@ -148,6 +171,8 @@ class Wakeups:
         for kind in sorted(wanted - listening):
             conn.execute(f"LISTEN {self.db.channel(kind)}")
             listening.add(kind)
+            with self.lock:
+                self.listened_since[kind] = time.monotonic()
         with self.changes:
             self.listening = frozenset(listening | {self.own})
             self.connected_before = True
@@ -186,6 +211,8 @@ class Wakeups:
             except psycopg.Error:
                 with self.changes:
                     self.listening = frozenset()
+                with self.lock:
+                    self.listened_since.clear()  # what is notified now is lost until the next LISTEN
                 self._wake_all()
                 time.sleep(backoff)
             finally:
@@ -196,21 +223,25 @@ class Wakeups:
 def wait_for(db: "PostgresDatabase", keys: Sequence[str], check: Callable[[], T | None], timeout: float,
              next_due: Callable[[], float | None] | None = None,
              delivered: Callable[[bytes], T | None] | None = None,
-             notified: Callable[[float], T | None] | None = None) -> T | None:
+             notified: Callable[[float], T | None] | None = None,
+             first_look: Callable[[], bool] | None = None) -> T | None:
     """Run `check` until it returns something (not None), waking on notifications for `keys`,
     at most every POLL_FALLBACK seconds, and when `next_due` (seconds) says a delay ends.
     `delivered`: what a value that came inside a notification gives, instead of a `check`;
     `notified`: what runs instead of `check` after a wake by notifications only, given the
-    monotonic time the newest of them arrived."""
+    monotonic time the newest of them arrived; `first_look`: whether to `check` before the
+    first wait (asked once the waiter is registered, so nothing notified after is missed)."""
     deadline = time.monotonic() + timeout
     notified_at: float | None = None  # None: the first look, or a wake by the clock
     with db.wakeups().watching(keys) as waiter:
+        look = first_look is None or first_look()
         while True:
             waiter.event.clear()
             value, waiter.value = waiter.value, None
             found = delivered(value) if value is not None and delivered is not None else None
-            if found is None:
+            if found is None and look:
                 found = check() if notified is None or notified_at is None else notified(notified_at)
+            look = True
             if found is not None:
                 return found
             remaining = deadline - time.monotonic()
