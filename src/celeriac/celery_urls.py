@@ -58,20 +58,12 @@ def _sqlalchemy(what: str, url: str, dialect: str, rest: str, store: str) -> str
         target = "sqlite://" + rest
         return _note(what, url, target, f"{store} on the same file, in its own tables: Celery's tables "
                      "there are neither read nor written", level=logging.WARNING)
-    if database in _POSTGRES_SCHEMES:
-        if _has_postgres(what):
-            return _note(what, url, "postgresql://" + rest, "celeriac's PostgreSQL engine")
-        raise ImproperlyConfigured(
-            f"{what} {safe_url(url)!r}: celeriac has no PostgreSQL {what} in this version yet (it is "
-            "planned). Use sqlite:///path.db or redis://host:6379/0 for now")
+    if database in _POSTGRES_SCHEMES:  # psycopg missing: the transport's own error names celeriac[postgres]
+        return _note(what, url, "postgresql://" + rest, "celeriac's PostgreSQL engine, in its own tables: "
+                     "Celery's tables there are neither read nor written", level=logging.WARNING)
     raise ImproperlyConfigured(
         f"{what} {safe_url(url)!r}: celeriac has no {database} engine. Of Celery's SQLAlchemy URLs only "
         "db+sqlite:///path.db (and sqla+sqlite:///path.db for the broker) are read, as sqlite:///path.db")
-
-
-def _has_postgres(what: str) -> bool:
-    from . import transports
-    return "postgresql" in transports.schemes("broker" if what == "broker" else "results")
 
 
 def _unix(rest: str) -> str:

@@ -353,6 +353,10 @@ def test_postgres_restart_under_load(tasks: Any, start_worker: Any, postgres_ser
     for worker in workers:
         assert worker.proc.poll() is None, worker.output[-3000:]
         assert "127.0.0.1" in worker.output and "retrying" in worker.output
+        # The supervisor says it once per outage and says when it is over (it used to log
+        # each 50 ms tick: some 40 lines in a 2 s outage).
+        outages = worker.output.count("broker or result store unreachable")
+        assert 1 <= outages <= 2 and "answer again, after" in worker.output, worker.output[-3000:]
 
 
 def test_kill_9_worker_loses_nothing(tasks: Any, start_worker: Any, tmp_path: Path) -> None:

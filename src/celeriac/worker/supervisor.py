@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..app import Celeriac
 
 logger = logging.getLogger("celeriac.worker")
+OUTAGE_RETRY = 0.25  # seconds between two tries of the heartbeat while the broker or store does not answer
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Worker:
         self._stop_requested = 0
         self._last_beat = 0.0
         self._last_cleanup = time.monotonic()
+        self._outage_since: float | None = None  # monotonic: when the broker or store stopped answering
+        self._retry_at = 0.0
         self.revocations = Revocations(app, interval=0.0)  # read on every tick (at most every 0.5 s)
         self.control = SupervisorControl(self)
         self._beat: Any = None
@@ -212,18 +215,35 @@ class Worker:
         self.control.poll()
         self.autoscaler.tick()
         now = time.monotonic()
+        if now < self._retry_at:
+            return
         try:
-            if now - self._last_beat >= self.options.heartbeat_interval:
-                self.heartbeat()
-                self._recover()
-                self.app.broker.housekeeping()
-            if now - self._last_cleanup >= self._cleanup_interval:
-                self._last_cleanup = now
-                removed = self.app.backend.cleanup()
-                if removed:
-                    logger.info("removed %d expired result(s)", removed)
+            if self._housekeeping(now) and self._outage_since is not None:
+                logger.warning("broker and result store answer again, after %.1fs", now - self._outage_since)
+                self._outage_since = None
         except OperationalError as exc:
-            logger.warning("broker or result store unreachable (%s); retrying", exc)
+            # Said once per outage (then retried quietly every OUTAGE_RETRY seconds), not on every tick.
+            if self._outage_since is None:
+                self._outage_since = now
+                logger.warning("broker or result store unreachable (%s); retrying every %.2gs until it answers",
+                               exc, OUTAGE_RETRY)
+            self._retry_at = now + OUTAGE_RETRY
+
+    def _housekeeping(self, now: float) -> bool:
+        """The heartbeat and clean-up that are due; whether any talked to the broker or store."""
+        ran = False
+        if now - self._last_beat >= self.options.heartbeat_interval:
+            ran = True
+            self.heartbeat()
+            self._recover()
+            self.app.broker.housekeeping()
+        if now - self._last_cleanup >= self._cleanup_interval:
+            ran = True
+            self._last_cleanup = now
+            removed = self.app.backend.cleanup()
+            if removed:
+                logger.info("removed %d expired result(s)", removed)
+        return ran
 
     def _terminate_revoked(self) -> None:
         """End running tasks revoked with terminate=True (read from the durable store)."""
