@@ -19,11 +19,20 @@ def free_port() -> int:
 
 class DashboardProcess:
     def __init__(self, cwd: Path, env: dict[str, str], *args: str, auth: tuple[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = WorkerProcess(cwd, env, "--port", str(self.port), *args, command="dashboard")
-        self.http = httpx.Client(base_url=self.base, auth=auth, timeout=20)
-        wait_until(self._up, 30, message="dashboard answering /healthcheck")
+        for attempt in range(3):
+            # A free port may be taken by another test's server before the dashboard binds it
+            # (the suite runs on four processes): then the dashboard starts again on another.
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            self.proc = WorkerProcess(cwd, env, "--port", str(self.port), *args, command="dashboard")
+            self.http = httpx.Client(base_url=self.base, auth=auth, timeout=20)
+            try:
+                wait_until(self._up, 30, message="dashboard answering /healthcheck")
+                return
+            except AssertionError:
+                self.stop()
+                if attempt == 2 or "address already in use" not in self.proc.output:
+                    raise
 
     def _up(self) -> bool:
         if self.proc.proc.poll() is not None:
