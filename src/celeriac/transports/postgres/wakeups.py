@@ -232,16 +232,18 @@ def wait_for(db: "PostgresDatabase", keys: Sequence[str], check: Callable[[], T 
     monotonic time the newest of them arrived; `first_look`: whether to `check` before the
     first wait (asked once the waiter is registered, so nothing notified after is missed)."""
     deadline = time.monotonic() + timeout
-    notified_at: float | None = None  # None: the first look, or a wake by the clock
     with db.wakeups().watching(keys) as waiter:
-        look = first_look is None or first_look()
+        first, woken = True, False  # woken: the last wait was ended by a notification
         while True:
             waiter.event.clear()
+            # Read after the clear: a notification that came before it counts here, one after
+            # it sets the event again. Nothing is skipped on a time read before the clear.
+            notified_at = waiter.notified_at
             value, waiter.value = waiter.value, None
             found = delivered(value) if value is not None and delivered is not None else None
-            if found is None and look:
-                found = check() if notified is None or notified_at is None else notified(notified_at)
-            look = True
+            if found is None and not (first and first_look is not None and not first_look()):
+                found = notified(notified_at) if woken and notified is not None else check()
+            first = False
             if found is not None:
                 return found
             remaining = deadline - time.monotonic()
@@ -253,4 +255,3 @@ def wait_for(db: "PostgresDatabase", keys: Sequence[str], check: Callable[[], T 
                 if due is not None:
                     pause = min(pause, due + 0.0005)
             woken = waiter.event.wait(pause)
-            notified_at = waiter.notified_at if woken else None
